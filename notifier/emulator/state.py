@@ -1,0 +1,313 @@
+"""What the emulated PlanFix account holds: tasks, statuses, clock, quota,
+sessions and the faults queued for injection. Shared by the HTTP threads
+under one lock; everything here is plain data, JSON in and out."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+DATE_FMT = "%d-%m-%Y"
+DATETIME_FMT = "%d-%m-%Y %H:%M"
+
+# The fields a task may carry, by their PlanFix XML names. "id" is given by the
+# emulator; "access": false makes task.get answer 3008 (no access).
+TASK_FIELDS = frozenset(
+    {
+        "id", "general", "title", "description", "importance", "status", "statusSet",
+        "checkResult", "owner", "parent", "project", "client", "beginDateTime",
+        "startTime", "endTime", "isNotAcceptedInTime", "starred", "workers", "members",
+        "auditors", "type", "template", "duration", "durationUnit", "isSummary",
+        "customData", "periodicity", "access",
+    }
+)  # fmt: skip
+
+STATUS_SETS: dict[int, tuple[str, list[tuple[int, str, bool]]]] = {
+    # set id: (name, [(status id, name, is active)])
+    1: (
+        "Стандартный процесс",
+        [
+            (1, "Новая", True),
+            (2, "В работе", True),
+            (3, "Завершённая", False),
+            (4, "Отложенная", True),
+            (5, "Отклонённая", False),
+            (6, "Выполненная", False),
+            (7, "Отменённая", False),
+        ],
+    ),
+    2: (
+        "Разработка",
+        [
+            (1, "Новая", True),
+            (2, "В работе", True),
+            (101, "На ревью", True),
+            (102, "Тестирование", True),
+            (3, "Завершённая", False),
+            (7, "Отменённая", False),
+        ],
+    ),
+}
+
+FAULT_KINDS = frozenset(
+    {
+        "http_error",  # HTTP `status` (default 502) with an HTML page
+        "slow",  # answer after `delay_s`
+        "malformed",  # a truncated XML document
+        "html",  # HTTP 200 with an HTML page
+        "wrong_root",  # well-formed XML, not a <response>
+        "error",  # <response status="error"><code>`code`</code>
+        "xml_bomb",  # billion laughs
+        "xxe",  # an external entity pointing at a local file
+        "huge",  # a 10 MB body
+        "non_utf8",  # a body in cp1251 that claims to be UTF-8
+        "reset",  # the connection closed with no answer
+    }
+)
+
+
+class ControlError(ValueError):
+    """A control request the emulator cannot honour; answered with HTTP 400."""
+
+
+@dataclass
+class Fault:
+    kind: str
+    times: int = 1  # how many requests it hits; -1 = until cleared
+    method: str | None = None  # only requests to this method
+    task_id: int | None = None  # only requests about this task
+    status: int = 502
+    code: str = "0000"
+    delay_s: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fault:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ControlError(f"unknown fault keys: {sorted(unknown)}")
+        fault = cls(**data)
+        if fault.kind not in FAULT_KINDS:
+            raise ControlError(f"unknown fault kind {fault.kind!r}; known: {sorted(FAULT_KINDS)}")
+        return fault
+
+    def matches(self, method: str, task_ids: frozenset[int]) -> bool:
+        if self.times == 0 or (self.method and self.method != method):
+            return False
+        return self.task_id is None or self.task_id in task_ids
+
+
+@dataclass
+class Settings:
+    account: str = "demo"
+    api_key: str = "emulator-api-key"
+    token: str = "emulator-token"
+    login: str = "robot"
+    password: str = "robot-password"
+    signature_key: str | None = None  # when set, every request must be signed
+    timezone: str = "Europe/Moscow"
+    daily_quota: int = 5000
+    rps_limit: float | None = None  # requests per second; over it: HTTP 429
+    supports_multi: bool = True
+    multi_cost: str = "one"  # "one" request per getMulti, or "per_task"
+    shape: str = "modern"  # "modern" (names, members, …) or "seed" (the 2013 card)
+    session_ttl_s: float = 3600.0
+    close_to_deadline_s: float = 24 * 3600.0
+    other_dc_accounts: list[str] = field(default_factory=list)  # answered with 0024
+
+    def update(self, data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            if key not in self.__dataclass_fields__:
+                raise ControlError(f"unknown setting {key!r}")
+            setattr(self, key, value)
+        if self.shape not in ("modern", "seed") or self.multi_cost not in ("one", "per_task"):
+            raise ControlError("shape is modern|seed, multi_cost is one|per_task")
+
+
+class Clock:
+    """Real time plus an offset, or frozen; moved through the control API."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+        self.frozen: float | None = None
+
+    def now_ts(self) -> float:
+        return self.frozen if self.frozen is not None else time.time() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        if self.frozen is not None:
+            self.frozen += seconds
+        else:
+            self.offset_s += seconds
+
+    def set(self, when: datetime, *, freeze: bool) -> None:
+        target = when.timestamp()
+        if freeze:
+            self.frozen = target
+        else:
+            self.frozen = None
+            self.offset_s = target - time.time()
+
+
+class Account:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.lock = threading.RLock()
+        self.clock = Clock()
+        self.tasks: dict[int, dict[str, Any]] = {}
+        self.next_id = 1001
+        self.next_general = 1
+        self.sessions: dict[str, float] = {}  # sid → expiry (clock seconds)
+        self.faults: list[Fault] = []
+        self.quota_day: date | None = None
+        self.quota_used = 0
+        self.requests_by_method: dict[str, int] = {}
+        self.last_request_ts: float | None = None
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.settings.timezone)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.now_ts(), self.tz)
+
+    # --- tasks --------------------------------------------------------------------
+
+    def add_task(self, data: dict[str, Any]) -> dict[str, Any]:
+        check_task_fields(data)
+        task = {
+            "title": "",
+            "importance": "AVERAGE",
+            "status": 2,
+            "statusSet": 1,
+            "beginDateTime": self.now().strftime(DATETIME_FMT),
+            "type": "task",
+            **data,
+        }
+        task.setdefault("id", self.next_id)
+        task.setdefault("general", self.next_general)
+        if task["id"] in self.tasks:
+            raise ControlError(f"task {task['id']} exists already")
+        self.next_id = max(self.next_id, int(task["id"])) + 1
+        self.next_general = max(self.next_general, int(task["general"])) + 1
+        self.tasks[int(task["id"])] = task
+        return task
+
+    def change_task(self, task_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        check_task_fields(changes)
+        if "id" in changes and changes["id"] != task_id:
+            raise ControlError("a task's id cannot change")
+        task = self.task(task_id)
+        for key, value in changes.items():
+            if value is None:
+                task.pop(key, None)
+            else:
+                task[key] = value
+        return task
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise ControlError(f"no task {task_id}") from None
+
+    def task_by_general(self, general: int) -> dict[str, Any] | None:
+        return next((t for t in self.tasks.values() if t.get("general") == general), None)
+
+    def is_active(self, task: dict[str, Any]) -> bool:
+        statuses = STATUS_SETS.get(int(task.get("statusSet") or 1), STATUS_SETS[1])[1]
+        return next((active for sid, _, active in statuses if sid == task.get("status")), True)
+
+    def deadline(self, task: dict[str, Any]) -> datetime | None:
+        raw = task.get("endTime")
+        if not raw:
+            return None
+        if " " in raw:
+            return datetime.strptime(raw, DATETIME_FMT).replace(tzinfo=self.tz)
+        day = datetime.strptime(raw, DATE_FMT).replace(tzinfo=self.tz)
+        return day + timedelta(days=1)  # a date-only deadline lasts the whole day
+
+    def flags(self, task: dict[str, Any]) -> tuple[bool, bool]:
+        """(isOverdued, isCloseToDeadline) as PlanFix computes them, on our clock."""
+        deadline = self.deadline(task)
+        if deadline is None or not self.is_active(task):
+            return False, False
+        left = (deadline - self.now()).total_seconds()
+        return left < 0, 0 <= left <= self.settings.close_to_deadline_s
+
+    # --- quota and sessions -----------------------------------------------------------
+
+    def count_request(self, method: str, cost: int = 1) -> bool:
+        """Count one request; False when the day's quota was already spent."""
+        self.requests_by_method[method] = self.requests_by_method.get(method, 0) + 1
+        self._roll_day()
+        if self.quota_used >= self.settings.daily_quota:
+            return False
+        self.quota_used += cost
+        return True
+
+    def set_quota_used(self, used: int) -> None:
+        self._roll_day()
+        self.quota_used = used
+
+    def _roll_day(self) -> None:
+        """The quota day ends at midnight in the account's zone."""
+        today = self.now().date()
+        if self.quota_day != today:
+            self.quota_day, self.quota_used = today, 0
+
+    @property
+    def quota_remaining(self) -> int:
+        return max(0, self.settings.daily_quota - self.quota_used)
+
+    def new_session(self) -> str:
+        sid = secrets.token_hex(16)
+        self.sessions[sid] = self.clock.now_ts() + self.settings.session_ttl_s
+        return sid
+
+    def session_valid(self, sid: str) -> bool:
+        expiry = self.sessions.get(sid)
+        return expiry is not None and expiry > self.clock.now_ts()
+
+    # --- faults -----------------------------------------------------------------------
+
+    def take_fault(self, method: str, task_ids: frozenset[int]) -> Fault | None:
+        for fault in self.faults:
+            if fault.matches(method, task_ids):
+                if fault.times > 0:
+                    fault.times -= 1
+                return fault
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "now": self.now().isoformat(),
+            "quota": {
+                "day": self.quota_day.isoformat() if self.quota_day else None,
+                "used": self.quota_used,
+                "limit": self.settings.daily_quota,
+                "remaining": self.quota_remaining,
+            },
+            "requests": dict(self.requests_by_method),
+            "tasks": len(self.tasks),
+            "sessions": len(self.sessions),
+            "faults": [asdict(f) for f in self.faults if f.times != 0],
+            "settings": {k: v for k, v in asdict(self.settings).items() if k != "password"},
+        }
+
+
+def check_task_fields(data: dict[str, Any]) -> None:
+    unknown = set(data) - TASK_FIELDS
+    if unknown:
+        raise ControlError(f"unknown task fields: {sorted(unknown)}")
+    for key in ("endTime", "startTime", "beginDateTime"):
+        raw = data.get(key)
+        if raw:
+            try:
+                datetime.strptime(raw, DATETIME_FMT if " " in raw else DATE_FMT)
+            except (TypeError, ValueError):
+                raise ControlError(f"{key} is dd-mm-yyyy or dd-mm-yyyy hh:mm, got {raw!r}") from None
