@@ -69,10 +69,14 @@ def format_task(task: Task, catalog: StatusCatalog) -> str:
     deadline = task.deadline.strftime("%d.%m %H:%M") if task.deadline else "—"
     flags = "".join(
         mark
-        for mark, on in (("просрочена ", task.is_overdued), ("скоро срок", task.is_close_to_deadline))
+        for mark, on in (
+            ("просрочена ", task.is_overdued),
+            ("скоро срок", task.is_close_to_deadline),
+        )
         if on
     )
-    return f"{task.id:>6} #{task.general or '':<5} {status:<14} {deadline:<12} {flags:<22} {task.title}"
+    number = f"#{task.general or ''}"
+    return f"{task.id:>6} {number:<6} {status:<14} {deadline:<12} {flags:<22} {task.title}"
 
 
 async def _poll_and_print(client: PlanfixClient, task_ids: Sequence[int]) -> int:

@@ -115,8 +115,8 @@ class WatchSection(_Section):
 
 class Config(_Section):
     planfix: PlanfixSection
-    state: StateSection = Field(default_factory=StateSection)
-    watch: WatchSection = Field(default_factory=WatchSection)
+    state: StateSection = StateSection()
+    watch: WatchSection = WatchSection()
 
     def check_auth_mode(self) -> None:
         pf = self.planfix

@@ -35,9 +35,12 @@ MAX_REQUEST_BYTES = 1024 * 1024
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as clients expect of PlanFix
+    # Headers and body go out in separate writes: without TCP_NODELAY each
+    # answer would wait ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: EmulatorServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return  # quiet: tests and the demo print what matters themselves
 
     def _body(self) -> bytes:
@@ -185,7 +188,10 @@ class Emulator:
 
     def start(self) -> Emulator:
         self._thread = threading.Thread(
-            target=self.server.serve_forever, name="planfix-emulator", daemon=True
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="planfix-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self

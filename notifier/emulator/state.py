@@ -310,4 +310,6 @@ def check_task_fields(data: dict[str, Any]) -> None:
             try:
                 datetime.strptime(raw, DATETIME_FMT if " " in raw else DATE_FMT)
             except (TypeError, ValueError):
-                raise ControlError(f"{key} is dd-mm-yyyy or dd-mm-yyyy hh:mm, got {raw!r}") from None
+                raise ControlError(
+                    f"{key} is dd-mm-yyyy or dd-mm-yyyy hh:mm, got {raw!r}"
+                ) from None

@@ -96,7 +96,9 @@ class Renderer:
                 else:
                     _sub(container, "id", person["id"])
 
-    def task(self, task: dict[str, Any], *, with_id: bool = True, members: bool = True) -> etree._Element:
+    def task(
+        self, task: dict[str, Any], *, with_id: bool = True, members: bool = True
+    ) -> etree._Element:
         card = etree.Element("task")
         if with_id:
             _sub(card, "id", task["id"])
@@ -200,7 +202,9 @@ class XmlApi:
         limit = self.account.settings.rps_limit
         now = self.account.clock.now_ts()
         last, self.account.last_request_ts = self.account.last_request_ts, now
-        return bool(limit) and last is not None and now - last < 1.0 / float(limit)
+        if not limit or last is None:
+            return False
+        return now - last < 1.0 / limit
 
     def _authenticate(self, method: str, root: etree._Element, authorization: str | None) -> None:
         settings = self.account.settings
@@ -267,13 +271,13 @@ class XmlApi:
                 _sub(item, "id", set_id)
                 _sub(item, "name", name)
         elif method == "taskStatus.getListOfSet":
-            set_id = _ids(root, "taskStatusSet/id")
-            if not set_id:
+            asked = _ids(root, "taskStatusSet/id")
+            if not asked:
                 raise ApiError("0009")
-            if set_id[0] not in STATUS_SETS:
+            if asked[0] not in STATUS_SETS:
                 raise ApiError("0000")
             container = _sub(response, "taskStatuses")
-            for status_id, name, active in STATUS_SETS[set_id[0]][1]:
+            for status_id, name, active in STATUS_SETS[asked[0]][1]:
                 item = _sub(container, "taskStatus")
                 _sub(item, "id", status_id)
                 _sub(item, "name", name)
@@ -364,7 +368,9 @@ def _faulty(fault: Fault, answer: Answer) -> Answer:
         )
     elif fault.kind == "huge":
         filler = b"<description>" + b"x" * (10 * 1024 * 1024) + b"</description>"
-        answer.body = b'<?xml version="1.0"?><response status="ok"><task>' + filler + b"</task></response>"
+        answer.body = (
+            b'<?xml version="1.0"?><response status="ok"><task>' + filler + b"</task></response>"
+        )
     elif fault.kind == "non_utf8":
         answer.body = (
             '<?xml version="1.0" encoding="UTF-8"?><response status="ok"><task><id>1</id>'

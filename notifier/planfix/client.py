@@ -332,9 +332,7 @@ class PlanfixClient:
                 _fail_all(results, batch, exc)
 
     async def _get_multi(self, batch: Sequence[int]) -> dict[int, TaskResult]:
-        root = await self.call(
-            "task.getMulti", [("tasks", [("id", task_id) for task_id in batch])]
-        )
+        root = await self.call("task.getMulti", [("tasks", [("id", task_id) for task_id in batch])])
         container = root.find("tasks")
         if container is None:
             raise BadResponseError("no <tasks> in the answer", method="task.getMulti")
@@ -378,9 +376,7 @@ class PlanfixClient:
         ]
 
     async def statuses_of_set(self, set_id: int) -> list[TaskStatus]:
-        root = await self.call(
-            "taskStatus.getListOfSet", [("taskStatusSet", [("id", set_id)])]
-        )
+        root = await self.call("taskStatus.getListOfSet", [("taskStatusSet", [("id", set_id)])])
         container = root.find("taskStatuses")
         if container is None:
             raise BadResponseError("no <taskStatuses>", method="taskStatus.getListOfSet")

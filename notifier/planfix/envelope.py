@@ -97,6 +97,8 @@ def parse_response(raw: bytes, *, method: str | None = None) -> etree._Element:
     of a successful one, raise :class:`PlanfixApiError` for an error one."""
     if len(raw) > MAX_RESPONSE_BYTES:
         raise BadResponseError(f"larger than {MAX_RESPONSE_BYTES} bytes", method=method)
+    if raw[:512].lstrip()[:14].lower().startswith((b"<html", b"<!doctype html")):
+        raise BadResponseError("an HTML page, not XML", excerpt=excerpt(raw), method=method)
     if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
         # No legitimate PlanFix answer has a DTD; refusing it outright is the
         # only sure defence against entity bombs and external entities.

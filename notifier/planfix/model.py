@@ -161,10 +161,10 @@ class _Reader:
     def text(self, path: str) -> str | None:
         return text_of(self.card, path)
 
-    def int(self, path: str) -> int | None:
+    def integer(self, path: str) -> int | None:
         return _int(self.text(path), path)
 
-    def bool(self, path: str) -> bool:
+    def flag(self, path: str) -> bool:
         return _bool(self.text(path), path)
 
     def when(self, path: str) -> tuple[datetime | None, bool]:
@@ -226,20 +226,20 @@ def _periodicity(read: _Reader) -> Periodicity | None:
         end = EndCondition(
             type=sub.text("endCondition/type"),
             date=sub.when("endCondition/date")[0],
-            repeat_count=sub.int("endCondition/repeatCount"),
+            repeat_count=sub.integer("endCondition/repeatCount"),
         )
     return Periodicity(
         kind=kind,
         type=sub.text(f"{kind}/type"),
-        shift=sub.int(f"{kind}/shift"),
+        shift=sub.integer(f"{kind}/shift"),
         days=days,
-        month=sub.int(f"{kind}/month"),
-        day=sub.int(f"{kind}/day"),
+        month=sub.integer(f"{kind}/month"),
+        day=sub.integer(f"{kind}/day"),
         day_type=sub.text(f"{kind}/dayType"),
         start_date=sub.when("startDate")[0],
         end_condition=end,
-        notify_type=sub.int("notify/type"),
-        notify_day=sub.int("notify/day"),
+        notify_type=sub.integer("notify/type"),
+        notify_day=sub.integer("notify/day"),
     )
 
 
@@ -267,7 +267,7 @@ def parse_task(card: etree._Element, tz: ZoneInfo, *, task_id: int | None = None
     """One ``<task>`` card → :class:`Task`. The seed's ``task.get`` answer has
     no ``<id>``; then the id asked for is used."""
     read = _Reader(card, tz)
-    own_id = read.int("id")
+    own_id = read.integer("id")
     if own_id is None:
         own_id = task_id
     if own_id is None:
@@ -277,13 +277,13 @@ def parse_task(card: etree._Element, tz: ZoneInfo, *, task_id: int | None = None
     end_time, end_has_time = read.when("endTime")
     return Task(
         id=own_id,
-        general=read.int("general"),
+        general=read.integer("general"),
         title=read.text("title") or "",
         description=(card.findtext("description") or "").strip(),
         importance=read.text("importance"),
-        status=read.int("status"),
-        status_set=read.int("statusSet"),
-        check_result=read.bool("checkResult"),
+        status=read.integer("status"),
+        status_set=read.integer("statusSet"),
+        check_result=read.flag("checkResult"),
         owner=read.ref("owner"),
         parent=read.ref("parent"),
         project=read.ref("project"),
@@ -292,18 +292,18 @@ def parse_task(card: etree._Element, tz: ZoneInfo, *, task_id: int | None = None
         start_time=read.when("startTime")[0],
         end_time=end_time,
         end_time_has_time=end_has_time,
-        is_overdued=read.bool("isOverdued"),
-        is_close_to_deadline=read.bool("isCloseToDeadline"),
-        is_not_accepted_in_time=read.bool("isNotAcceptedInTime"),
-        starred=read.bool("starred"),
+        is_overdued=read.flag("isOverdued"),
+        is_close_to_deadline=read.flag("isCloseToDeadline"),
+        is_not_accepted_in_time=read.flag("isNotAcceptedInTime"),
+        starred=read.flag("starred"),
         workers=read.people("workers"),
         members=read.people("members"),
         auditors=read.people("auditors"),
         type=read.text("type"),
-        template=read.int("template/id"),
-        duration=read.int("duration"),
+        template=read.integer("template/id"),
+        duration=read.integer("duration"),
         duration_unit=read.text("durationUnit"),
-        is_summary=read.bool("isSummary"),
+        is_summary=read.flag("isSummary"),
         periodicity=_periodicity(read),
         custom_data=_custom_data(read),
     )
