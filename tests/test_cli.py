@@ -1,0 +1,67 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from notifier.emulator import Emulator, EmulatorControl
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_demo_polls_the_emulator_tasks() -> None:
+    done = run("demo", "--tasks", "5")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "PlanFix emulator on http://127.0.0.1:" in lines[0]
+    rows = [line for line in lines if line.strip()[:4].isdigit()]
+    assert len(rows) == 5
+    assert "task.getMulti" in done.stdout
+
+
+def test_poll_with_a_config(tmp_path: Path, emulator: Emulator, control: EmulatorControl) -> None:
+    task_id = control.create_task(title="Проверка опроса", status=2)["id"]
+    config = tmp_path / "notifier.toml"
+    settings = emulator.account.settings
+    config.write_text(
+        f'[planfix]\naccount = "{settings.account}"\nendpoint = "{emulator.endpoint}"\n'
+        f'api_key = "{settings.api_key}"\ntoken = "{settings.token}"\n'
+    )
+    done = run("poll", str(task_id), "999999", "--config", str(config))
+    assert done.returncode == 1, done.stderr  # one of the two tasks does not exist
+    assert "Проверка опроса" in done.stdout and "В работе" in done.stdout
+    assert "999999 ! PlanFix error 3001" in done.stdout
+    assert settings.token not in done.stdout + done.stderr
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[planfix]\naccount = "a"\napi_key = "k"\ntoken = "t"\nquota = 1\n')
+    done = run("poll", "1", "--config", str(config))
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip() == f"planfix-notifier: {config}: planfix.quota: unknown key (a typo?)"
+    )
+
+
+def test_no_config_found_says_where_it_looked(tmp_path: Path) -> None:
+    done = run("poll", "1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no configuration" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_help_for_every_command() -> None:
+    for command in ("poll", "demo", "emulator"):
+        done = run(command, "--help")
+        assert done.returncode == 0 and "usage:" in done.stdout

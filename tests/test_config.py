@@ -1,0 +1,99 @@
+"""Configuration: the example loads, every mistake is one clear line."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from notifier.config import Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config" / "notifier.example.toml"
+
+MINIMAL = """
+[planfix]
+account = "acme"
+api_key = "k"
+token = "t"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "notifier.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_loads_and_documents_every_key() -> None:
+    config = load_config(EXAMPLE, environ={})
+    assert config.planfix.account == "acme"
+    example = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for section_name, field in Config.model_fields.items():
+        model = field.annotation
+        assert section_name in example, f"[{section_name}] missing from the example"
+        for key in model.model_fields:  # type: ignore[union-attr]
+            assert f"{key} =" in text, f"{section_name}.{key} is not documented in the example"
+
+
+def test_minimal_config_has_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), environ={})
+    assert config.planfix.daily_quota == 5000
+    assert config.planfix.endpoint == "https://api.planfix.ru/xml/"
+    assert config.watch.min_interval_s == 60
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            '[planfix]\naccount = "a"\napi_key = "k"\ntoken = "t"\ntokken = "x"',
+            "planfix.tokken: unknown key",
+        ),
+        ('[planfix]\naccount = "a"\ntoken = "t"', "planfix.api_key: required, missing"),
+        ('[planfix]\naccount = "a"\napi_key = "k"', "set planfix.token, or planfix.login"),
+        (MINIMAL + 'daily_quota = "many"', "planfix.daily_quota: Input should be a valid integer"),
+        (
+            MINIMAL + 'endpoint = "http://api.planfix.ru/xml/"',
+            "planfix.endpoint: PlanFix accepts HTTPS only",
+        ),
+        (MINIMAL + 'timezone = "Mars/Olympus"', "planfix.timezone: unknown time zone"),
+        (
+            MINIMAL + '[watch]\nevents = ["status_chnaged"]',
+            "watch.events: unknown event 'status_chnaged'",
+        ),
+        (MINIMAL + "[planfix", "not valid TOML"),
+    ],
+)
+def test_errors_name_file_and_key_on_one_line(tmp_path: Path, extra: str, message: str) -> None:
+    path = write(tmp_path, extra)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    text = str(caught.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text
+
+
+def test_secrets_from_files_and_environment(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "token").write_text("from-file\n")
+    path = write(tmp_path, '[planfix]\naccount = "a"\ntoken_file = "token"\n')
+    environ = {"CREDENTIALS_DIRECTORY": str(creds), "PLANFIX_NOTIFIER_PLANFIX_API_KEY": "from-env"}
+    config = load_config(path, environ=environ)
+    assert config.planfix.token is not None
+    assert config.planfix.token.get_secret_value() == "from-file"
+    assert config.planfix.api_key.get_secret_value() == "from-env"
+    assert "from-file" not in repr(config) and "from-env" not in repr(config)
+
+
+def test_unreadable_secret_file_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, '[planfix]\naccount = "a"\napi_key = "k"\ntoken_file = "/nope/token"\n')
+    with pytest.raises(ConfigError, match=r"planfix\.token_file: cannot read /nope/token"):
+        load_config(path, environ={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml", environ={})
