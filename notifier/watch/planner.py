@@ -1,0 +1,226 @@
+"""The planner: which tasks to ask PlanFix about next, and when. Pure: it
+takes the tasks' states, the budget and ``now`` (epoch seconds) and returns a
+decision; it performs no I/O and never sleeps.
+
+How it spends the daily budget:
+
+* Requests are spread evenly over what is left of the quota day (the pace is
+  recomputed from the budget left, so nothing is thrown away), never faster
+  than ``requests_per_second`` and never more than ``max_pace`` times the
+  day's average.
+* Each request asks about the tasks with the largest ``elapsed × √rate``: in
+  steady state that polls each task in proportion to the square root of its
+  change rate, the allocation that minimises the mean detection delay for a
+  fixed budget. Rates are learned from what polls find; a floor keeps every
+  task in the rotation.
+* A deadline is known in advance: each unfinished task is polled right after
+  its ``endTime`` (to catch ``isOverdued``) and right after it enters the
+  close-to-deadline window; those polls go first and may pull a request
+  forward, within the hourly cap. Inside the window a task weighs more.
+* Finished tasks weigh less, and are re-checked at least every
+  ``finished_interval_s``; unavailable ones only on that slow interval;
+  failing tasks back off exponentially; tasks never polled go first (baseline).
+* With ``task.getMulti`` one request carries up to ``batch_size`` tasks, and
+  it is filled: the extra tasks cost nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+DAY_S = 86400.0
+HOUR_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """What the planner knows of one watched task."""
+
+    task_id: int
+    last_poll_at: float | None = None  # the last attempt, whatever its result
+    deadline: float | None = None  # when isOverdued flips (endTime, or the end of its day)
+    overdue_seen: bool = False  # the last snapshot already says overdue
+    close_seen: bool = False
+    finished: bool = False
+    unavailable: bool = False
+    failures: int = 0  # consecutive failed polls
+    rate_per_day: float = 1.0  # learned change rate
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerSettings:
+    min_interval_s: float = 60.0
+    deadline_window_s: float = DAY_S  # close-to-deadline window before endTime
+    deadline_margin_s: float = 15.0  # poll this long after the flip moment
+    window_boost: float = 1.25  # weight multiplier inside the window
+    finished_weight: float = 0.5  # finished tasks rarely reopen
+    finished_interval_s: float = 6 * HOUR_S
+    unavailable_interval_s: float = 6 * HOUR_S
+    backoff_base_s: float = 60.0
+    backoff_max_s: float = HOUR_S
+    rate_floor_per_day: float = 0.1
+    requests_per_second: float = 1.0
+    max_pace: float = 1.5  # regular requests at most this × the day's average rate
+    max_hour_share: float = 2.0  # with pulled-forward ones, no hour over this × its share
+    batch_size: int = 1  # 100 where the server has task.getMulti
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    remaining: int  # requests that may still be spent before the reset (reserve excluded)
+    resets_at: float
+    daily: int  # the day's whole plannable budget, for the pace caps
+    last_request_at: float | None = None
+    requests_last_hour: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    poll: tuple[int, ...]  # ask about these now, in one request
+    wake_at: float  # else (and after) come back no later than this
+    reason: str  # deadline | baseline | recheck | regular | idle | budget
+
+
+# Priority of the forced polls; lower goes first.
+_DEADLINE, _BASELINE, _RECHECK = 0, 1, 2
+_REASONS = {_DEADLINE: "deadline", _BASELINE: "baseline", _RECHECK: "recheck"}
+
+
+def backoff_until(task: TaskView, settings: PlannerSettings) -> float:
+    if task.last_poll_at is None:
+        return -math.inf
+    earliest = task.last_poll_at + settings.min_interval_s
+    if task.failures:
+        delay = settings.backoff_base_s * 2 ** min(task.failures - 1, 20)
+        earliest = max(earliest, task.last_poll_at + min(delay, settings.backoff_max_s))
+    return earliest
+
+
+def forced_at(task: TaskView, settings: PlannerSettings) -> tuple[int, float] | None:
+    """(priority, time) of the poll this task must get regardless of score."""
+    last = task.last_poll_at
+    if last is None:
+        return _BASELINE, -math.inf
+    eligible = backoff_until(task, settings)
+    if task.unavailable:
+        return _RECHECK, max(last + settings.unavailable_interval_s, eligible)
+    if task.finished:
+        return _RECHECK, max(last + settings.finished_interval_s, eligible)
+    if task.deadline is None or task.overdue_seen:
+        return None
+    flip = task.deadline + settings.deadline_margin_s
+    window_start = task.deadline - settings.deadline_window_s + settings.deadline_margin_s
+    if not task.close_seen and last < window_start:
+        return _DEADLINE, max(window_start, eligible)
+    if last < flip:
+        return _DEADLINE, max(flip, eligible)
+    return None
+
+
+def weight(task: TaskView, now: float, settings: PlannerSettings) -> float:
+    w = math.sqrt(max(task.rate_per_day, settings.rate_floor_per_day))
+    if task.finished:
+        return w * settings.finished_weight
+    if task.deadline is not None and 0 <= task.deadline - now <= settings.deadline_window_s:
+        w *= settings.window_boost
+    return w
+
+
+def pace_gap(budget: Budget, now: float, settings: PlannerSettings) -> float:
+    """Seconds between regular requests: the rest of the budget spread over the
+    rest of the day, within the rate limit and the pace cap."""
+    seconds_left = max(budget.resets_at - now, 1.0)
+    even = seconds_left / budget.remaining
+    floor = 1.0 / settings.requests_per_second
+    cap = DAY_S / (settings.max_pace * max(budget.daily, 1))
+    return max(even, floor, cap)
+
+
+def plan(
+    tasks: Sequence[TaskView], budget: Budget, now: float, settings: PlannerSettings
+) -> Decision:
+    if budget.remaining <= 0:
+        return Decision((), budget.resets_at, "budget")
+    last = budget.last_request_at
+    not_before = now if last is None else max(now, last + 1.0 / settings.requests_per_second)
+    next_slot = now if last is None else last + pace_gap(budget, now, settings)
+    may_pull_forward = (
+        budget.requests_last_hour + 1 <= settings.max_hour_share * budget.daily / 24.0
+    )
+
+    forced: list[tuple[int, float, int]] = []  # (priority, due at, task id), due now
+    regular: list[tuple[float, int]] = []  # (-score, task id), eligible now
+    next_deadline = math.inf  # the earliest deadline poll still ahead
+    next_due = math.inf  # the earliest moment any task becomes pollable
+    for task in tasks:
+        must = forced_at(task, settings)
+        if must is not None:
+            priority, due = must
+            if due <= now:
+                forced.append((priority, due, task.task_id))
+                continue
+            next_due = min(next_due, due)
+            if priority == _DEADLINE:
+                next_deadline = min(next_deadline, due)
+        if task.unavailable:
+            continue
+        eligible = backoff_until(task, settings)
+        if eligible > now:
+            next_due = min(next_due, eligible)
+            continue
+        assert task.last_poll_at is not None  # a never-polled task is forced
+        regular.append((-(now - task.last_poll_at) * weight(task, now, settings), task.task_id))
+
+    forced.sort()
+    deadline_due = bool(forced) and forced[0][0] == _DEADLINE
+    if now < next_slot and not (deadline_due and may_pull_forward):
+        if may_pull_forward and next_deadline < next_slot:
+            return Decision((), max(next_deadline, not_before), "idle")
+        return Decision((), next_slot, "idle")
+    if now < not_before:
+        return Decision((), not_before, "idle")
+    chosen = [task_id for _, _, task_id in forced[: settings.batch_size]]
+    room = settings.batch_size - len(chosen)
+    if room > 0:
+        chosen.extend(task_id for _, task_id in heapq.nsmallest(room, regular))
+    if not chosen:  # nothing may be polled yet: sleep until something may
+        return Decision(
+            (), max(next_due, next_slot) if next_due < math.inf else now + HOUR_S, "idle"
+        )
+    reason = _REASONS[forced[0][0]] if forced else "regular"
+    return Decision(tuple(chosen), now, reason)
+
+
+# --- learning change rates -------------------------------------------------------------
+
+RATE_HALF_LIFE_S = 7 * DAY_S
+PRIOR_CHANGES = 0.125  # as if an eighth of a change had been seen…
+PRIOR_DAYS = 0.25  # …in six hours: new tasks start at 0.5 changes/day, and a
+# day of watching already outweighs that guess
+
+
+def learn(
+    changes: float, observed_s: float, changed: bool, elapsed_s: float
+) -> tuple[float, float]:
+    """Fold one poll's finding into a task's decayed (changes, observed time)."""
+    decay = 0.5 ** (max(elapsed_s, 0.0) / RATE_HALF_LIFE_S)
+    return changes * decay + (1.0 if changed else 0.0), observed_s * decay + max(elapsed_s, 0.0)
+
+
+def rate_per_day(changes: float, observed_s: float) -> float:
+    return (changes + PRIOR_CHANGES) / (observed_s / DAY_S + PRIOR_DAYS)
+
+
+def polls_per_day_estimate(
+    tasks: Iterable[TaskView], budget_per_day: float, settings: PlannerSettings, now: float
+) -> dict[int, float]:
+    """Roughly how often each task is polled at the current pace (for /list)."""
+    views = [t for t in tasks if not t.unavailable]
+    weights = {t.task_id: weight(t, now, settings) for t in views}
+    total = sum(weights.values()) or 1.0
+    capacity = budget_per_day * settings.batch_size
+    cap = DAY_S / settings.min_interval_s
+    return {task_id: min(cap, capacity * w / total) for task_id, w in weights.items()}

@@ -1,0 +1,183 @@
+"""The daily request ledger — the client's :class:`RequestGate`.
+
+Every request counts (log-ins and failures too); the count is kept per quota
+day in the store, so it survives restarts; the day ends at midnight in the
+configured zone. ``X-RateLimit-Remaining`` wins when it says less than our
+count does. Error 0007 pauses everything until the reset. Requests are paced
+to ``requests_per_second``. A reserve (default 5 %) is kept for on-demand
+polls; it is held in proportion to what is left of the day, so that by
+midnight the planner has spent it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from ..planfix.client import RequestRecord
+from ..planfix.errors import ErrorClass, PlanfixApiError, QuotaExhaustedError
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+_on_demand: contextvars.ContextVar[bool] = contextvars.ContextVar("on_demand", default=False)
+
+
+def day_bounds(now: float, tz: ZoneInfo) -> tuple[date, float]:
+    """The quota day ``now`` falls in, and when it ends (epoch seconds)."""
+    local = datetime.fromtimestamp(now, tz)
+    tomorrow = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), tz)
+    return local.date(), tomorrow.timestamp()
+
+
+def reserve_now(daily_quota: int, reserve_fraction: float, seconds_left: float) -> int:
+    """The part of the reserve still held back: all of it at midnight, none by the end."""
+    share = max(0.0, min(1.0, seconds_left / 86400.0))
+    return int(daily_quota * reserve_fraction * share + 0.999)
+
+
+@dataclass
+class LedgerDay:
+    """One quota day's count, as the store keeps it."""
+
+    day: date
+    used: int = 0
+    server_remaining: int | None = None  # the last X-RateLimit-Remaining seen…
+    used_at_server: int = 0  # …and our count when we saw it
+    exhausted: bool = False  # 0007 seen: nothing more today
+
+
+class LedgerStore:
+    """What the ledger needs of the store (a Protocol in spirit; see store/)."""
+
+    def load_quota(self, day: date) -> LedgerDay | None:
+        raise NotImplementedError
+
+    def save_quota(self, row: LedgerDay) -> None:
+        raise NotImplementedError
+
+
+class QuotaLedger:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        daily_quota: int,
+        timezone: str,
+        requests_per_second: float = 1.0,
+        reserve_fraction: float = 0.05,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        on_exhausted: Callable[[float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.daily_quota = daily_quota
+        self.tz = ZoneInfo(timezone)
+        self.min_gap = 1.0 / requests_per_second
+        self.reserve_fraction = reserve_fraction
+        self.clock = clock
+        self.sleep = sleep
+        self.on_exhausted = on_exhausted
+        self._row: LedgerDay | None = None
+        self._last_sent: float | None = None
+        self._pace_lock = asyncio.Lock()
+        self._recent: deque[float] = deque()  # send times within the last hour
+
+    # --- the day's figures --------------------------------------------------------------
+
+    def today(self) -> LedgerDay:
+        day, _ = day_bounds(self.clock(), self.tz)
+        if self._row is None or self._row.day != day:
+            self._row = self.store.load_quota(day) or LedgerDay(day)
+        return self._row
+
+    @property
+    def resets_at(self) -> float:
+        return day_bounds(self.clock(), self.tz)[1]
+
+    @property
+    def remaining(self) -> int:
+        """Requests left today, by our count or the server's, whichever is lower."""
+        row = self.today()
+        if row.exhausted:
+            return 0
+        left = self.daily_quota - row.used
+        if row.server_remaining is not None:
+            left = min(left, row.server_remaining - (row.used - row.used_at_server))
+        return max(0, left)
+
+    @property
+    def plannable(self) -> int:
+        """What the planner may spend: the remainder less the reserve still held."""
+        seconds_left = self.resets_at - self.clock()
+        held = reserve_now(self.daily_quota, self.reserve_fraction, seconds_left)
+        return max(0, self.remaining - held)
+
+    @property
+    def daily_plannable(self) -> int:
+        return int(self.daily_quota * (1 - self.reserve_fraction))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.today().exhausted
+
+    @property
+    def last_request_at(self) -> float | None:
+        return self._last_sent
+
+    def requests_last_hour(self) -> int:
+        cutoff = self.clock() - 3600.0
+        while self._recent and self._recent[0] < cutoff:
+            self._recent.popleft()
+        return len(self._recent)
+
+    @contextlib.contextmanager
+    def on_demand(self) -> Iterator[None]:
+        """Requests made inside may use the reserve (a `poll` command, a chat's /watch)."""
+        token = _on_demand.set(True)
+        try:
+            yield
+        finally:
+            _on_demand.reset(token)
+
+    # --- the gate ------------------------------------------------------------------------
+
+    async def before_request(self, method: str) -> None:
+        async with self._pace_lock:
+            allowed = self.remaining if _on_demand.get() else self.plannable
+            if allowed <= 0:
+                raise QuotaExhaustedError(
+                    f"daily request budget spent ({self.today().used}/{self.daily_quota}); "
+                    "polling resumes at the reset",
+                    method=method,
+                )
+            if self._last_sent is not None:
+                wait = self._last_sent + self.min_gap - self.clock()
+                if wait > 0:
+                    await self.sleep(wait)
+            now = self.clock()
+            self._last_sent = now
+            self._recent.append(now)
+            row = self.today()
+            row.used += 1  # counted before it is sent: a crash never under-counts
+            self.store.save_quota(row)
+
+    def after_request(self, record: RequestRecord) -> None:
+        row = self.today()
+        if record.rate_limit_remaining is not None:
+            row.server_remaining = record.rate_limit_remaining
+            row.used_at_server = row.used
+        error = record.error
+        if isinstance(error, PlanfixApiError) and error.error_class is ErrorClass.QUOTA:
+            first = not row.exhausted
+            row.exhausted = True
+            if first and self.on_exhausted is not None:
+                self.on_exhausted(self.resets_at)
+        self.store.save_quota(row)
