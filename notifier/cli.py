@@ -1,21 +1,38 @@
 """``planfix-notifier`` — the command line.
 
 Exit codes: 0 success; 1 the command ran and found a failure (a poll error,
-a failing check); 2 bad usage or configuration; 130 interrupted.
+a failing check); 2 bad usage, configuration or state file; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, find_config, load_config
+from .alerts.events import Event
+from .alerts.text import one_line
+from .app import Service
+from .config import (
+    TASK_EVENT_KINDS,
+    Config,
+    ConfigError,
+    config_from_dict,
+    find_config,
+    load_config,
+)
 from .emulator import Account, Emulator, Settings, populate
-from .planfix import ClientSettings, PlanfixClient, PlanfixError, StatusCatalog, Task
+from .emulator.scenario import Scenario, build
+from .planfix import StatusCatalog, Task
+from .store import StoreError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -29,14 +46,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    poll = commands.add_parser("poll", help="poll the given tasks once and print them")
+    run = commands.add_parser("run", help="the service, in the foreground")
+    run.add_argument("--config", help="the TOML file (default: see README)")
+
+    poll = commands.add_parser(
+        "poll", help="poll the given tasks once: print each card and the events it would raise"
+    )
     poll.add_argument("task_ids", nargs="+", type=int, metavar="TASK_ID")
     poll.add_argument("--config", help="the TOML file (default: see README)")
+    poll.add_argument(
+        "--send", action="store_true", help="record the new state and deliver the events"
+    )
 
     demo = commands.add_parser(
-        "demo", help="the emulator with a demo account, polled on embedded defaults"
+        "demo",
+        help="the emulator with a scripted, changing account, watched on embedded defaults",
     )
-    demo.add_argument("--tasks", type=int, default=12, help="tasks in the demo account")
+    demo.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    demo.add_argument(
+        "--pace", type=float, default=1.0, help="script speed factor (0.2 = 5x faster)"
+    )
 
     emulator = commands.add_parser("emulator", help="run the PlanFix emulator on a loopback port")
     emulator.add_argument("--host", default="127.0.0.1", help="a loopback address")
@@ -49,19 +78,53 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "run":
+            return asyncio.run(_run(load_config(find_config(args.config))))
         if args.command == "poll":
-            return asyncio.run(_poll(args.task_ids, args.config))
+            config = load_config(find_config(args.config))
+            return asyncio.run(_poll(config, args.task_ids, send=args.send))
         if args.command == "demo":
-            return asyncio.run(_demo(args.tasks))
+            return asyncio.run(_demo(args.seconds, args.pace))
         if args.command == "emulator":
             return _emulator(args)
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:
         print(f"planfix-notifier: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return EXIT_USAGE
+
+
+def print_events(stored: Sequence[tuple[int, Event]]) -> None:
+    for _, event in stored:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} {one_line(event)}", flush=True)
+
+
+async def _until_stopped(seconds: float | None) -> None:
+    """Wait for SIGINT/SIGTERM, or ``seconds``."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _run(config: Config, seconds: float | None = None) -> int:
+    service = Service(config, on_events=print_events)
+    service.start()
+    try:
+        await _until_stopped(seconds)
+    finally:
+        await service.stop()
+    return EXIT_OK
 
 
 def format_task(task: Task, catalog: StatusCatalog) -> str:
@@ -79,42 +142,71 @@ def format_task(task: Task, catalog: StatusCatalog) -> str:
     return f"{task.id:>6} {number:<6} {status:<14} {deadline:<12} {flags:<22} {task.title}"
 
 
-async def _poll_and_print(client: PlanfixClient, task_ids: Sequence[int]) -> int:
-    catalog = await client.status_catalog()
-    results = await client.get_tasks(task_ids)
-    print(f"{'id':>6} {'номер':<6} {'статус':<14} {'срок':<12} {'':<22} название")
-    failures = 0
-    for task_id, result in results.items():
-        if isinstance(result, PlanfixError):
-            failures += 1
-            print(f"{task_id:>6} ! {result}")
-        else:
-            print(format_task(result, catalog))
-    return EXIT_FAILURE if failures else EXIT_OK
+async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
+    service = Service(config, on_events=print_events if send else None)
+    try:
+        with service.ledger.on_demand():
+            results = await service.poller.poll(task_ids, save=send)
+        catalog = service.poller.catalog
+        print(f"{'id':>6} {'номер':<6} {'статус':<14} {'срок':<12} {'':<22} название")
+        for result in results:
+            if result.task is not None:
+                print(format_task(result.task, catalog))
+            else:
+                print(f"{result.task_id:>6} ! {result.error}")
+            if not send:
+                for event in result.events:
+                    print(f"{'':>6}   would raise: {one_line(event)}")
+    finally:
+        await service.stop()
+    return EXIT_FAILURE if any(r.error for r in results) else EXIT_OK
 
 
-async def _poll(task_ids: Sequence[int], config_path: str | None) -> int:
-    config = load_config(find_config(config_path))
-    async with PlanfixClient(config.planfix.client_settings()) as client:
-        return await _poll_and_print(client, task_ids)
+def demo_config(emulator: Emulator, task_ids: Sequence[int], state_dir: Path) -> Config:
+    """The embedded defaults `make run` shows: poll fast, alert on everything."""
+    settings = emulator.account.settings
+    return config_from_dict(
+        {
+            "planfix": {
+                "account": settings.account,
+                "endpoint": emulator.endpoint,
+                "api_key": settings.api_key,
+                "token": settings.token,
+                "timezone": settings.timezone,
+                "daily_quota": DEMO_QUOTA,
+                "requests_per_second": 5,
+            },
+            "state": {"path": str(state_dir / "demo.sqlite3")},
+            "watch": {
+                "tasks": list(task_ids),
+                "events": list(TASK_EVENT_KINDS),
+                "min_interval_s": 2,
+            },
+        },
+        source="(demo defaults)",
+        environ={},
+    )
 
 
-async def _demo(task_count: int) -> int:
-    account = Account(Settings())
-    populate(account, task_count)
-    with Emulator(account) as emulator:
-        settings = ClientSettings(
-            account=account.settings.account,
-            endpoint=emulator.endpoint,
-            api_key=account.settings.api_key,
-            token=account.settings.token,
-            timezone=account.settings.timezone,
+DEMO_QUOTA = 50000
+
+
+async def _demo(seconds: float | None, pace: float) -> int:
+    account = Account(Settings(daily_quota=DEMO_QUOTA))
+    ids = build(account)
+    with Emulator(account) as emulator, tempfile.TemporaryDirectory() as state_dir:
+        config = demo_config(emulator, ids, Path(state_dir))
+        print(
+            f"PlanFix emulator on {emulator.endpoint}: {len(ids)} tasks, changed every few "
+            "seconds; one falls overdue at the next whole minute. Watching… (Ctrl-C stops)",
+            flush=True,
         )
-        print(f"PlanFix emulator on {emulator.endpoint}, account {settings.account!r}")
-        async with PlanfixClient(settings) as client:
-            code = await _poll_and_print(client, sorted(account.tasks))
-        print(f"requests made: {account.snapshot()['requests']}")
-    return code
+        scenario = Scenario(account, ids, pace=pace)
+        scenario.start()
+        try:
+            return await _run(config, seconds)
+        finally:
+            scenario.stop()
 
 
 def _emulator(args: argparse.Namespace) -> int:

@@ -18,24 +18,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from .alerts.events import TASK_EVENT_KINDS
 from .planfix.client import ClientSettings, check_endpoint
 from .planfix.errors import ConfigError as PlanfixConfigError
 
 ENV_PREFIX = "PLANFIX_NOTIFIER_"
 SEARCH_PATH = (Path("notifier.toml"), Path("/etc/planfix-notifier/config.toml"))
-EVENT_KINDS = (
-    "status_changed",
-    "became_overdue",
-    "overdue_resolved",
-    "close_to_deadline",
-    "not_accepted_in_time",
-    "deadline_changed",
-    "workers_changed",
-    "title_changed",
-    "importance_changed",
-    "task_unavailable",
-    "task_available_again",
-)
+EVENT_KINDS = TASK_EVENT_KINDS
 DEFAULT_EVENTS = ("status_changed", "became_overdue", "close_to_deadline", "task_unavailable")
 
 
@@ -103,6 +92,11 @@ class WatchSection(_Section):
     tasks: list[int] = Field(default_factory=list)
     events: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
     min_interval_s: float = Field(60.0, ge=1)
+    deadline_window_s: float = Field(86400.0, ge=0)
+    deadline_margin_s: float = Field(15.0, ge=0, le=3600)
+    finished_interval_s: float = Field(6 * 3600.0, ge=60)
+    unavailable_interval_s: float = Field(6 * 3600.0, ge=60)
+    quota_reserve: float = Field(0.05, ge=0, le=0.5)
 
     @field_validator("events")
     @classmethod

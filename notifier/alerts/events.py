@@ -29,10 +29,14 @@ class EventKind(enum.StrEnum):
     # For the operator, not about one task:
     QUOTA_EXHAUSTED = "quota_exhausted"
     PLANFIX_FAILING = "planfix_failing"
+    PLANFIX_RECOVERED = "planfix_recovered"
 
     @property
     def operator(self) -> bool:
-        return self in (EventKind.QUOTA_EXHAUSTED, EventKind.PLANFIX_FAILING)
+        return self.value in _OPERATOR
+
+
+_OPERATOR = frozenset({"quota_exhausted", "planfix_failing", "planfix_recovered"})
 
 
 TASK_EVENT_KINDS = tuple(k.value for k in EventKind if not k.operator)

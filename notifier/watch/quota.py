@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from ..planfix.client import RequestRecord
@@ -54,14 +55,12 @@ class LedgerDay:
     exhausted: bool = False  # 0007 seen: nothing more today
 
 
-class LedgerStore:
-    """What the ledger needs of the store (a Protocol in spirit; see store/)."""
+class LedgerStore(Protocol):
+    """What the ledger needs of the store."""
 
-    def load_quota(self, day: date) -> LedgerDay | None:
-        raise NotImplementedError
+    def load_quota(self, day: date) -> LedgerDay | None: ...
 
-    def save_quota(self, row: LedgerDay) -> None:
-        raise NotImplementedError
+    def save_quota(self, row: LedgerDay) -> None: ...
 
 
 class QuotaLedger:

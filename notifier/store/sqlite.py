@@ -1,0 +1,230 @@
+"""The state file: SQLite in WAL mode, readable by its owner only.
+
+All SQL of the service lives in this package. The schema is versioned with
+``PRAGMA user_version``; a file from a newer version is refused before
+anything is written to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from ..alerts.events import Event
+from ..watch.quota import LedgerDay
+from ..watch.state import TaskRecord
+from . import codec
+from .migrations import MIGRATIONS
+
+
+class StoreError(Exception):
+    """The state file cannot be used; the text says why and what to do."""
+
+
+class Store:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db = self._open()
+
+    # --- opening ------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite touches it; SQLite gives the -wal and
+            # -shm files the same mode.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(self.path, 0o600)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"state file {self.path}: not a usable SQLite database ({exc})"
+            ) from None
+        latest = len(MIGRATIONS)
+        if version > latest:
+            db.close()
+            raise StoreError(
+                f"state file {self.path} has schema version {version}, written by a newer "
+                f"planfix-notifier (this one knows up to {latest}); upgrade, or set state.path "
+                "to another file. The file was not changed."
+            )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with _transaction(db):
+                for statement in script:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+        return db
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # --- the watch set --------------------------------------------------------------------
+
+    def set_watched(self, source: str, task_ids: Iterable[int], now: float) -> None:
+        """Make ``source``'s watch set exactly ``task_ids`` (the config's, at start)."""
+        wanted = set(task_ids)
+        with _transaction(self._db):
+            current = {
+                row[0]
+                for row in self._db.execute(
+                    "SELECT task_id FROM watched WHERE source = ?", (source,)
+                )
+            }
+            self._db.executemany(
+                "DELETE FROM watched WHERE source = ? AND task_id = ?",
+                [(source, t) for t in current - wanted],
+            )
+            self._db.executemany(
+                "INSERT INTO watched (task_id, source, added_at) VALUES (?, ?, ?)",
+                [(t, source, now) for t in sorted(wanted - current)],
+            )
+
+    def add_watched(self, task_id: int, source: str, now: float) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO watched (task_id, source, added_at) VALUES (?, ?, ?)",
+            (task_id, source, now),
+        )
+
+    def remove_watched(self, task_id: int, source: str) -> None:
+        self._db.execute("DELETE FROM watched WHERE task_id = ? AND source = ?", (task_id, source))
+
+    def watched_ids(self) -> list[int]:
+        rows = self._db.execute("SELECT DISTINCT task_id FROM watched ORDER BY task_id")
+        return [row[0] for row in rows]
+
+    # --- task records ------------------------------------------------------------------
+
+    def load_records(self, task_ids: Iterable[int]) -> dict[int, TaskRecord]:
+        """The records of these tasks; a fresh one for a task never polled."""
+        records = {task_id: TaskRecord(task_id) for task_id in task_ids}
+        query = f"SELECT {_RECORD_COLUMNS} FROM task_state"  # noqa: S608 - a constant
+        for row in self._db.execute(query):
+            if row[0] in records:
+                records[row[0]] = _record(row)
+        return records
+
+    def save_polls(
+        self, polled: Sequence[tuple[TaskRecord, Sequence[Event]]]
+    ) -> list[tuple[int, Event]]:
+        """Tasks' new states and the events they raised, in one transaction: a
+        crash leaves all or none, so nothing is raised twice or lost."""
+        with _transaction(self._db):
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO task_state ({_RECORD_COLUMNS}) "  # noqa: S608 - a constant
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_record_row(record) for record, _ in polled],
+            )
+            events = [event for _, batch in polled for event in batch]
+            return list(zip(self._insert_events(events), events, strict=True))
+
+    # --- events ----------------------------------------------------------------------
+
+    def add_events(self, events: Sequence[Event]) -> list[int]:
+        with _transaction(self._db):
+            return self._insert_events(events)
+
+    def _insert_events(self, events: Sequence[Event]) -> list[int]:
+        ids = []
+        for event in events:
+            cursor = self._db.execute(
+                "INSERT INTO events (task_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
+                (event.task_id, event.kind.value, codec.dumps(event), event.at.timestamp()),
+            )
+            ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def events_after(self, event_id: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
+        rows = self._db.execute(
+            "SELECT id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?", (event_id, limit)
+        )
+        return [(row[0], codec.load_event(row[1])) for row in rows]
+
+    # --- the quota ledger -----------------------------------------------------------------
+
+    def load_quota(self, day: date) -> LedgerDay | None:
+        row = self._db.execute(
+            "SELECT used, server_remaining, used_at_server, exhausted FROM quota WHERE day = ?",
+            (day.isoformat(),),
+        ).fetchone()
+        if row is None:
+            return None
+        return LedgerDay(day, row[0], row[1], row[2], bool(row[3]))
+
+    def save_quota(self, row: LedgerDay) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO quota (day, used, server_remaining, used_at_server, exhausted) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                row.day.isoformat(),
+                row.used,
+                row.server_remaining,
+                row.used_at_server,
+                int(row.exhausted),
+            ),
+        )
+
+
+_RECORD_COLUMNS = (
+    "task_id, snapshot, last_poll_at, last_ok_at, last_result, last_error, failures, "
+    "unavailable, changes, observed_s, polls"
+)
+
+
+def _record_row(record: TaskRecord) -> tuple[object, ...]:
+    return (
+        record.task_id,
+        codec.dumps(record.snapshot) if record.snapshot else None,
+        record.last_poll_at,
+        record.last_ok_at,
+        record.last_result,
+        record.last_error,
+        record.failures,
+        int(record.unavailable),
+        record.changes,
+        record.observed_s,
+        record.polls,
+    )
+
+
+def _record(row: tuple[Any, ...]) -> TaskRecord:
+    snapshot = codec.load_task(str(row[1])) if row[1] else None
+    return TaskRecord(
+        task_id=int(row[0]),
+        snapshot=snapshot,
+        last_poll_at=row[2],
+        last_ok_at=row[3],
+        last_result=row[4],
+        last_error=row[5],
+        failures=int(row[6]),
+        unavailable=bool(row[7]),
+        changes=float(row[8]),
+        observed_s=float(row[9]),
+        polls=int(row[10]),
+    )
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -1,0 +1,257 @@
+"""The poller: asks the planner what is due, asks PlanFix, stores what it
+found and hands each change to the differ. A failed or garbled answer changes
+no snapshot and raises no alert; one bad task never stops the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from ..alerts.events import Event, EventKind
+from ..planfix.client import PlanfixClient
+from ..planfix.errors import ErrorClass, PlanfixError, QuotaExhaustedError, is_task_gone
+from ..planfix.model import Task
+from ..planfix.statuses import StatusCatalog
+from ..store import Store
+from . import diff
+from .planner import Budget, Decision, PlannerSettings, TaskView, learn, plan, rate_per_day
+from .quota import QuotaLedger
+from .state import TaskRecord
+
+EventSink = Callable[[Sequence[tuple[int, Event]]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    task_id: int
+    task: Task | None
+    error: PlanfixError | None
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class _Incident:
+    """PlanFix failing as a whole (not one task): told to the operator once."""
+
+    since: float
+    reported: bool = False
+    last_error: str = ""
+
+
+class Poller:
+    def __init__(
+        self,
+        client: PlanfixClient,
+        store: Store,
+        ledger: QuotaLedger,
+        settings: PlannerSettings,
+        *,
+        wanted_events: Iterable[str],
+        clock: Callable[[], float] = time.time,
+        on_events: EventSink | None = None,
+        failing_after_s: float = 15 * 60,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.ledger = ledger
+        self.settings = settings
+        self.wanted = frozenset(wanted_events)
+        self.clock = clock
+        self.on_events = on_events
+        self.failing_after_s = failing_after_s
+        self.catalog = StatusCatalog.empty()
+        self.records: dict[int, TaskRecord] = {}
+        self._views: dict[int, TaskView] = {}
+        self._incident: _Incident | None = None
+        ledger.on_exhausted = self._quota_exhausted
+        self.reload_watch_set()
+
+    # --- what to watch ------------------------------------------------------------------
+
+    def reload_watch_set(self) -> None:
+        """Follow the store's watch set (config at start, chats at any time)."""
+        ids = self.store.watched_ids()
+        missing = [task_id for task_id in ids if task_id not in self.records]
+        self.records = {
+            task_id: self.records.get(task_id) or TaskRecord(task_id) for task_id in ids
+        }
+        self.records.update(self.store.load_records(missing))
+        self._views = {k: v for k, v in self._views.items() if k in self.records}
+
+    def view(self, record: TaskRecord) -> TaskView:
+        cached = self._views.get(record.task_id)
+        if cached is not None:
+            return cached
+        task = record.snapshot
+        deadline = task.deadline if task else None
+        made = TaskView(
+            task_id=record.task_id,
+            last_poll_at=record.last_poll_at,
+            deadline=deadline.timestamp() if deadline else None,
+            overdue_seen=bool(task and task.is_overdued),
+            close_seen=bool(task and task.is_close_to_deadline),
+            finished=bool(task and self.catalog.is_finished(task.status, task.status_set)),
+            unavailable=record.unavailable,
+            failures=record.failures,
+            rate_per_day=rate_per_day(record.changes, record.observed_s),
+        )
+        self._views[record.task_id] = made
+        return made
+
+    # --- deciding ---------------------------------------------------------------------
+
+    def budget(self) -> Budget:
+        ledger = self.ledger
+        return Budget(
+            remaining=ledger.plannable,
+            resets_at=ledger.resets_at,
+            daily=ledger.daily_plannable,
+            last_request_at=ledger.last_request_at,
+            requests_last_hour=ledger.requests_last_hour(),
+        )
+
+    def decide(self) -> Decision:
+        settings = self.settings
+        if self.client.multi_supported is False and settings.batch_size > 1:
+            self.settings = settings = replace(settings, batch_size=1)
+        views = [self.view(record) for record in self.records.values()]
+        return plan(views, self.budget(), self.clock(), settings)
+
+    async def tick(self, max_requests: int = 1000) -> float:
+        """Poll whatever is due, until nothing is; return when to come back."""
+        for _ in range(max_requests):
+            decision = self.decide()
+            if not decision.poll:
+                return decision.wake_at
+            await self.poll(decision.poll)
+        return self.clock()
+
+    # --- polling ----------------------------------------------------------------------
+
+    async def _refresh_catalog(self) -> None:
+        try:
+            catalog = await self.client.status_catalog()
+        except PlanfixError:
+            return  # keep the names we had; numbers stand in where none are known
+        if catalog is not self.catalog:
+            self.catalog = catalog
+            self._views.clear()  # "finished" may read differently now
+
+    async def poll(self, task_ids: Sequence[int], *, save: bool = True) -> list[PollResult]:
+        """Ask PlanFix about these tasks once; store and raise what changed (or,
+        with ``save=False``, only say what would be raised)."""
+        await self._refresh_catalog()
+        answers = await self.client.get_tasks(task_ids)
+        now = self.clock()
+        at = datetime.fromtimestamp(now, UTC)
+        results: list[PollResult] = []
+        changed: list[tuple[TaskRecord, list[Event]]] = []
+        for task_id, answer in answers.items():
+            record = self.records.get(task_id) or TaskRecord(task_id)
+            if isinstance(answer, QuotaExhaustedError) or (
+                isinstance(answer, PlanfixError) and answer.error_class is ErrorClass.QUOTA
+            ):
+                results.append(PollResult(task_id, None, answer))
+                continue  # not the task's fault: nothing about it changes
+            updated, events = self._apply(record, answer, now, at)
+            results.append(
+                PollResult(task_id, answer if isinstance(answer, Task) else None,
+                           answer if isinstance(answer, PlanfixError) else None, events)
+            )  # fmt: skip
+            changed.append((updated, events))
+        self._track_incident([r.error for r in results], now, at)
+        if save and changed:
+            self._save(changed)
+        return results
+
+    def _apply(
+        self, record: TaskRecord, answer: Task | PlanfixError, now: float, at: datetime
+    ) -> tuple[TaskRecord, list[Event]]:
+        elapsed = now - record.last_poll_at if record.last_poll_at is not None else 0.0
+        if isinstance(answer, Task):
+            events = diff.diff(record.snapshot, answer, self.catalog, at)
+            if record.unavailable:
+                events.insert(0, diff.available_again(answer, self.catalog, at))
+            changes, observed = learn(
+                record.changes, record.observed_s, diff.is_change(record.snapshot, answer), elapsed
+            )
+            updated = replace(
+                record, snapshot=answer, last_poll_at=now, last_ok_at=now, last_result="ok",
+                last_error=None, failures=0, unavailable=False, changes=changes,
+                observed_s=observed, polls=record.polls + 1,
+            )  # fmt: skip
+        elif is_task_gone(answer):
+            code = getattr(answer, "code", "")
+            events = [] if record.unavailable else [
+                diff.unavailable(record.snapshot, record.task_id, code, self.catalog, at)
+            ]  # fmt: skip
+            updated = replace(
+                record, last_poll_at=now, last_result="unavailable", last_error=answer.message,
+                failures=0, unavailable=True, polls=record.polls + 1,
+            )  # fmt: skip
+        else:  # transient, garbled, fatal: no snapshot change, no alert, back off
+            events = []
+            updated = replace(
+                record, last_poll_at=now, last_result="error", last_error=answer.message,
+                failures=record.failures + 1, polls=record.polls + 1,
+            )  # fmt: skip
+        wanted = [e for e in events if e.kind.value in self.wanted]
+        return updated, wanted
+
+    def _save(self, changed: Sequence[tuple[TaskRecord, list[Event]]]) -> None:
+        stored = self.store.save_polls(changed)
+        for record, _ in changed:
+            if record.task_id in self.records:
+                self.records[record.task_id] = record
+            self._views.pop(record.task_id, None)
+        if stored and self.on_events is not None:
+            self.on_events(stored)
+
+    # --- the operator's events -------------------------------------------------------
+
+    def _operator_event(self, kind: EventKind, at: datetime, **details: object) -> None:
+        event = Event(kind, at, details=dict(details))
+        ids = self.store.add_events([event])
+        if self.on_events is not None:
+            self.on_events(list(zip(ids, [event], strict=True)))
+
+    def _quota_exhausted(self, resets_at: float) -> None:
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        resume = datetime.fromtimestamp(resets_at, UTC)
+        self._operator_event(EventKind.QUOTA_EXHAUSTED, at, resets_at=resume.isoformat())
+
+    def _track_incident(
+        self, errors: Sequence[PlanfixError | None], now: float, at: datetime
+    ) -> None:
+        """PlanFix itself failing (every task in a request, not a task-level error)
+        for longer than ``failing_after_s``, or a fatal error at once, is told to
+        the operator once; its end is told too."""
+        relevant = [
+            e for e in errors if not (e and e.error_class in (ErrorClass.TASK, ErrorClass.QUOTA))
+        ]
+        if not relevant:
+            return
+        failures = [e for e in relevant if e is not None]
+        if len(failures) < len(relevant):  # something worked
+            if self._incident is not None and self._incident.reported:
+                self._operator_event(EventKind.PLANFIX_RECOVERED, at)
+            self._incident = None
+            return
+        error = failures[0]
+        incident = self._incident or _Incident(since=now)
+        incident.last_error = error.message
+        self._incident = incident
+        fatal = error.error_class is ErrorClass.FATAL_CONFIG
+        if not incident.reported and (fatal or now - incident.since >= self.failing_after_s):
+            incident.reported = True
+            self._operator_event(
+                EventKind.PLANFIX_FAILING,
+                at,
+                error=error.message,
+                error_class=error.error_class.value,
+                code=getattr(error, "code", None),
+                since=datetime.fromtimestamp(incident.since, UTC).isoformat(),
+            )
