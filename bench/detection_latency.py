@@ -25,8 +25,9 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from notifier.watch.planner import (
     DAY_S,
@@ -126,46 +127,63 @@ def view(task: SimTask) -> TaskView:
     )
 
 
-Strategy = Callable[[list[SimTask], float, int, float | None, list[float]], tuple[list[int], float]]
+class Strategy(Protocol):
+    def decide(
+        self, tasks: list[SimTask], now: float, left: int, last: float | None, sent: list[float]
+    ) -> tuple[list[int], float]:
+        """(indexes of the tasks to poll now, or none and when to come back)."""
+
+    def polled(self, tasks: list[SimTask], indexes: list[int]) -> None:
+        """Told after each request."""
 
 
-def round_robin() -> Strategy:
-    cursor = [0]
+class RoundRobin:
+    """Every task in turn, requests evenly spaced over the day."""
 
-    def decide(tasks: list[SimTask], now: float, left: int, last: float | None, sent: list[float]) -> tuple[list[int], float]:
+    def __init__(self) -> None:
+        self.cursor = 0
+
+    def decide(
+        self, tasks: list[SimTask], now: float, left: int, last: float | None, sent: list[float]
+    ) -> tuple[list[int], float]:
         gap = DAY_S / BUDGET
         if last is not None and now < last + gap:
             return [], last + gap
-        index = cursor[0] % len(tasks)
-        cursor[0] += 1
-        return [index], now
+        self.cursor += 1
+        return [(self.cursor - 1) % len(tasks)], now
 
-    return decide
+    def polled(self, tasks: list[SimTask], indexes: list[int]) -> None:
+        return None
 
 
-def planner(batch: int) -> Strategy:
-    settings = PlannerSettings(batch_size=batch)
-    views: list[TaskView] = []
+class Planner:
+    """The service's planner, fed the same figures the quota ledger gives it."""
 
-    def decide(tasks: list[SimTask], now: float, left: int, last: float | None, sent: list[float]) -> tuple[list[int], float]:
-        if len(views) != len(tasks):
-            views[:] = [view(t) for t in tasks]
+    def __init__(self, batch: int) -> None:
+        self.settings = PlannerSettings(batch_size=batch)
+        self.views: list[TaskView] = []
+
+    def decide(
+        self, tasks: list[SimTask], now: float, left: int, last: float | None, sent: list[float]
+    ) -> tuple[list[int], float]:
+        if len(self.views) != len(tasks):
+            self.views = [view(t) for t in tasks]
         day_end = (math.floor(now / DAY_S) + 1) * DAY_S
         held = reserve_now(BUDGET, RESERVE, day_end - now)
-        recent = len(sent) - bisect.bisect_left(sent, now - 3600)
         budget = Budget(
-            remaining=max(0, left - held),
+            remaining=left,
+            available=max(0, left - held),
             resets_at=day_end,
             daily=int(BUDGET * (1 - RESERVE)),
             last_request_at=last,
-            requests_last_hour=recent,
+            requests_last_hour=len(sent) - bisect.bisect_left(sent, now - 3600),
         )
-        decision = plan(views, budget, now, settings)
-        chosen = [task_id - 1 for task_id in decision.poll]
-        return chosen, decision.wake_at
+        decision = plan(self.views, budget, now, self.settings)
+        return [task_id - 1 for task_id in decision.poll], decision.wake_at
 
-    decide.refresh = lambda tasks, indexes: [views.__setitem__(i, view(tasks[i])) for i in indexes]  # type: ignore[attr-defined]
-    return decide
+    def polled(self, tasks: list[SimTask], indexes: list[int]) -> None:
+        for index in indexes:
+            self.views[index] = view(tasks[index])
 
 
 def simulate(tasks: list[SimTask], strategy: Strategy, start: float, days: int) -> Outcome:
@@ -179,7 +197,7 @@ def simulate(tasks: list[SimTask], strategy: Strategy, start: float, days: int) 
         today = int((now - start) // DAY_S)
         if today != day:
             day, used_today = today, 0
-        chosen, wake = strategy(tasks, now, BUDGET - used_today, last, sent)
+        chosen, wake = strategy.decide(tasks, now, BUDGET - used_today, last, sent)
         if not chosen:
             now = max(wake, now + 0.001)
             continue
@@ -192,9 +210,7 @@ def simulate(tasks: list[SimTask], strategy: Strategy, start: float, days: int) 
             out.hourly[int((now - window) // 3600) % 24] += 1
         for index in chosen:
             observe(tasks[index], now, out if measuring else None, window)
-        refresh = getattr(strategy, "refresh", None)
-        if refresh is not None:
-            refresh(tasks, chosen)
+        strategy.polled(tasks, chosen)
         now += 1.0  # the rate limit: one request a second
     return out
 
@@ -212,16 +228,20 @@ def p95(values: Sequence[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
+def mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
 def summarize(name: str, out: Outcome) -> dict[str, object]:
     share = out.requests / 24 or 1
     return {
         "strategy": name,
         "requests": out.requests,
         "budget_used": out.requests / BUDGET,
-        "change_mean_min": statistics.fmean(out.change_delays) / 60 if out.change_delays else float("nan"),
+        "change_mean_min": mean(out.change_delays) / 60,
         "change_p95_min": p95(out.change_delays) / 60,
         "changes": len(out.change_delays),
-        "overdue_mean_min": statistics.fmean(out.overdue_delays) / 60 if out.overdue_delays else float("nan"),
+        "overdue_mean_min": mean(out.overdue_delays) / 60,
         "overdue_p95_min": p95(out.overdue_delays) / 60,
         "overdues": len(out.overdue_delays),
         "max_hour_share": max(out.hourly) / share,
@@ -232,18 +252,24 @@ def run(n: int, seed: int) -> list[dict[str, object]]:
     start = 0.0
     days = WARMUP_DAYS + 1
     rows = []
-    for name, make in (
-        ("(a) round-robin task.get", round_robin),
-        ("(b) planner task.get", lambda: planner(1)),
-        ("(c) planner task.getMulti", lambda: planner(100)),
-    ):
+    strategies: list[tuple[str, Callable[[], Strategy]]] = [
+        ("(a) round-robin task.get", RoundRobin),
+        ("(b) planner task.get", lambda: Planner(1)),
+        ("(c) planner task.getMulti", lambda: Planner(100)),
+    ]
+    for name, make in strategies:
         tasks = workload(n, seed, start, days)
         started = time.perf_counter()
         out = simulate(tasks, make(), start, days)
         row = summarize(name, out)
         row["sim_seconds"] = time.perf_counter() - started
         rows.append(row)
-    rows.append({"strategy": "(d) oracle √-bound task.get", "change_mean_min": oracle_minutes(workload(n, seed, start, days))})
+    rows.append(
+        {
+            "strategy": "(d) oracle √-bound task.get",
+            "change_mean_min": oracle_minutes(workload(n, seed, start, days)),
+        }
+    )
     return rows
 
 
@@ -257,19 +283,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     results: dict[str, list[dict[str, object]]] = {}
-    header = f"{'N':>5} {'strategy':<30}{'requests':>9}{'used':>7}{'chg mean':>10}{'chg p95':>9}{'ovd mean':>10}{'ovd p95':>9}{'max hr':>8}"
+    header = (
+        f"{'N':>5} {'strategy':<30}{'requests':>9}{'used':>7}{'chg mean':>10}{'chg p95':>9}"
+        f"{'ovd mean':>10}{'ovd p95':>9}{'max hr':>8}"
+    )
     print(f"budget {BUDGET}/day, delays in minutes, measured over the day after a warm-up day")
     print(header)
     for n in args.tasks:
         rows = run(n, args.seed)
         results[str(n)] = rows
         for row in rows:
-            print(
-                f"{n:>5} {row['strategy']:<30}{fmt(row.get('requests'), 'd'):>9}"
-                f"{fmt(row.get('budget_used'), '.0%'):>7}{fmt(row.get('change_mean_min'), '.2f'):>10}"
-                f"{fmt(row.get('change_p95_min'), '.1f'):>9}{fmt(row.get('overdue_mean_min'), '.2f'):>10}"
-                f"{fmt(row.get('overdue_p95_min'), '.2f'):>9}{fmt(row.get('max_hour_share'), '.2f'):>8}"
-            )
+            cells = [
+                (row.get("requests"), "d", 9),
+                (row.get("budget_used"), ".0%", 7),
+                (row.get("change_mean_min"), ".2f", 10),
+                (row.get("change_p95_min"), ".1f", 9),
+                (row.get("overdue_mean_min"), ".2f", 10),
+                (row.get("overdue_p95_min"), ".2f", 9),
+                (row.get("max_hour_share"), ".2f", 8),
+            ]
+            line = "".join(f"{fmt(value, spec):>{width}}" for value, spec, width in cells)
+            print(f"{n:>5} {row['strategy']:<30}{line}")
         a, b = rows[0], rows[1]
         ratio = float(b["change_mean_min"]) / float(a["change_mean_min"])  # type: ignore[arg-type]
         print(f"{n:>5} (b)/(a) mean status-change delay: {ratio:.2f}x")

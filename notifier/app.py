@@ -3,9 +3,10 @@ APScheduler. One process, one asyncio loop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -45,6 +46,7 @@ class Service:
         *,
         on_events: EventSink | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
@@ -59,6 +61,7 @@ class Service:
             requests_per_second=config.planfix.requests_per_second,
             reserve_fraction=config.watch.quota_reserve,
             clock=clock,
+            sleep=sleep,
         )
         self.client = PlanfixClient(
             config.planfix.client_settings(), gate=self.ledger, transport=transport
@@ -73,6 +76,7 @@ class Service:
             on_events=on_events,
         )
         self.scheduler = AsyncIOScheduler(timezone=self.tz)
+        self._stopped = False
 
     def start(self) -> None:
         """Rebuild the jobs (stable ids, in memory: our state is in the store)."""
@@ -118,6 +122,10 @@ class Service:
         self.scheduler.modify_job(POLL_JOB, next_run_time=datetime.fromtimestamp(wake_at, self.tz))
 
     async def stop(self) -> None:
+        """Stop polling and release everything; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.client.aclose()

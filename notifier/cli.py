@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .alerts.events import Event
+from .alerts.events import TASK_EVENT_KINDS, Event
 from .alerts.text import one_line
 from .app import Service
 from .config import (
-    TASK_EVENT_KINDS,
     Config,
     ConfigError,
     config_from_dict,

@@ -20,14 +20,22 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_demo_polls_the_emulator_tasks() -> None:
-    done = run("demo", "--tasks", "5")
+def test_demo_shows_alerts_as_the_account_changes() -> None:
+    done = run("demo", "--seconds", "9", "--pace", "0.25")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "PlanFix emulator on http://127.0.0.1:" in lines[0]
-    rows = [line for line in lines if line.strip()[:4].isdigit()]
-    assert len(rows) == 5
-    assert "task.getMulti" in done.stdout
+    shown = "\n".join(lines[1:])
+    for expected in (
+        "[status_changed] #1 «Подготовить отчёт по продажам за ноябрь»: Статус: Новая → В работе",
+        "[workers_changed] #2",
+        "[task_unavailable] #3",
+        "[status_changed] #4 «Провести ревизию склада»: Статус: В работе → Завершённая",
+        "[title_changed] #5",
+        "[importance_changed] #5",
+    ):
+        assert expected in shown
+    assert "Traceback" not in done.stderr
 
 
 def test_poll_with_a_config(tmp_path: Path, emulator: Emulator, control: EmulatorControl) -> None:
@@ -62,6 +70,6 @@ def test_no_config_found_says_where_it_looked(tmp_path: Path) -> None:
 
 
 def test_help_for_every_command() -> None:
-    for command in ("poll", "demo", "emulator"):
+    for command in ("run", "poll", "demo", "emulator"):
         done = run(command, "--help")
         assert done.returncode == 0 and "usage:" in done.stdout

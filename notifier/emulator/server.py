@@ -19,6 +19,7 @@ Control API (JSON bodies and answers):
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from datetime import datetime
@@ -164,6 +165,12 @@ class EmulatorServer(ThreadingHTTPServer):
         self.account = account
         self.api = XmlApi(account)
         super().__init__((host, port), _Handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that hangs up mid-answer (it refused a 10 MB body, say) is
+        # expected here; anything else is still reported.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class Emulator:

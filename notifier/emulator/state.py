@@ -112,6 +112,7 @@ class Settings:
     timezone: str = "Europe/Moscow"
     daily_quota: int = 5000
     rps_limit: float | None = None  # requests per second; over it: HTTP 429
+    send_remaining: bool = True  # the X-RateLimit-Remaining header
     supports_multi: bool = True
     multi_cost: str = "one"  # "one" request per getMulti, or "per_task"
     shape: str = "modern"  # "modern" (names, members, …) or "seed" (the 2013 card)

@@ -181,7 +181,8 @@ class XmlApi:
             if account.settings.multi_cost != "per_task":
                 cost = 1
             within_quota = account.count_request(method, max(cost, 1))
-            answer.headers["X-RateLimit-Remaining"] = str(account.quota_remaining)
+            if account.settings.send_remaining:
+                answer.headers["X-RateLimit-Remaining"] = str(account.quota_remaining)
             if not within_quota:
                 answer.body = error_body("0007")
                 return answer

@@ -70,11 +70,12 @@ class PlannerSettings:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    remaining: int  # requests that may still be spent before the reset (reserve excluded)
+    remaining: int  # requests left before the reset: the pace spreads these
     resets_at: float
     daily: int  # the day's whole plannable budget, for the pace caps
     last_request_at: float | None = None
     requests_last_hour: int = 0
+    available: int | None = None  # may be sent now (less the reserve held); None = remaining
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,8 @@ def pace_gap(budget: Budget, now: float, settings: PlannerSettings) -> float:
 def plan(
     tasks: Sequence[TaskView], budget: Budget, now: float, settings: PlannerSettings
 ) -> Decision:
-    if budget.remaining <= 0:
+    available = budget.remaining if budget.available is None else budget.available
+    if budget.remaining <= 0 or available <= 0:
         return Decision((), budget.resets_at, "budget")
     last = budget.last_request_at
     not_before = now if last is None else max(now, last + 1.0 / settings.requests_per_second)

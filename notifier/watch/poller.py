@@ -106,11 +106,12 @@ class Poller:
     def budget(self) -> Budget:
         ledger = self.ledger
         return Budget(
-            remaining=ledger.plannable,
+            remaining=ledger.remaining,
             resets_at=ledger.resets_at,
             daily=ledger.daily_plannable,
             last_request_at=ledger.last_request_at,
             requests_last_hour=ledger.requests_last_hour(),
+            available=ledger.plannable,
         )
 
     def decide(self) -> Decision:
@@ -118,7 +119,10 @@ class Poller:
         if self.client.multi_supported is False and settings.batch_size > 1:
             self.settings = settings = replace(settings, batch_size=1)
         views = [self.view(record) for record in self.records.values()]
-        return plan(views, self.budget(), self.clock(), settings)
+        decision = plan(views, self.budget(), self.clock(), settings)
+        if decision.reason == "budget":
+            decision = replace(decision, wake_at=self.ledger.more_plannable_at())
+        return decision
 
     async def tick(self, max_requests: int = 1000) -> float:
         """Poll whatever is due, until nothing is; return when to come back."""

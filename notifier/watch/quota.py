@@ -119,6 +119,17 @@ class QuotaLedger:
         held = reserve_now(self.daily_quota, self.reserve_fraction, seconds_left)
         return max(0, self.remaining - held)
 
+    def more_plannable_at(self) -> float:
+        """When the planner gets its next request back: as the held reserve
+        shrinks through the day, or at the reset."""
+        remaining, reset = self.remaining, self.resets_at
+        per_second = self.daily_quota * self.reserve_fraction / 86400.0
+        if remaining <= 0 or per_second <= 0:
+            return reset
+        # reserve_now() rounds up: it is below `remaining` once the seconds
+        # left fall under this.
+        return max(self.clock(), reset - (remaining - 1) / per_second)
+
     @property
     def daily_plannable(self) -> int:
         return int(self.daily_quota * (1 - self.reserve_fraction))

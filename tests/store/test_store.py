@@ -1,0 +1,110 @@
+"""The state file: schema versions, permissions, round trips, atomicity."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from notifier.alerts.events import Event, EventKind, TaskSummary
+from notifier.planfix.model import CustomValue, EndCondition, People, Periodicity, Ref, Task
+from notifier.store import Store, StoreError
+from notifier.store.migrations import MIGRATIONS
+from notifier.watch.state import TaskRecord
+
+MSK = ZoneInfo("Europe/Moscow")
+TASK = Task(
+    id=5,
+    general=12,
+    title="Отчёт «квартальный» & <прочее>",
+    status=2,
+    status_set=1,
+    owner=Ref(1, "Иван"),
+    end_time=datetime(2026, 11, 25, tzinfo=MSK),
+    end_time_has_time=False,
+    workers=People(users=(Ref(1, "Иван"),), groups=(Ref(2),)),
+    periodicity=Periodicity(
+        kind="weekly",
+        days=(1, 3),
+        end_condition=EndCondition("BYENDDATE", datetime(2027, 1, 1, tzinfo=MSK)),
+    ),
+    custom_data=(CustomValue(9, "Бюджет", "1500", None),),
+)
+EVENT = Event(
+    EventKind.STATUS_CHANGED,
+    datetime(2026, 11, 23, 9, 0, tzinfo=UTC),
+    5,
+    TaskSummary(5, 12, "Отчёт", 3, "Завершённая", "HIGH", "Сайт", ("Иван",), None, True),
+    "В работе",
+    "Завершённая",
+    {"old_status": 2, "new_status": 3},
+)
+
+
+def test_new_file_is_private_and_current(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "state.sqlite3"
+    store = Store(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert store.schema_version == len(MIGRATIONS)
+    store.save_polls([(TaskRecord(1, TASK), [])])
+    for extra in ("-wal", "-shm"):
+        side = path.with_name(path.name + extra)
+        if side.exists():
+            assert stat.S_IMODE(side.stat().st_mode) & 0o077 == 0
+    store.close()
+
+
+def test_records_and_events_round_trip(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    record = TaskRecord(5, TASK, 100.0, 90.0, "ok", None, 0, False, 1.5, 3600.0, 7)
+    stored = store.save_polls([(record, [EVENT])])
+    assert [e for _, e in stored] == [EVENT]
+    store.close()
+    reopened = Store(tmp_path / "s.sqlite3")
+    assert reopened.load_records([5, 6]) == {5: record, 6: TaskRecord(6)}
+    assert reopened.events_after(0) == stored
+
+
+def test_a_failed_save_leaves_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    bad = Event(
+        EventKind.STATUS_CHANGED, datetime(2026, 1, 1, tzinfo=UTC), 5, details={"x": object()}
+    )
+    with pytest.raises(TypeError):
+        store.save_polls([(TaskRecord(5, TASK), [EVENT, bad])])
+    assert store.events_after(0) == []
+    assert store.load_records([5]) == {5: TaskRecord(5)}
+
+
+def test_watch_set_by_source(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.sqlite3")
+    store.set_watched("config", [3, 1, 2], now=1.0)
+    store.add_watched(9, "chat:-100", now=2.0)
+    store.add_watched(2, "chat:-100", now=2.0)
+    store.set_watched("config", [1, 4], now=3.0)
+    assert store.watched_ids() == [1, 2, 4, 9]
+    store.remove_watched(2, "chat:-100")
+    assert store.watched_ids() == [1, 4, 9]
+
+
+def test_a_newer_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="newer planfix-notifier"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        Store(path)

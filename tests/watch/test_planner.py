@@ -1,0 +1,242 @@
+"""The planner: unit cases, and properties over any workload (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+from itertools import pairwise
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notifier.watch.planner import (
+    DAY_S,
+    Budget,
+    PlannerSettings,
+    TaskView,
+    learn,
+    plan,
+    polls_per_day_estimate,
+    rate_per_day,
+)
+
+NOW = 1_000_000.0
+SETTINGS = PlannerSettings()
+
+
+def budget(remaining: int = 5000, last: float | None = None, **kw: object) -> Budget:
+    values: dict[str, object] = {
+        "remaining": remaining,
+        "resets_at": NOW + DAY_S,
+        "daily": 5000,
+        "last_request_at": last,
+    }
+    values.update(kw)
+    return Budget(**values)  # type: ignore[arg-type]
+
+
+def polled(task_id: int, ago: float, **kw: object) -> TaskView:
+    return TaskView(task_id=task_id, last_poll_at=NOW - ago, **kw)  # type: ignore[arg-type]
+
+
+def test_never_polled_tasks_go_first() -> None:
+    tasks = [polled(1, 3000), TaskView(2), polled(3, 5000)]
+    decision = plan(tasks, budget(), NOW, SETTINGS)
+    assert decision.poll == (2,) and decision.reason == "baseline"
+
+
+def test_the_largest_elapsed_times_root_rate_goes_next() -> None:
+    tasks = [polled(1, 1000, rate_per_day=0.1), polled(2, 600, rate_per_day=4.0)]
+    # 1000 * sqrt(0.1) = 316 < 600 * sqrt(4) = 1200
+    assert plan(tasks, budget(), NOW, SETTINGS).poll == (2,)
+
+
+def test_nothing_when_the_budget_is_spent() -> None:
+    decision = plan([TaskView(1)], budget(remaining=0), NOW, SETTINGS)
+    assert decision.poll == () and decision.reason == "budget"
+    assert decision.wake_at == NOW + DAY_S
+
+
+def test_requests_are_spread_over_the_rest_of_the_day() -> None:
+    tasks = [polled(i, 3600) for i in range(10)]
+    decision = plan(tasks, budget(remaining=240, last=NOW - 1), NOW, SETTINGS)
+    # 240 requests over 24 h: one every 360 s (the pace cap, 5000×1.5/day, is looser)
+    assert decision.poll == () and math.isclose(decision.wake_at, NOW - 1 + 360)
+
+
+def test_pace_is_capped_at_one_and_a_half_times_the_average() -> None:
+    tasks = [polled(i, 3600) for i in range(10)]
+    b = budget(remaining=5000, last=NOW - 1, resets_at=NOW + 3600)  # a whole day's budget, 1 h left
+    decision = plan(tasks, b, NOW, SETTINGS)
+    assert math.isclose(decision.wake_at, NOW - 1 + DAY_S / (1.5 * 5000))
+
+
+def test_min_interval_is_honoured() -> None:
+    tasks = [polled(1, 30), polled(2, 59)]
+    decision = plan(tasks, budget(), NOW, SETTINGS)
+    assert decision.poll == ()
+    assert math.isclose(decision.wake_at, NOW + 1)  # task 2 may be polled in 1 s
+
+
+def test_deadline_poll_comes_right_after_end_time_and_pulls_forward() -> None:
+    deadline = NOW - 20  # passed 20 s ago; the margin is 15 s
+    tasks = [polled(1, 3600, deadline=deadline, close_seen=True), polled(2, 9000)]
+    decision = plan(tasks, budget(last=NOW - 2), NOW, SETTINGS)  # regular slot not yet due
+    assert decision.poll == (1,) and decision.reason == "deadline"
+
+
+def test_wakes_for_the_next_deadline() -> None:
+    tasks = [polled(1, 100, deadline=NOW + 500, close_seen=True)]
+    decision = plan(tasks, budget(remaining=100, last=NOW - 1), NOW, SETTINGS)
+    assert math.isclose(decision.wake_at, NOW + 500 + SETTINGS.deadline_margin_s)
+
+
+def test_a_task_entering_the_window_is_polled_then() -> None:
+    start = NOW - 20 + SETTINGS.deadline_window_s  # the deadline; its window began 20 s ago
+    tasks = [polled(1, 3600, deadline=start), polled(2, 9000)]
+    decision = plan(tasks, budget(last=NOW - 2), NOW, SETTINGS)
+    assert decision.poll == (1,) and decision.reason == "deadline"
+
+
+def test_an_overdue_task_is_not_forced_again() -> None:
+    tasks = [polled(1, 100, deadline=NOW - 1000, overdue_seen=True)]
+    assert plan(tasks, budget(last=NOW - 2), NOW, SETTINGS).poll == ()
+
+
+def test_finished_tasks_are_rechecked_rarely_and_weigh_less() -> None:
+    finished = polled(1, 3000, finished=True, rate_per_day=1.0)
+    active = polled(2, 2000, rate_per_day=1.0)
+    assert plan([finished, active], budget(), NOW, SETTINGS).poll == (2,)
+    overdue_recheck = replace(finished, last_poll_at=NOW - SETTINGS.finished_interval_s - 1)
+    decision = plan([overdue_recheck, polled(3, 50_000, rate_per_day=9)], budget(), NOW, SETTINGS)
+    assert decision.poll == (1,) and decision.reason == "recheck"
+
+
+def test_unavailable_tasks_only_on_their_slow_interval() -> None:
+    gone = polled(1, 3600, unavailable=True)
+    assert plan([gone], budget(), NOW, SETTINGS).poll == ()
+    due = replace(gone, last_poll_at=NOW - SETTINGS.unavailable_interval_s)
+    assert plan([due], budget(), NOW, SETTINGS).poll == (1,)
+
+
+def test_failing_tasks_back_off() -> None:
+    failing = polled(1, 200, failures=3)  # back-off 60 s × 2² = 240 s
+    decision = plan([failing], budget(), NOW, SETTINGS)
+    assert decision.poll == () and math.isclose(decision.wake_at, NOW + 40)
+    assert plan([replace(failing, failures=1)], budget(), NOW, SETTINGS).poll == (1,)
+
+
+def test_a_batch_is_filled_up_to_its_size() -> None:
+    tasks = [polled(i, 100 + i) for i in range(250)]
+    decision = plan(tasks, budget(), NOW, replace(SETTINGS, batch_size=100))
+    assert len(decision.poll) == 100
+    assert set(decision.poll) == set(range(150, 250))  # the longest unpolled
+
+
+def test_learning_moves_the_rate_towards_what_polls_find() -> None:
+    hot, cold = (0.0, 0.0), (0.0, 0.0)
+    for _ in range(24):
+        hot = learn(*hot, changed=True, elapsed_s=3600)
+        cold = learn(*cold, changed=False, elapsed_s=3600)
+    assert rate_per_day(*hot) > 15 and rate_per_day(*cold) < 0.2
+    assert math.isclose(rate_per_day(0.0, 0.0), 0.5)
+
+
+def test_poll_estimate_follows_the_weights() -> None:
+    tasks = [polled(1, 0, rate_per_day=4.0), polled(2, 0, rate_per_day=1.0)]
+    estimate = polls_per_day_estimate(tasks, 300, SETTINGS, NOW)
+    assert math.isclose(estimate[1], 200) and math.isclose(estimate[2], 100)
+
+
+# --- properties over any workload ---------------------------------------------------------
+
+workloads = st.lists(
+    st.tuples(
+        st.floats(0.01, 20),  # change rate per day
+        st.one_of(st.none(), st.floats(0, DAY_S)),  # deadline, seconds into the day
+        st.booleans(),  # finished
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+def simulate(
+    workload: list[tuple[float, float | None, bool]], daily: int, batch: int
+) -> tuple[list[float], dict[int, list[float]], list[TaskView]]:
+    """Drive the planner through one day; return request times and each task's polls."""
+    config = replace(SETTINGS, batch_size=batch)
+    start = 0.0
+    tasks = [
+        TaskView(i, last_poll_at=start - 1, deadline=None if d is None else start + d,
+                 finished=f, rate_per_day=r)
+        for i, (r, d, f) in enumerate(workload)
+    ]  # fmt: skip
+    sent: list[float] = []
+    polls: dict[int, list[float]] = {t.task_id: [] for t in tasks}
+    now, end = start, start + DAY_S
+    while now < end:
+        recent = sum(1 for s in sent if s > now - 3600)
+        b = Budget(daily - len(sent), end, daily, sent[-1] if sent else None, recent)
+        decision = plan(tasks, b, now, config)
+        if not decision.poll:
+            assert decision.wake_at > now
+            now = decision.wake_at
+            continue
+        assert len(decision.poll) <= batch
+        sent.append(now)
+        for task_id in decision.poll:
+            view = tasks[task_id]
+            polls[task_id].append(now)
+            tasks[task_id] = replace(
+                view,
+                last_poll_at=now,
+                overdue_seen=view.deadline is not None and now >= view.deadline,
+                close_seen=view.deadline is not None and now >= view.deadline - DAY_S,
+            )
+    return sent, polls, tasks
+
+
+@settings(max_examples=40, deadline=None)
+@given(workload=workloads, daily=st.integers(1, 3000), batch=st.sampled_from([1, 100]))
+def test_never_exceeds_the_budget_nor_the_rate(
+    workload: list[tuple[float, float | None, bool]], daily: int, batch: int
+) -> None:
+    sent, polls, _ = simulate(workload, daily, batch)
+    assert len(sent) <= daily
+    assert all(b - a >= 1.0 - 1e-9 for a, b in pairwise(sent))
+    for times in polls.values():  # min_interval per task
+        assert all(b - a >= SETTINGS.min_interval_s - 1e-9 for a, b in pairwise(times))
+
+
+@settings(max_examples=40, deadline=None)
+@given(workload=workloads, batch=st.sampled_from([1, 100]))
+def test_every_deadline_gets_its_poll_when_the_budget_allows(
+    workload: list[tuple[float, float | None, bool]], batch: int
+) -> None:
+    daily = 3000  # at least 2 forced polls per task fit, with room to spare
+    _, polls, _ = simulate(workload, daily, batch)
+    for task_id, (_, deadline, finished) in enumerate(workload):
+        if deadline is None or finished or deadline + SETTINGS.deadline_margin_s >= DAY_S - 120:
+            continue
+        flip = deadline + SETTINGS.deadline_margin_s
+        after = [t for t in polls[task_id] if t >= flip]
+        assert after, f"task {task_id}: no poll after its deadline"
+        assert after[0] - flip <= 120, f"task {task_id}: deadline poll {after[0] - flip:.0f} s late"
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(20, 200), seed=st.integers(0, 1000))
+def test_spends_the_budget_evenly(n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    workload = [
+        (rng.uniform(0.05, 8), rng.choice([None, rng.uniform(0, DAY_S)]), False) for _ in range(n)
+    ]
+    daily = 1200
+    sent, _, _ = simulate(workload, daily, batch=1)
+    assert len(sent) >= 0.95 * daily
+    hours = [0] * 24
+    for t in sent:
+        hours[min(23, int(t // 3600))] += 1
+    assert max(hours) <= 2 * daily / 24

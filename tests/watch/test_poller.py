@@ -1,0 +1,208 @@
+"""The watch engine end to end: the service's poller against the emulator over
+HTTP, with one injected clock for both sides."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from notifier.alerts.events import TASK_EVENT_KINDS, Event, EventKind
+from notifier.app import Service
+from notifier.config import config_from_dict
+from notifier.emulator import Emulator, EmulatorControl
+from tests.watch.clock import FakeClock
+
+MSK = ZoneInfo("Europe/Moscow")
+START = datetime(2026, 11, 23, 12, 0, tzinfo=MSK)
+
+
+class Harness:
+    def __init__(self, emulator: Emulator, control: EmulatorControl, state: Path) -> None:
+        self.emulator, self.control, self.state = emulator, control, state
+        self.clock = FakeClock(START)
+        control.set_clock(START.isoformat(), freeze=True)
+        self.events: list[Event] = []
+        self.services: list[Service] = []
+
+    def service(self, tasks: Sequence[int], **planfix: Any) -> Service:
+        settings = self.emulator.account.settings
+        config = config_from_dict(
+            {
+                "planfix": {
+                    "account": settings.account,
+                    "endpoint": self.emulator.endpoint,
+                    "api_key": settings.api_key,
+                    "token": settings.token,
+                    "daily_quota": settings.daily_quota,
+                    **planfix,
+                },
+                "state": {"path": str(self.state)},
+                "watch": {"tasks": list(tasks), "events": list(TASK_EVENT_KINDS)},
+            },
+            source="test",
+            environ={},
+        )
+        made = Service(config, on_events=self.collect, clock=self.clock, sleep=self.clock.sleep)
+        self.services.append(made)
+        return made
+
+    def collect(self, stored: Sequence[tuple[int, Event]]) -> None:
+        self.events.extend(event for _, event in stored)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.control.set_clock(datetime.fromtimestamp(self.clock.now, MSK).isoformat(), freeze=True)
+
+    def kinds(self) -> list[str]:
+        return [e.kind.value for e in self.events]
+
+    async def settle(self, service: Service, seconds: float = 120) -> None:
+        """Let ``seconds`` of service time pass, polling whatever falls due."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            wake = await service.poller.tick()
+            self.advance(max(0.5, min(wake, end) - self.clock.now))
+
+
+@pytest.fixture
+async def harness(
+    emulator: Emulator, control: EmulatorControl, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    made = Harness(emulator, control, tmp_path / "state.sqlite3")
+    yield made
+    for service in made.services:
+        await service.stop()
+
+
+def count(control: EmulatorControl) -> Callable[[str], int]:
+    return lambda method: int(control.state()["requests"].get(method, 0))
+
+
+async def test_a_status_change_raises_exactly_one_event(harness: Harness) -> None:
+    task = harness.control.create_task(title="Отчёт", status=1)
+    service = harness.service([task["id"]])
+    await harness.settle(service)
+    assert harness.events == []  # the first sight is a baseline
+    harness.control.change_task(task["id"], status=2)
+    await harness.settle(service, 600)
+    assert harness.kinds() == ["status_changed"]
+    event = harness.events[0]
+    assert (event.old, event.new) == ("Новая", "В работе")
+    assert event.task is not None and event.task.title == "Отчёт"
+
+
+async def test_restart_repeats_nothing_and_finds_what_changed_while_down(harness: Harness) -> None:
+    task = harness.control.create_task(title="Договор", status=2)
+    first = harness.service([task["id"]])
+    await harness.settle(first)
+    harness.control.change_task(task["id"], status=3)
+    await harness.settle(first, 600)
+    assert harness.kinds() == ["status_changed"]
+    await first.stop()
+
+    harness.control.change_task(task["id"], title="Договор подписан")  # while down
+    harness.advance(3600)
+    second = harness.service([task["id"]])
+    await harness.settle(second, 600)
+    assert harness.kinds() == ["status_changed", "title_changed"]
+    await harness.settle(second, 3600)
+    assert harness.kinds() == ["status_changed", "title_changed"]
+
+
+async def test_the_servers_remaining_count_is_never_overrun(harness: Harness) -> None:
+    harness.control.configure(daily_quota=8)
+    task = harness.control.create_task(title="Квота", status=2)
+    service = harness.service([task["id"]], daily_quota=100)  # the config thinks there is more
+    await harness.settle(service, 11.9 * 3600)  # to just before midnight
+    # Spread over the day, all of it but the last request the reserve holds to the end.
+    assert harness.control.state()["quota"]["used"] == 7
+    assert harness.events == []  # never provoked a 0007
+    assert service.poller.decide().reason == "budget"
+
+
+async def test_quota_exhausted_pauses_until_the_reset(harness: Harness) -> None:
+    harness.control.configure(daily_quota=8, send_remaining=False)
+    task = harness.control.create_task(title="Квота", status=2)
+    harness.control.set_quota_used(0)
+    service = harness.service([task["id"]], daily_quota=100)  # the config thinks there is more
+    await harness.settle(service, 3 * 3600)
+    assert harness.kinds() == ["quota_exhausted"]
+    decision = service.poller.decide()
+    assert decision.reason == "budget"
+    midnight = datetime(2026, 11, 24, tzinfo=MSK).timestamp()
+    assert decision.wake_at == midnight
+    spent = sum(harness.control.state()["requests"].values())
+    harness.control.change_task(task["id"], status=3)
+    await harness.settle(service, 600)
+    assert sum(harness.control.state()["requests"].values()) == spent  # paused: nothing sent
+    harness.advance(midnight - harness.clock.now + 1)
+    await harness.settle(service, 600)
+    assert "status_changed" in harness.kinds()
+
+
+async def test_session_expiry_mid_run_is_transparent(harness: Harness) -> None:
+    task = harness.control.create_task(title="Сессия", status=2)
+    service = harness.service([task["id"]], token=None, login="robot", password="robot-password")
+    await harness.settle(service)
+    harness.control.expire_sessions()
+    harness.control.change_task(task["id"], status=3)
+    await harness.settle(service, 600)
+    assert harness.kinds() == ["status_changed"]
+    assert count(harness.control)("auth.login") == 2
+
+
+async def test_a_deleted_task_is_told_once_and_its_return_too(harness: Harness) -> None:
+    kept = harness.control.create_task(title="Остаётся", status=2)
+    gone = harness.control.create_task(title="Будет удалена", status=2)
+    service = harness.service([kept["id"], gone["id"]])
+    await harness.settle(service)
+    harness.control.delete_task(gone["id"])
+    await harness.settle(service, 8 * 3600)  # several slow re-checks
+    assert harness.kinds() == ["task_unavailable"]
+    assert harness.events[0].task is not None and harness.events[0].task.title == "Будет удалена"
+    harness.control.create_task(**{**gone, "status": 3})
+    await harness.settle(service, 7 * 3600)
+    assert harness.kinds() == ["task_unavailable", "task_available_again", "status_changed"]
+
+
+async def test_a_garbled_answer_changes_nothing(harness: Harness) -> None:
+    task = harness.control.create_task(title="Мусор", status=2)
+    service = harness.service([task["id"]])
+    await harness.settle(service)
+    for kind in ("malformed", "html", "xml_bomb", "huge"):
+        harness.control.inject(kind, times=1)
+    harness.control.inject("error", code="0011", times=1)
+    await harness.settle(service, 3600)
+    assert [e for e in harness.events if not e.kind.operator] == []
+    record = service.poller.records[task["id"]]
+    assert record.snapshot is not None and record.snapshot.status == 2
+
+
+async def test_overdue_is_caught_right_after_the_deadline(harness: Harness) -> None:
+    deadline = START + timedelta(hours=3)
+    task = harness.control.create_task(
+        title="Срок", status=2, endTime=deadline.strftime("%d-%m-%Y %H:%M")
+    )
+    other = [harness.control.create_task(title=f"Фон {i}", status=2)["id"] for i in range(30)]
+    service = harness.service([task["id"], *other])
+    await harness.settle(service, 4 * 3600)
+    overdue = [e for e in harness.events if e.kind is EventKind.BECAME_OVERDUE]
+    assert len(overdue) == 1
+    assert 0 <= overdue[0].at.timestamp() - deadline.timestamp() <= 120
+
+
+async def test_planfix_failing_is_told_once_and_its_end(harness: Harness) -> None:
+    task = harness.control.create_task(title="Сбой", status=2)
+    service = harness.service([task["id"]])
+    await harness.settle(service)
+    harness.control.inject("http_error", status=503, times=-1)
+    await harness.settle(service, 3600)
+    assert harness.kinds() == ["planfix_failing"]
+    harness.control.clear_faults()
+    await harness.settle(service, 3600)
+    assert harness.kinds() == ["planfix_failing", "planfix_recovered"]
