@@ -23,7 +23,9 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/python bench/client_overhead.py
+	$(BIN)/python -m bench.client_overhead
+	$(BIN)/python -m bench.detection_latency
+	$(BIN)/python -m bench.dispatch
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache bench/results

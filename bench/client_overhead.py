@@ -6,7 +6,7 @@ parse, error check, the full Task model). Both against one emulator running
 in its own process, in interleaved rounds so that machine noise hits both
 alike; the figure to read is the ratio. Target: client <= 1.5x the floor.
 
-    python bench/client_overhead.py [--polls N] [--rounds R]
+    python -m bench.client_overhead [--polls N] [--rounds R]
 """
 
 from __future__ import annotations

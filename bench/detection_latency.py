@@ -12,7 +12,7 @@ Strategies, each with the same budget (5000 requests/day) and 1 request/s:
   (c) our planner with task.getMulti (up to 100 tasks a request);
   (d) the oracle square-root bound L* = (Σ√λ)² / (2·B·Σλ) for task.get.
 
-    python bench/detection_latency.py [--tasks 50 500 5000] [--seed 1]
+    python -m bench.detection_latency [--tasks 50 500 5000] [--seed 1]
 """
 
 from __future__ import annotations

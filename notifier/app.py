@@ -13,17 +13,41 @@ from zoneinfo import ZoneInfo
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from .alerts.dispatcher import Dispatcher, DispatchSettings
+from .alerts.events import Event, EventKind
+from .alerts.render import Renderer
+from .alerts.routing import Router
+from .channels.base import Channel, channel_types
+from .channels.console import ConsoleOptions
 from .config import Config
 from .planfix.client import PlanfixClient
 from .store import Store
 from .watch.planner import PlannerSettings
-from .watch.poller import EventSink, Poller
+from .watch.poller import Poller
 from .watch.quota import QuotaLedger
 
 log = logging.getLogger(__name__)
 
 POLL_JOB = "poll"
 HEARTBEAT_S = 60  # the poll job runs at least this often, whatever it asked for
+
+
+def build_channels(config: Config, renderer: Renderer) -> dict[str, Channel]:
+    """The configured channels; the console alone when none is configured."""
+    options = config.channel_options() or {"console": ConsoleOptions(type="console")}
+    types = channel_types()
+    return {name: types[opts.type](name, opts, renderer) for name, opts in options.items()}
+
+
+def renderer_for(config: Config) -> Renderer:
+    alerts = config.alerts
+    return Renderer(
+        locale=alerts.locale,
+        timezone=config.planfix.timezone,
+        task_url=alerts.task_url,
+        account=config.planfix.account,
+        template_dir=alerts.templates,
+    )
 
 
 def planner_settings(config: Config) -> PlannerSettings:
@@ -44,7 +68,6 @@ class Service:
         self,
         config: Config,
         *,
-        on_events: EventSink | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -66,6 +89,24 @@ class Service:
         self.client = PlanfixClient(
             config.planfix.client_settings(), gate=self.ledger, transport=transport
         )
+        self.renderer = renderer_for(config)
+        self.channels = build_channels(config, self.renderer)
+        self.router = Router(config.routes, self.channels)
+        alerts = config.alerts
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.channels,
+            DispatchSettings(
+                retry_base_s=alerts.retry_base_s,
+                retry_max_s=alerts.retry_max_s,
+                urgent_importance=tuple(alerts.urgent_importance),
+                urgent_events=tuple(alerts.urgent_events),
+                timezone=config.planfix.timezone,
+            ),
+            clock=clock,
+            on_failed=self._channel_failed,
+            on_delivered=self._channel_delivered,
+        )
         self.poller = Poller(
             self.client,
             self.store,
@@ -73,8 +114,12 @@ class Service:
             planner_settings(config),
             wanted_events=config.watch.events,
             clock=clock,
-            on_events=on_events,
+            on_events=lambda stored: self.dispatcher.wake(),
+            route=self.router.deliveries,
+            group_wait_s=alerts.group_wait_s,
+            repeat_overdue_s=alerts.repeat_overdue_s,
         )
+        self._failing: set[tuple[str, str]] = set()
         self.scheduler = AsyncIOScheduler(timezone=self.tz)
         self._stopped = False
 
@@ -104,7 +149,33 @@ class Service:
             misfire_grace_time=3600,
             replace_existing=True,
         )
+        # The dispatcher wakes itself on new deliveries; this is its safety net.
+        self.scheduler.add_job(
+            self.dispatcher.wake,
+            "interval",
+            seconds=HEARTBEAT_S,
+            id="outbox",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=HEARTBEAT_S,
+            replace_existing=True,
+        )
         self.scheduler.start()
+        self.dispatcher.start()
+
+    def _channel_failed(self, channel: str, recipient: str, reason: str) -> None:
+        """A channel failing for good is told to the operator once per incident
+        (through the other channels)."""
+        if (channel, recipient) in self._failing:
+            return
+        self._failing.add((channel, recipient))
+        at = datetime.fromtimestamp(self.clock(), self.tz)
+        details = {"channel": channel, "recipient": recipient, "error": reason}
+        self.poller.raise_events([Event(EventKind.CHANNEL_FAILING, at, details=details)])
+        self.dispatcher.wake()
+
+    def _channel_delivered(self, channel: str, recipient: str) -> None:
+        self._failing.discard((channel, recipient))
 
     def wake(self) -> None:
         """Poll now (a new watch, the quota reset) instead of at the planned time."""
@@ -128,5 +199,8 @@ class Service:
         self._stopped = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        await self.dispatcher.stop()
+        for channel in self.channels.values():
+            await channel.aclose()
         await self.client.aclose()
         self.store.close()

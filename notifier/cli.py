@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .alerts.events import TASK_EVENT_KINDS, Event
-from .alerts.text import one_line
+from .alerts.events import TASK_EVENT_KINDS
 from .app import Service
 from .config import (
     Config,
@@ -96,12 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def print_events(stored: Sequence[tuple[int, Event]]) -> None:
-    for _, event in stored:
-        stamp = time.strftime("%H:%M:%S")
-        print(f"{stamp} {one_line(event)}", flush=True)
-
-
 async def _until_stopped(seconds: float | None) -> None:
     """Wait for SIGINT/SIGTERM, or ``seconds``."""
     stop = asyncio.Event()
@@ -117,7 +110,7 @@ async def _until_stopped(seconds: float | None) -> None:
 
 
 async def _run(config: Config, seconds: float | None = None) -> int:
-    service = Service(config, on_events=print_events)
+    service = Service(config)
     service.start()
     try:
         await _until_stopped(seconds)
@@ -142,10 +135,13 @@ def format_task(task: Task, catalog: StatusCatalog) -> str:
 
 
 async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
-    service = Service(config, on_events=print_events if send else None)
+    service = Service(config)
+    service.poller.group_wait_s = 0  # one command, one message: nothing to wait for
     try:
         with service.ledger.on_demand():
             results = await service.poller.poll(task_ids, save=send)
+        if send:
+            undelivered = await service.dispatcher.drain(config.alerts.retry_max_s)
         catalog = service.poller.catalog
         print(f"{'id':>6} {'номер':<6} {'статус':<14} {'срок':<12} {'':<22} название")
         for result in results:
@@ -155,9 +151,12 @@ async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
                 print(f"{result.task_id:>6} ! {result.error}")
             if not send:
                 for event in result.events:
-                    print(f"{'':>6}   would raise: {one_line(event)}")
+                    print(f"{'':>6}   would raise: {service.renderer.text([event])}")
     finally:
         await service.stop()
+    if send and undelivered:
+        print(f"{undelivered} deliveries still pending in the outbox", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_FAILURE if any(r.error for r in results) else EXIT_OK
 
 
@@ -181,6 +180,8 @@ def demo_config(emulator: Emulator, task_ids: Sequence[int], state_dir: Path) ->
                 "events": list(TASK_EVENT_KINDS),
                 "min_interval_s": 2,
             },
+            "alerts": {"group_wait_s": 1},
+            "channels": {"console": {"type": "console"}},
         },
         source="(demo defaults)",
         environ={},

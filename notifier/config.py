@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from .alerts.events import TASK_EVENT_KINDS
+from .alerts.events import ALL_EVENT_KINDS, TASK_EVENT_KINDS
+from .channels.base import ChannelOptions, channel_types
 from .planfix.client import ClientSettings, check_endpoint
 from .planfix.errors import ConfigError as PlanfixConfigError
 
@@ -107,10 +108,91 @@ class WatchSection(_Section):
         return value
 
 
+def parse_duration(value: str | float | int) -> float:
+    """``90``, ``"90s"``, ``"15m"``, ``"4h"``, ``"1d"`` → seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise ValueError(f'a duration like "90s", "15m", "4h" or "1d", got {value!r}') from None
+
+
+class AlertsSection(_Section):
+    locale: str = Field("ru", pattern="^(ru|en)$")
+    group_wait_s: float = Field(30.0, ge=0, le=3600)
+    repeat_overdue_every: str | float | None = None  # "4h": remind while a task stays overdue
+    urgent_importance: list[str] = Field(default_factory=lambda: ["HIGH"])
+    urgent_events: list[str] = Field(default_factory=list)
+    templates: Path | None = None  # a directory with ru/… and en/… templates to override
+    task_url: str = "https://{account}.planfix.ru/task/{general}"
+    retry_base_s: float = Field(10.0, gt=0)
+    retry_max_s: float = Field(1800.0, gt=0)
+
+    @field_validator("repeat_overdue_every")
+    @classmethod
+    def _every(cls, value: str | float | None) -> str | float | None:
+        if value is not None and parse_duration(value) < 60:
+            raise ValueError("at least 60 seconds")
+        return value
+
+    @property
+    def repeat_overdue_s(self) -> float | None:
+        return parse_duration(self.repeat_overdue_every) if self.repeat_overdue_every else None
+
+
+class RouteSection(_Section):
+    """Every matching route delivers; a filter left out matches everything."""
+
+    events: list[str] | None = None
+    tasks: list[int] | None = None
+    projects: list[int] | None = None
+    importance: list[str] | None = None
+    workers: list[int] | None = None
+    channels: list[str] = Field(min_length=1)
+    operator: bool = False  # this route carries the operator's alerts (and only those)
+
+
+class MetricsSection(_Section):
+    listen: str = "127.0.0.1:9464"
+
+
 class Config(_Section):
     planfix: PlanfixSection
     state: StateSection = StateSection()
     watch: WatchSection = WatchSection()
+    alerts: AlertsSection = AlertsSection()
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    routes: list[RouteSection] = Field(default_factory=list)
+    metrics: MetricsSection = MetricsSection()
+
+    def channel_options(self) -> dict[str, ChannelOptions]:
+        """Each ``[channels.NAME]`` checked by its own type's model."""
+        types = channel_types()
+        found: dict[str, ChannelOptions] = {}
+        for name, raw in self.channels.items():
+            kind = raw.get("type")
+            if kind not in types:
+                known = ", ".join(sorted(types))
+                raise ValueError(f"channels.{name}.type: {kind!r} is not a channel type ({known})")
+            try:
+                found[name] = types[kind].Options.model_validate(raw)
+            except ValidationError as exc:
+                raise ValueError(_first_error(exc, prefix=f"channels.{name}")) from None
+        return found
+
+    def check_routes(self) -> None:
+        for index, route in enumerate(self.routes):
+            for name in route.channels:
+                if name not in self.channels:
+                    raise ValueError(f"routes[{index}].channels: no channel named {name!r}")
+            for event in route.events or []:
+                if event not in ALL_EVENT_KINDS:
+                    raise ValueError(f"routes[{index}].events: unknown event {event!r}")
 
     def check_auth_mode(self) -> None:
         pf = self.planfix
@@ -119,6 +201,7 @@ class Config(_Section):
 
 
 SECRET_KEYS = {"planfix": ("api_key", "token", "password", "signature_key")}
+CHANNEL_SECRET_KEYS = ("bot_token", "password", "secret")
 
 
 def find_config(explicit: str | None) -> Path:
@@ -157,6 +240,8 @@ def config_from_dict(
     try:
         config = Config.model_validate(data)
         config.check_auth_mode()
+        config.check_routes()
+        config.channel_options()
     except ValidationError as exc:
         raise ConfigError(_one_line(source, exc)) from None
     except ValueError as exc:
@@ -175,14 +260,25 @@ def _apply_env(data: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> 
     return data
 
 
+def _secret_places(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
+    """(key path, the table, its secret keys): [planfix] and every [channels.X]."""
+    places: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+    for section, keys in SECRET_KEYS.items():
+        if isinstance(data.get(section), dict):
+            places.append((section, data[section], keys))
+    channels = data.get("channels")
+    if isinstance(channels, dict):
+        for name, table in channels.items():
+            if isinstance(table, dict):
+                places.append((f"channels.{name}", table, CHANNEL_SECRET_KEYS))
+    return places
+
+
 def _read_secret_files(
     data: dict[str, Any], source: str, env: os._Environ[str] | dict[str, str]
 ) -> None:
     base = Path(source).parent
-    for section, keys in SECRET_KEYS.items():
-        values = data.get(section)
-        if not isinstance(values, dict):
-            continue
+    for section, values, keys in _secret_places(data):
         for key in keys:
             file_key = f"{key}_file"
             if file_key not in values:
@@ -200,8 +296,15 @@ def _read_secret_files(
 
 
 def _one_line(source: str, exc: ValidationError) -> str:
+    return f"{source}: {_first_error(exc)}"
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    where = ".".join(
+        [prefix, *(str(p) for p in first["loc"])] if prefix else [str(p) for p in first["loc"]]
+    )
+    where = where or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
         what = "unknown key (a typo?)"
@@ -210,4 +313,4 @@ def _one_line(source: str, exc: ValidationError) -> str:
     else:
         what = str(first["msg"]).removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{source}: {where}: {what}{more}"
+    return f"{where}: {what}{more}"

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from notifier.emulator import Account, Emulator, EmulatorControl, Settings
 from notifier.planfix import ClientSettings, PlanfixClient, RequestGate
+from tests.fakes.smtp import SmtpServer
+from tests.fakes.telegram import FakeTelegram, TelegramServer
+from tests.fakes.webhook import WebhookServer
 
 ClientFactory = Callable[..., PlanfixClient]
 
@@ -58,3 +63,35 @@ async def make_client(emulator: Emulator) -> AsyncIterator[ClientFactory]:
 @pytest.fixture
 async def client(make_client: ClientFactory) -> PlanfixClient:
     return make_client()
+
+
+@pytest.fixture
+def telegram() -> Iterator[TelegramServer]:
+    with TelegramServer(FakeTelegram()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, Path]:
+    authority = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    authority.cert_pem.write_to_path(str(path))
+    return authority, path
+
+
+@pytest.fixture(params=["none", "starttls", "tls"])
+def smtp(request: pytest.FixtureRequest, ca: tuple[trustme.CA, Path]) -> Iterator[SmtpServer]:
+    with SmtpServer(request.param, *ca) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_plain(ca: tuple[trustme.CA, Path]) -> Iterator[SmtpServer]:
+    with SmtpServer("none", *ca) as server:
+        yield server
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    with WebhookServer() as server:
+        yield server

@@ -27,12 +27,12 @@ def test_demo_shows_alerts_as_the_account_changes() -> None:
     assert "PlanFix emulator on http://127.0.0.1:" in lines[0]
     shown = "\n".join(lines[1:])
     for expected in (
-        "[status_changed] #1 «Подготовить отчёт по продажам за ноябрь»: Статус: Новая → В работе",
-        "[workers_changed] #2",
-        "[task_unavailable] #3",
-        "[status_changed] #4 «Провести ревизию склада»: Статус: В работе → Завершённая",
-        "[title_changed] #5",
-        "[importance_changed] #5",
+        "#1 «Подготовить отчёт по продажам за ноябрь»: Статус: Новая → В работе https://demo.planfix.ru/task/1",
+        "#2 «Согласовать договор поставки с ООО «Ромашка»»: Исполнители: ",
+        "#3 «Обновить прайс-лист на сайте»: Задача недоступна: удалена",
+        "#4 «Провести ревизию склада»: Статус: В работе → Завершённая",
+        "#5 «Проверить и подписать акт сверки»: Название: ",
+        "#5 «Проверить и подписать акт сверки»: Важность: обычная → высокая",
     ):
         assert expected in shown
     assert "Traceback" not in done.stderr

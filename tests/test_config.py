@@ -6,8 +6,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from notifier.config import Config, ConfigError, load_config
+from notifier.channels.base import channel_types
+from notifier.config import Config, ConfigError, RouteSection, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "notifier.example.toml"
@@ -31,11 +33,17 @@ def test_example_loads_and_documents_every_key() -> None:
     assert config.planfix.account == "acme"
     example = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     text = EXAMPLE.read_text(encoding="utf-8")
-    for section_name, field in Config.model_fields.items():
-        model = field.annotation
-        assert section_name in example, f"[{section_name}] missing from the example"
-        for key in model.model_fields:  # type: ignore[union-attr]
-            assert f"{key} =" in text, f"{section_name}.{key} is not documented in the example"
+    models: dict[str, type[BaseModel]] = {"routes": RouteSection}
+    for name, field in Config.model_fields.items():
+        assert name in example, f"[{name}] missing from the example"
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            models[name] = field.annotation
+    for kind, channel in channel_types().items():
+        if kind in ("console", "email", "telegram", "webhook"):
+            models[f"channels ({kind})"] = channel.Options
+    for name, model in models.items():
+        for key in model.model_fields:
+            assert f"{key} =" in text, f"{name}: {key} is not documented in the example"
 
 
 def test_minimal_config_has_defaults(tmp_path: Path) -> None:

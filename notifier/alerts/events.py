@@ -30,16 +30,21 @@ class EventKind(enum.StrEnum):
     QUOTA_EXHAUSTED = "quota_exhausted"
     PLANFIX_FAILING = "planfix_failing"
     PLANFIX_RECOVERED = "planfix_recovered"
+    QUOTA_RESTORED = "quota_restored"
+    CHANNEL_FAILING = "channel_failing"
 
     @property
     def operator(self) -> bool:
         return self.value in _OPERATOR
 
 
-_OPERATOR = frozenset({"quota_exhausted", "planfix_failing", "planfix_recovered"})
+_OPERATOR = frozenset(
+    {"quota_exhausted", "quota_restored", "planfix_failing", "planfix_recovered", "channel_failing"}
+)
 
 
 TASK_EVENT_KINDS = tuple(k.value for k in EventKind if not k.operator)
+ALL_EVENT_KINDS = tuple(k.value for k in EventKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,8 @@ class TaskSummary:
     workers: tuple[str, ...]
     deadline: datetime | None
     deadline_has_time: bool
+    project_id: int | None = None
+    worker_ids: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, task: Task, catalog: StatusCatalog) -> TaskSummary:
@@ -73,6 +80,8 @@ class TaskSummary:
             ),
             deadline=task.end_time,
             deadline_has_time=task.end_time_has_time,
+            project_id=project.id if project else None,
+            worker_ids=tuple(u.id for u in task.workers.users),
         )
 
 

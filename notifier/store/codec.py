@@ -77,13 +77,15 @@ def load_task(text: str) -> Task:
 def load_event(text: str) -> Event:
     raw = json.loads(text)
     task = raw["task"]
-    summary = (
-        TaskSummary(
-            **{**task, "workers": tuple(task["workers"]), "deadline": _dt(task["deadline"])}
-        )
-        if task
-        else None
-    )
+    summary = None
+    if task:
+        fields = {
+            **task,
+            "workers": tuple(task["workers"]),
+            "worker_ids": tuple(task.get("worker_ids", ())),
+            "deadline": _dt(task["deadline"]),
+        }
+        summary = TaskSummary(**fields)
     return Event(
         kind=EventKind(raw["kind"]),
         at=datetime.fromisoformat(raw["at"]),

@@ -64,4 +64,6 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (chat_id, task_id)
         )""",
     ],
+    # 2: when a still-overdue task was last told (alerts.repeat_overdue_every)
+    ["ALTER TABLE task_state ADD COLUMN reminded_at REAL"],
 ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,21 @@ from ..watch.quota import LedgerDay
 from ..watch.state import TaskRecord
 from . import codec
 from .migrations import MIGRATIONS
+
+Route = Callable[[Event], Sequence[tuple[str, str]]]  # event → (channel, recipient)…
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    event_id: int
+    event: Event
+    channel: str
+    recipient: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    last_error: str | None
 
 
 class StoreError(Exception):
@@ -120,34 +136,116 @@ class Store:
         return records
 
     def save_polls(
-        self, polled: Sequence[tuple[TaskRecord, Sequence[Event]]]
+        self,
+        polled: Sequence[tuple[TaskRecord, Sequence[Event]]],
+        route: Route | None = None,
+        due_at: float | None = None,
     ) -> list[tuple[int, Event]]:
-        """Tasks' new states and the events they raised, in one transaction: a
-        crash leaves all or none, so nothing is raised twice or lost."""
+        """Tasks' new states, the events they raised and the deliveries those
+        need, in one transaction: a crash leaves all or none, so nothing is
+        raised twice and no alert is lost."""
         with _transaction(self._db):
             self._db.executemany(
                 f"INSERT OR REPLACE INTO task_state ({_RECORD_COLUMNS}) "  # noqa: S608 - a constant
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [_record_row(record) for record, _ in polled],
             )
             events = [event for _, batch in polled for event in batch]
-            return list(zip(self._insert_events(events), events, strict=True))
+            return self._insert_events(events, route, due_at)
 
     # --- events ----------------------------------------------------------------------
 
-    def add_events(self, events: Sequence[Event]) -> list[int]:
+    def add_events(
+        self, events: Sequence[Event], route: Route | None = None, due_at: float | None = None
+    ) -> list[tuple[int, Event]]:
         with _transaction(self._db):
-            return self._insert_events(events)
+            return self._insert_events(events, route, due_at)
 
-    def _insert_events(self, events: Sequence[Event]) -> list[int]:
-        ids = []
+    def _insert_events(
+        self, events: Sequence[Event], route: Route | None, due_at: float | None
+    ) -> list[tuple[int, Event]]:
+        stored = []
         for event in events:
+            created = event.at.timestamp()
             cursor = self._db.execute(
                 "INSERT INTO events (task_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-                (event.task_id, event.kind.value, codec.dumps(event), event.at.timestamp()),
+                (event.task_id, event.kind.value, codec.dumps(event), created),
             )
-            ids.append(int(cursor.lastrowid or 0))
-        return ids
+            event_id = int(cursor.lastrowid or 0)
+            stored.append((event_id, event))
+            if route is not None:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO outbox "
+                    "(event_id, channel, recipient, next_attempt_at, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (event_id, channel, recipient, due_at or created, created)
+                        for channel, recipient in route(event)
+                    ],
+                )
+        return stored
+
+    # --- the outbox ------------------------------------------------------------------
+
+    def outbox_pending(self, channel: str) -> list[OutboxRow]:
+        """Every pending delivery of a channel, oldest first."""
+        rows = self._db.execute(
+            "SELECT o.id, o.event_id, e.payload, o.channel, o.recipient, o.attempts, "
+            "o.next_attempt_at, o.created_at, o.last_error "
+            "FROM outbox o JOIN events e ON e.id = o.event_id "
+            "WHERE o.channel = ? AND o.state = 'pending' ORDER BY o.id",
+            (channel,),
+        )
+        return [
+            OutboxRow(r[0], r[1], codec.load_event(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
+            for r in rows
+        ]
+
+    def outbox_sent(self, ids: Sequence[int], now: float) -> None:
+        self._outbox_update("state = 'sent', done_at = ?, last_error = NULL", (now,), ids)
+
+    def outbox_retry(
+        self, ids: Sequence[int], next_at: float, error: str | None, *, attempt: bool = True
+    ) -> None:
+        """Try again at ``next_at``; ``attempt=False`` for a wait that is not a
+        failure (quiet hours)."""
+        step = 1 if attempt else 0
+        self._outbox_update(
+            "next_attempt_at = ?, attempts = attempts + ?, last_error = COALESCE(?, last_error)",
+            (next_at, step, error),
+            ids,
+        )
+
+    def outbox_dead(self, ids: Sequence[int], reason: str, now: float) -> None:
+        self._outbox_update(
+            "state = 'dead', done_at = ?, last_error = ?, attempts = attempts + 1",
+            (now, reason),
+            ids,
+        )
+
+    def _outbox_update(
+        self, assignments: str, values: tuple[object, ...], ids: Sequence[int]
+    ) -> None:
+        if not ids:
+            return
+        with _transaction(self._db):
+            self._db.executemany(
+                f"UPDATE outbox SET {assignments} WHERE id = ?",  # noqa: S608 - constants
+                [(*values, row_id) for row_id in ids],
+            )
+
+    def outbox_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+        return {state: count for state, count in rows}
+
+    def dead_letters(self, limit: int = 20) -> list[tuple[str, str, str, float]]:
+        """(channel, recipient, reason, when) of the latest dead letters."""
+        rows = self._db.execute(
+            "SELECT channel, recipient, COALESCE(last_error, ''), done_at FROM outbox "
+            "WHERE state = 'dead' ORDER BY done_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
 
     def events_after(self, event_id: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
         rows = self._db.execute(
@@ -182,7 +280,7 @@ class Store:
 
 _RECORD_COLUMNS = (
     "task_id, snapshot, last_poll_at, last_ok_at, last_result, last_error, failures, "
-    "unavailable, changes, observed_s, polls"
+    "unavailable, changes, observed_s, polls, reminded_at"
 )
 
 
@@ -199,6 +297,7 @@ def _record_row(record: TaskRecord) -> tuple[object, ...]:
         record.changes,
         record.observed_s,
         record.polls,
+        record.reminded_at,
     )
 
 
@@ -216,6 +315,7 @@ def _record(row: tuple[Any, ...]) -> TaskRecord:
         changes=float(row[8]),
         observed_s=float(row[9]),
         polls=int(row[10]),
+        reminded_at=row[11],
     )
 
 

@@ -14,10 +14,11 @@ from ..planfix.model import Task
 from ..planfix.statuses import StatusCatalog
 
 
-def _when(value: datetime | None, has_time: bool) -> str | None:
+def format_when(value: datetime | None, has_time: bool) -> str | None:
+    """Deadlines as people write them (in the API user's zone): 21.11 18:00."""
     if value is None:
         return None
-    return value.strftime("%d.%m.%Y %H:%M" if has_time else "%d.%m.%Y")
+    return value.strftime("%d.%m %H:%M" if has_time else "%d.%m")
 
 
 def _names(task: Task) -> str:
@@ -51,18 +52,18 @@ def diff(old: Task | None, new: Task, catalog: StatusCatalog, at: datetime) -> l
             new_status=new.status,
         )
     if new.is_overdued and not old.is_overdued:
-        add(EventKind.BECAME_OVERDUE, after=_when(new.end_time, new.end_time_has_time))
+        add(EventKind.BECAME_OVERDUE, after=format_when(new.end_time, new.end_time_has_time))
     elif old.is_overdued and not new.is_overdued:
-        add(EventKind.OVERDUE_RESOLVED, _when(old.end_time, old.end_time_has_time))
+        add(EventKind.OVERDUE_RESOLVED, format_when(old.end_time, old.end_time_has_time))
     if new.is_close_to_deadline and not old.is_close_to_deadline and not new.is_overdued:
-        add(EventKind.CLOSE_TO_DEADLINE, after=_when(new.end_time, new.end_time_has_time))
+        add(EventKind.CLOSE_TO_DEADLINE, after=format_when(new.end_time, new.end_time_has_time))
     if new.is_not_accepted_in_time and not old.is_not_accepted_in_time:
         add(EventKind.NOT_ACCEPTED_IN_TIME)
     if (old.end_time, old.end_time_has_time) != (new.end_time, new.end_time_has_time):
         add(
             EventKind.DEADLINE_CHANGED,
-            _when(old.end_time, old.end_time_has_time),
-            _when(new.end_time, new.end_time_has_time),
+            format_when(old.end_time, old.end_time_has_time),
+            format_when(new.end_time, new.end_time_has_time),
         )
     if old.workers.ids != new.workers.ids:
         add(EventKind.WORKERS_CHANGED, _names(old), _names(new))

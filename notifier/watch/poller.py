@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from ..alerts.events import Event, EventKind
+from ..alerts.events import Event, EventKind, TaskSummary
 from ..planfix.client import PlanfixClient
 from ..planfix.errors import ErrorClass, PlanfixError, QuotaExhaustedError, is_task_gone
 from ..planfix.model import Task
 from ..planfix.statuses import StatusCatalog
 from ..store import Store
+from ..store.sqlite import Route
 from . import diff
 from .planner import Budget, Decision, PlannerSettings, TaskView, learn, plan, rate_per_day
 from .quota import QuotaLedger
@@ -52,6 +53,9 @@ class Poller:
         wanted_events: Iterable[str],
         clock: Callable[[], float] = time.time,
         on_events: EventSink | None = None,
+        route: Route | None = None,
+        group_wait_s: float = 0.0,
+        repeat_overdue_s: float | None = None,
         failing_after_s: float = 15 * 60,
     ) -> None:
         self.client = client
@@ -61,6 +65,9 @@ class Poller:
         self.wanted = frozenset(wanted_events)
         self.clock = clock
         self.on_events = on_events
+        self.route = route
+        self.group_wait_s = group_wait_s
+        self.repeat_overdue_s = repeat_overdue_s
         self.failing_after_s = failing_after_s
         self.catalog = StatusCatalog.empty()
         self.records: dict[int, TaskRecord] = {}
@@ -182,10 +189,11 @@ class Poller:
             changes, observed = learn(
                 record.changes, record.observed_s, diff.is_change(record.snapshot, answer), elapsed
             )
+            reminded_at = self._reminder(record, answer, events, now, at)
             updated = replace(
                 record, snapshot=answer, last_poll_at=now, last_ok_at=now, last_result="ok",
                 last_error=None, failures=0, unavailable=False, changes=changes,
-                observed_s=observed, polls=record.polls + 1,
+                observed_s=observed, polls=record.polls + 1, reminded_at=reminded_at,
             )  # fmt: skip
         elif is_task_gone(answer):
             code = getattr(answer, "code", "")
@@ -205,8 +213,31 @@ class Poller:
         wanted = [e for e in events if e.kind.value in self.wanted]
         return updated, wanted
 
+    def _reminder(
+        self, record: TaskRecord, task: Task, events: list[Event], now: float, at: datetime
+    ) -> float | None:
+        """While a task stays overdue, remind every ``repeat_overdue_s``; return
+        when it was last told (None once it is no longer overdue)."""
+        if not task.is_overdued:
+            return None
+        if any(e.kind is EventKind.BECAME_OVERDUE for e in events):
+            return now
+        last = record.reminded_at if record.reminded_at is not None else record.last_ok_at
+        every = self.repeat_overdue_s
+        if every is None or last is None or record.snapshot is None or now - last < every:
+            return record.reminded_at
+        deadline = diff.format_when(task.end_time, task.end_time_has_time)
+        summary = TaskSummary.of(task, self.catalog)
+        events.append(
+            Event(
+                EventKind.BECAME_OVERDUE, at, task.id, summary, None, deadline, {"reminder": True}
+            )
+        )
+        return now
+
     def _save(self, changed: Sequence[tuple[TaskRecord, list[Event]]]) -> None:
-        stored = self.store.save_polls(changed)
+        due = self.clock() + self.group_wait_s
+        stored = self.store.save_polls(changed, self.route, due)
         for record, _ in changed:
             if record.task_id in self.records:
                 self.records[record.task_id] = record
@@ -217,10 +248,13 @@ class Poller:
     # --- the operator's events -------------------------------------------------------
 
     def _operator_event(self, kind: EventKind, at: datetime, **details: object) -> None:
-        event = Event(kind, at, details=dict(details))
-        ids = self.store.add_events([event])
+        self.raise_events([Event(kind, at, details=dict(details))])
+
+    def raise_events(self, events: Sequence[Event]) -> None:
+        """Record events that no poll raised (the operator's) and route them."""
+        stored = self.store.add_events(events, self.route, self.clock() + self.group_wait_s)
         if self.on_events is not None:
-            self.on_events(list(zip(ids, [event], strict=True)))
+            self.on_events(stored)
 
     def _quota_exhausted(self, resets_at: float) -> None:
         at = datetime.fromtimestamp(self.clock(), UTC)

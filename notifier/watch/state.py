@@ -20,3 +20,4 @@ class TaskRecord:
     changes: float = 0.0  # decayed count of changes found (to learn the change rate)
     observed_s: float = 0.0  # decayed time watched
     polls: int = 0
+    reminded_at: float | None = None  # the last overdue alert or reminder

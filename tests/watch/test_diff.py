@@ -33,28 +33,28 @@ BASE = Task(
 
 CASES = [
     ("status", {"status": 3}, EventKind.STATUS_CHANGED, "В работе", "Завершённая"),
-    ("overdue", {"is_overdued": True}, EventKind.BECAME_OVERDUE, None, "21.11.2026 18:00"),
+    ("overdue", {"is_overdued": True}, EventKind.BECAME_OVERDUE, None, "21.11 18:00"),
     (
         "close",
         {"is_close_to_deadline": True},
         EventKind.CLOSE_TO_DEADLINE,
         None,
-        "21.11.2026 18:00",
+        "21.11 18:00",
     ),
     ("not accepted", {"is_not_accepted_in_time": True}, EventKind.NOT_ACCEPTED_IN_TIME, None, None),
     (
         "deadline",
         {"end_time": datetime(2026, 11, 25, 12, 0, tzinfo=MSK)},
         EventKind.DEADLINE_CHANGED,
-        "21.11.2026 18:00",
-        "25.11.2026 12:00",
+        "21.11 18:00",
+        "25.11 12:00",
     ),
     (
         "deadline to a date",
         {"end_time": datetime(2026, 11, 25, tzinfo=MSK), "end_time_has_time": False},
         EventKind.DEADLINE_CHANGED,
-        "21.11.2026 18:00",
-        "25.11.2026",
+        "21.11 18:00",
+        "25.11",
     ),
     (
         "workers",

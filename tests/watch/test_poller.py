@@ -47,7 +47,8 @@ class Harness:
             source="test",
             environ={},
         )
-        made = Service(config, on_events=self.collect, clock=self.clock, sleep=self.clock.sleep)
+        made = Service(config, clock=self.clock, sleep=self.clock.sleep)
+        made.poller.on_events = self.collect
         self.services.append(made)
         return made
 

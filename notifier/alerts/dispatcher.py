@@ -1,0 +1,231 @@
+"""The outbox sender: one worker per channel, so a channel that is down never
+delays another. Each worker takes its channel's pending deliveries, per
+recipient and in order, and:
+
+1. gives up on deliveries older than the channel's ``max_age_s`` (dead letter);
+2. in quiet hours holds back all but urgent ones until the window ends;
+3. sends what is due as one message (a digest) — or one per event where the
+   channel has ``group = false``;
+4. marks them sent, or schedules a retry (the service's own time, or
+   exponential back-off with jitter), or makes them dead letters with the
+   reason when the failure is for good.
+
+A recipient's queue waits behind its oldest delivery, so one task's alerts
+never overtake each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from ..channels.base import (
+    Channel,
+    Delivered,
+    FailedForGood,
+    Message,
+    RetryLater,
+    SendResult,
+    quiet_window,
+)
+from ..store import Store
+from ..store.sqlite import OutboxRow
+from .events import Event
+
+log = logging.getLogger(__name__)
+IDLE_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    retry_base_s: float = 10.0
+    retry_max_s: float = 1800.0
+    urgent_importance: tuple[str, ...] = ("HIGH",)
+    urgent_events: tuple[str, ...] = ()
+    timezone: str = "Europe/Moscow"
+
+
+def backoff(attempts: int, settings: DispatchSettings, rng: random.Random) -> float:
+    """Exponential, capped, with ±20 % jitter so retries do not arrive in step."""
+    delay = min(settings.retry_base_s * 2.0 ** min(attempts, 30), settings.retry_max_s)
+    return delay * rng.uniform(0.8, 1.2)
+
+
+def quiet_until(window: str, zone: ZoneInfo, now: float) -> float | None:
+    """If ``now`` falls in the window ``HH:MM-HH:MM`` (it may span midnight),
+    when it ends; else None."""
+    start, end = quiet_window(window)
+    local = datetime.fromtimestamp(now, zone)
+    today = local.date()
+    if start <= end:
+        if start <= local.time() < end:
+            return datetime.combine(today, end, zone).timestamp()
+        return None
+    if local.time() >= start:
+        return datetime.combine(today + timedelta(days=1), end, zone).timestamp()
+    if local.time() < end:
+        return datetime.combine(today, end, zone).timestamp()
+    return None
+
+
+FailureHook = Callable[[str, str, str], None]  # (channel, recipient, reason)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        settings: DispatchSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_failed: FailureHook | None = None,
+        on_delivered: Callable[[str, str], None] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.settings = settings
+        self.clock = clock
+        self.on_failed = on_failed
+        self.on_delivered = on_delivered
+        self.rng = random.Random(seed)  # noqa: S311 - jitter, not a secret
+        self._wake: dict[str, asyncio.Event] = {}
+        self._workers: list[asyncio.Task[None]] = []
+
+    # --- running -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for name in self.channels:
+            self._wake[name] = asyncio.Event()
+            self._workers.append(asyncio.create_task(self._worker(name), name=f"outbox-{name}"))
+
+    def wake(self, channel: str | None = None) -> None:
+        """New deliveries were written: look again now."""
+        for name, event in self._wake.items():
+            if channel is None or name == channel:
+                event.set()
+
+    async def stop(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._workers.clear()
+
+    async def drain(self, timeout_s: float) -> int:
+        """Send what is due until nothing is or ``timeout_s`` passes; return what
+        is still pending (it stays in the outbox for the next start)."""
+        deadline = self.clock() + timeout_s
+        while self.clock() < deadline:
+            waits = [await self.flush(name) for name in self.channels]
+            if not waits or min(waits) > deadline - self.clock() or min(waits) >= IDLE_S:
+                break
+            await asyncio.sleep(max(0.05, min(waits)))
+        return self.store.outbox_counts().get("pending", 0)
+
+    async def _worker(self, name: str) -> None:
+        wake = self._wake[name]
+        while True:
+            try:
+                wait = await self.flush(name)
+            except Exception:  # a bug must not end deliveries for good
+                log.exception("outbox flush failed for channel %s", name)
+                wait = IDLE_S
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=max(wait, 0.01))
+
+    # --- one pass ------------------------------------------------------------------------
+
+    async def flush(self, name: str) -> float:
+        """Deliver what is due on one channel; return seconds until the next is."""
+        channel = self.channels[name]
+        by_recipient: dict[str, list[OutboxRow]] = {}
+        for row in self.store.outbox_pending(name):
+            by_recipient.setdefault(row.recipient, []).append(row)
+        waits = await asyncio.gather(
+            *(self._recipient(channel, rows) for rows in by_recipient.values())
+        )
+        return min([IDLE_S, *waits])
+
+    async def _recipient(self, channel: Channel, rows: list[OutboxRow]) -> float:
+        now = self.clock()
+        head = min(row.next_attempt_at for row in rows)
+        if head > now:
+            return head - now
+        expired = [r for r in rows if now - r.created_at > channel.options.max_age_s]
+        if expired:
+            reason = f"gave up after {expired[0].attempts} attempts: {expired[0].last_error or '?'}"
+            self.store.outbox_dead([r.id for r in expired], reason, now)
+            self._failed(channel.name, rows[0].recipient, reason)
+            rows = [r for r in rows if r not in expired]
+        rows = self._outside_quiet_hours(channel, rows, now)
+        batches = [rows] if channel.options.group else [[row] for row in rows]
+        for batch in batches:
+            if not batch:
+                continue
+            result = await self._send(channel, batch)
+            if not isinstance(result, Delivered):
+                break  # the rest waits behind it: order per recipient holds
+        return 0.0 if rows else IDLE_S
+
+    def _outside_quiet_hours(
+        self, channel: Channel, rows: list[OutboxRow], now: float
+    ) -> list[OutboxRow]:
+        window = channel.options.quiet_hours
+        if window is None:
+            return rows
+        zone = ZoneInfo(channel.options.quiet_timezone or self.settings.timezone)
+        ends = quiet_until(window, zone, now)
+        if ends is None:
+            return rows
+        urgent = [r for r in rows if channel.options.urgent_passes_quiet and self.urgent(r.event)]
+        held = [r.id for r in rows if r not in urgent]
+        self.store.outbox_retry(held, ends, None, attempt=False)
+        return urgent
+
+    def urgent(self, event: Event) -> bool:
+        if event.kind.value in self.settings.urgent_events:
+            return True
+        return event.task is not None and event.task.importance in self.settings.urgent_importance
+
+    async def _send(self, channel: Channel, batch: Sequence[OutboxRow]) -> SendResult:
+        recipient = batch[0].recipient
+        message = Message(channel.name, recipient, tuple(r.event for r in batch))
+        try:
+            result = await channel.send(message)
+        except Exception as exc:  # a channel bug is a retry, not a lost alert
+            log.exception("channel %s raised while sending", channel.name)
+            result = RetryLater(f"the channel failed: {type(exc).__name__}")
+        now = self.clock()
+        ids = [r.id for r in batch]
+        if isinstance(result, Delivered):
+            self.store.outbox_sent(ids, now)
+            if self.on_delivered is not None:
+                self.on_delivered(channel.name, recipient)
+        elif isinstance(result, RetryLater):
+            attempts = max(r.attempts for r in batch)
+            delay = (
+                result.after_s
+                if result.after_s is not None
+                else backoff(attempts, self.settings, self.rng)
+            )
+            self.store.outbox_retry(ids, now + delay, result.reason)
+        elif isinstance(result, FailedForGood):
+            self.store.outbox_dead(ids, result.reason, now)
+            self._failed(channel.name, recipient, result.reason)
+        return result
+
+    def _failed(self, channel: str, recipient: str, reason: str) -> None:
+        log.warning("channel %s cannot deliver to %s: %s", channel, recipient, reason)
+        if self.on_failed is not None:
+            self.on_failed(channel, recipient, reason)

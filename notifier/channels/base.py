@@ -1,0 +1,140 @@
+"""The one interface every channel implements, and how channels are found.
+
+A channel is a small class: it is built from its ``[channels.NAME]`` options
+(a pydantic model it declares), sends one :class:`Message` — one event or a
+digest of several for one recipient — and says what happened: delivered,
+retry later (perhaps at a time the service gave), or failed for good (with
+the reason). Everything around that — the outbox, retries, grouping, quiet
+hours — is the dispatcher's, not the channel's.
+
+Third-party channels register under the entry-point group
+``planfix_notifier.channels``::
+
+    [project.entry-points."planfix_notifier.channels"]
+    matrix = "my_package.matrix:MatrixChannel"
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from dataclasses import dataclass
+from datetime import time
+from importlib.metadata import entry_points
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..alerts.events import Event
+from ..alerts.render import Renderer
+
+ENTRY_POINT_GROUP = "planfix_notifier.channels"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    channel: str
+    recipient: str
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    reason: str
+    after_s: float | None = None  # the service said when; None = our back-off
+
+
+@dataclass(frozen=True, slots=True)
+class FailedForGood:
+    reason: str
+
+
+SendResult = Delivered | RetryLater | FailedForGood
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    detail: str
+
+
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+class ChannelOptions(BaseModel):
+    """Keys every channel has; a channel's own options extend these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    quiet_hours: str | None = None  # "22:00-08:00": deliveries wait, then go as one digest
+    quiet_timezone: str | None = None  # default: planfix.timezone
+    urgent_passes_quiet: bool = True  # urgent events go out even in quiet hours
+    group: bool = True  # bursts to one recipient become one message
+    max_age_s: float = Field(2 * 86400.0, gt=0)  # then a delivery becomes a dead letter
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None:
+            quiet_window(value)
+        return value
+
+
+def quiet_window(value: str) -> tuple[time, time]:
+    match = _WINDOW.match(value)
+    if not match:
+        raise ValueError(f'quiet_hours is "HH:MM-HH:MM", got {value!r}')
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    try:
+        return time(h1, m1), time(h2, m2)
+    except ValueError:
+        raise ValueError(f"quiet_hours {value!r}: not a time of day") from None
+
+
+class Channel(abc.ABC):
+    Options: ClassVar[type[ChannelOptions]] = ChannelOptions
+    max_length: ClassVar[int] = 4096  # of one message, in the channel's own measure
+
+    def __init__(self, name: str, options: ChannelOptions, renderer: Renderer) -> None:
+        self.name = name
+        self.options = options
+        self.renderer = renderer
+
+    @abc.abstractmethod
+    def recipients(self) -> list[str]:
+        """Who this channel delivers to (chat ids, addresses, a URL…), as text."""
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> SendResult:
+        """Deliver one message; never raise for a delivery problem — say it."""
+
+    async def check(self) -> CheckResult:
+        """Reach the service without sending anything."""
+        return CheckResult(True, "nothing to check")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def channel_types() -> dict[str, type[Channel]]:
+    """Every channel type: the built-in ones and those installed by packages."""
+    from . import console, email, telegram, webhook
+
+    found: dict[str, type[Channel]] = {
+        "console": console.ConsoleChannel,
+        "email": email.EmailChannel,
+        "telegram": telegram.TelegramChannel,
+        "webhook": webhook.WebhookChannel,
+    }
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name not in found:
+            loaded = entry.load()
+            if isinstance(loaded, type) and issubclass(loaded, Channel):
+                found[entry.name] = loaded
+    return found

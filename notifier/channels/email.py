@@ -1,0 +1,144 @@
+"""E-mail through aiosmtplib: text and HTML alternatives, one thread per task.
+
+``security`` is ``none``, ``starttls`` (required, never opportunistic: a server
+that does not offer it is an error) or ``tls`` (implicit TLS, port 465). The
+subject is one line however the task is titled. Each message has its own
+Message-ID; a message about one task carries In-Reply-To/References to that
+task's thread id, so mail clients keep a task's alerts together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosmtplib
+from pydantic import SecretStr
+
+from .base import (
+    Channel,
+    ChannelOptions,
+    CheckResult,
+    Delivered,
+    FailedForGood,
+    Message,
+    RetryLater,
+    SendResult,
+)
+
+# CPython folds a long non-ASCII header between two encoded-words at a space,
+# and RFC 2047 tells every reader to drop whitespace between encoded-words: a
+# subject would arrive as "отчётпо продажам". Unfolded, it arrives intact; our
+# subjects are capped at 200 characters, far below SMTP's 998-byte lines.
+WIRE_POLICY = email.policy.SMTP.clone(max_line_length=0)
+
+
+class EmailOptions(ChannelOptions):
+    type: Literal["email"] = "email"
+    host: str
+    port: int = 587
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str
+    recipients: list[str]
+    timeout_s: float = 60.0  # for the whole send: connect, TLS, login, data
+    ca_file: Path | None = None  # trust this CA too (a private mail server)
+
+
+class EmailChannel(Channel):
+    Options = EmailOptions
+    max_length = 10_000_000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        assert isinstance(self.options, EmailOptions)
+        self.opts: EmailOptions = self.options
+        self.domain = self.opts.sender.rpartition("@")[2] or "planfix-notifier"
+
+    def recipients(self) -> list[str]:
+        return list(self.opts.recipients)
+
+    def thread_id(self, task_id: int) -> str:
+        return f"<planfix-{self.renderer.account or 'account'}-task-{task_id}@{self.domain}>"
+
+    def build(self, message: Message) -> EmailMessage:
+        parts = self.renderer.email(message.events)
+        mail = EmailMessage()
+        mail["Subject"] = parts.subject  # one_line(): no CR/LF can get here
+        mail["From"] = self.opts.sender
+        mail["To"] = message.recipient
+        mail["Date"] = formatdate(localtime=False)
+        mail["Message-ID"] = make_msgid("planfix", domain=self.domain)
+        tasks = {e.task_id for e in message.events if e.task_id is not None}
+        if len(tasks) == 1:
+            thread = self.thread_id(tasks.pop())
+            mail["In-Reply-To"] = thread
+            mail["References"] = thread
+        mail.set_content(parts.text)
+        mail.add_alternative(parts.html, subtype="html")
+        return mail
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if self.opts.security == "none":
+            return None
+        context = ssl.create_default_context()
+        if self.opts.ca_file is not None:
+            context.load_verify_locations(cafile=str(self.opts.ca_file))
+        return context
+
+    def _connection(self) -> dict[str, Any]:
+        opts = self.opts
+        return {
+            "hostname": opts.host,
+            "port": opts.port,
+            "username": opts.username,
+            "password": opts.password.get_secret_value() if opts.password else None,
+            "use_tls": opts.security == "tls",
+            "start_tls": opts.security == "starttls",  # required, never opportunistic
+            "tls_context": self._tls(),
+            "timeout": opts.timeout_s,
+        }
+
+    async def send(self, message: Message) -> SendResult:
+        raw = self.build(message).as_bytes(policy=WIRE_POLICY)
+        try:
+            async with asyncio.timeout(self.opts.timeout_s):
+                await aiosmtplib.send(
+                    raw,
+                    sender=self.opts.sender,
+                    recipients=[message.recipient],
+                    **self._connection(),
+                )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            if all(500 <= c < 600 for c in codes):
+                return FailedForGood(f"the mail server refused {message.recipient}: {codes}")
+            return RetryLater(f"the mail server deferred {message.recipient}: {codes}")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            return RetryLater(f"SMTP login failed ({exc.code}); check username and password")
+        except aiosmtplib.SMTPResponseException as exc:
+            if 500 <= exc.code < 600:
+                return FailedForGood(f"the mail server refused the message: {exc.code}")
+            return RetryLater(f"the mail server deferred the message: {exc.code}")
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            return RetryLater(f"mail server unreachable: {type(exc).__name__}")
+        return Delivered()
+
+    async def check(self) -> CheckResult:
+        connection = self._connection()
+        smtp = aiosmtplib.SMTP(**connection)
+        try:
+            async with asyncio.timeout(self.opts.timeout_s):
+                await smtp.connect()
+                if connection["username"]:
+                    await smtp.login(connection["username"], connection["password"])
+                await smtp.quit()
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            return CheckResult(False, f"{self.opts.host}:{self.opts.port}: {type(exc).__name__}")
+        return CheckResult(True, f"{self.opts.host}:{self.opts.port} ({self.opts.security})")

@@ -1,0 +1,173 @@
+"""Telegram, through python-telegram-bot 22.
+
+HTML parse mode with every piece of task text escaped by the templates; long
+messages split under 4096 characters between events (or, for one huge
+event, between words, never inside a tag or an entity). Limits: PTB's
+AIORateLimiter keeps 30 messages/s overall. It does not pace private chats,
+and paces groups as a leaky bucket (a burst of 20, then one every 3 s), which
+can overrun "20 in any minute"; so every chat is paced here with sliding
+windows: 1 message/s, and 20/min for groups and channels.
+``RetryAfter`` is honoured; ``Forbidden`` (blocked, removed) and
+``BadRequest`` fail for good; ``ChatMigrated`` is followed to the new id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import SecretStr
+from telegram import LinkPreviewOptions
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import AIORateLimiter, ExtBot
+from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
+
+from .base import (
+    Channel,
+    ChannelOptions,
+    CheckResult,
+    Delivered,
+    FailedForGood,
+    Message,
+    RetryLater,
+    SendResult,
+)
+from .ratelimit import SlidingWindow
+
+TELEGRAM_LIMIT = 4096
+# PTB 22 warns, every time a RetryAfter is built, that retry_after becomes a
+# timedelta one day; _retry_after_s() takes either.
+warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
+
+
+class TelegramOptions(ChannelOptions):
+    type: Literal["telegram"] = "telegram"
+    bot_token: SecretStr
+    chat_ids: list[int | str]  # numeric ids, or "@channelname"
+    api_url: str = "https://api.telegram.org"  # a local Bot API server, or a fake in tests
+    timeout_s: float = 30.0
+    per_chat_per_s: float = 1.0
+    per_group_per_min: float = 20.0
+    overall_per_s: float = 30.0
+
+
+def _retry_after_s(exc: RetryAfter) -> float:
+    value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class TelegramChannel(Channel):
+    Options = TelegramOptions
+    max_length = TELEGRAM_LIMIT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        assert isinstance(self.options, TelegramOptions)
+        self.opts: TelegramOptions = self.options
+        self._token = self.opts.bot_token.get_secret_value()
+        timeout = self.opts.timeout_s
+        self.bot: ExtBot[Any] = ExtBot(
+            token=self._token,
+            base_url=f"{self.opts.api_url.rstrip('/')}/bot",
+            request=HTTPXRequest(
+                connection_pool_size=64,
+                read_timeout=timeout,
+                write_timeout=timeout,
+                connect_timeout=timeout,
+            ),
+            rate_limiter=AIORateLimiter(
+                overall_max_rate=self.opts.overall_per_s,
+                group_max_rate=0,  # paced below, more strictly
+                max_retries=0,  # a RetryAfter comes back to us: the outbox reschedules
+            ),
+        )
+        self._ready = False
+        self._per_chat: dict[str, list[SlidingWindow]] = {}
+        self.migrated: dict[str, str] = {}  # old chat id → new (ChatMigrated)
+        self.forbidden: dict[str, str] = {}  # chat id → why Telegram refuses it
+
+    def recipients(self) -> list[str]:
+        return [str(chat) for chat in self.opts.chat_ids]
+
+    async def _pace(self, chat: str) -> None:
+        if chat not in self._per_chat:
+            windows = [SlidingWindow(1, 1.0 / self.opts.per_chat_per_s)]
+            if chat.startswith(("-", "@")):  # groups, supergroups and channels
+                windows.append(SlidingWindow(int(self.opts.per_group_per_min), 60.0))
+            self._per_chat[chat] = windows
+        for window in self._per_chat[chat]:
+            await window.acquire()
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "***")
+
+    async def _ensure_ready(self) -> None:
+        if not self._ready:
+            await self.bot.initialize()  # getMe: fails early on a bad token
+            self._ready = True
+
+    async def send(self, message: Message) -> SendResult:
+        chat = self.migrated.get(message.recipient, message.recipient)
+        parts = self.renderer.telegram_parts(message.events, TELEGRAM_LIMIT)
+        try:
+            await self._ensure_ready()
+            for part in parts:
+                chat = await self._send_part(chat, part, message.recipient)
+        except RetryAfter as exc:
+            return RetryLater("Telegram asked to slow down", _retry_after_s(exc))
+        except Forbidden as exc:
+            reason = f"the bot cannot write to chat {chat}: {self._scrub(exc.message)}"
+            self.forbidden[message.recipient] = reason
+            return FailedForGood(reason)
+        except InvalidToken:
+            return FailedForGood("Telegram rejected the bot token")
+        except BadRequest as exc:
+            return FailedForGood(f"Telegram refused the message: {self._scrub(exc.message)}")
+        except (TimedOut, TelegramError) as exc:  # network trouble, 5xx
+            return RetryLater(f"Telegram unreachable: {self._scrub(exc.message)}")
+        self.forbidden.pop(message.recipient, None)
+        return Delivered(f"{len(parts)} message(s)")
+
+    async def _send_part(self, chat: str, text: str, recipient: str) -> str:
+        """Send one part; return the chat id it went to (after a migration)."""
+        for _ in range(2):  # once more after a ChatMigrated
+            await self._pace(chat)
+            try:
+                await self.bot.send_message(
+                    chat_id=chat,
+                    text=text,
+                    parse_mode=ParseMode.HTML,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+                return chat
+            except ChatMigrated as exc:
+                new = str(exc.new_chat_id)
+                self.migrated[recipient] = new
+                chat = new
+        raise BadRequest(f"chat {recipient} keeps migrating")
+
+    async def check(self) -> CheckResult:
+        try:
+            started = time.monotonic()
+            me = await asyncio.wait_for(self.bot.get_me(), self.opts.timeout_s)
+        except (TelegramError, TimeoutError) as exc:
+            return CheckResult(False, f"getMe failed: {self._scrub(str(exc))}")
+        took = time.monotonic() - started
+        return CheckResult(True, f"bot @{me.username} reachable ({took * 1000:.0f} ms)")
+
+    async def aclose(self) -> None:
+        if self._ready:
+            await self.bot.shutdown()

@@ -1,0 +1,199 @@
+"""The outbox sender: digests, order, retries, dead letters, quiet hours,
+isolation between channels, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.alerts.dispatcher import Dispatcher, DispatchSettings, quiet_until
+from notifier.alerts.events import Event
+from notifier.channels.base import (
+    Channel,
+    FailedForGood,
+    RetryLater,
+)
+from notifier.store import Store
+from tests.alerts.recording import Recording
+from tests.alerts.samples import MSK, event, summary
+from tests.watch.clock import FakeClock
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=MSK)
+
+
+def enqueue(
+    store: Store, channels: Sequence[Recording], events: Sequence[Event], due: float
+) -> None:
+    def route(ev: Event) -> list[tuple[str, str]]:
+        return [(c.name, r) for c in channels for r in c.recipients()]
+
+    store.add_events(events, route, due)
+
+
+def titled(n: int, **fields: Any) -> Event:
+    return event(task_id=1000 + n, task=summary(1000 + n, title=f"Задача {n}", **fields))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "state.sqlite3")
+
+
+def dispatcher(store: Store, *channels: Channel, clock: FakeClock, **settings: Any) -> Dispatcher:
+    failures: list[tuple[str, str, str]] = []
+    made = Dispatcher(
+        store,
+        {c.name: c for c in channels},
+        DispatchSettings(**settings),
+        clock=clock,
+        on_failed=lambda *args: failures.append(args),
+        seed=1,
+    )
+    made.failures = failures  # type: ignore[attr-defined]
+    return made
+
+
+async def test_a_burst_becomes_one_digest_in_order(store: Store) -> None:
+    clock = FakeClock(NOW)
+    team = Recording("team")
+    enqueue(store, [team], [titled(i) for i in range(20)], clock.now + 30)
+    assert await dispatcher(store, team, clock=clock).flush("team") == pytest.approx(30)
+    assert team.sent == []  # group_wait: not yet
+    clock.advance(30)
+    await dispatcher(store, team, clock=clock).flush("team")
+    assert team.titles() == [[f"Задача {i}" for i in range(20)]]
+    assert store.outbox_counts() == {"sent": 20}
+
+
+async def test_without_grouping_one_message_per_event(store: Store) -> None:
+    clock = FakeClock(NOW)
+    team = Recording("team", group=False)
+    enqueue(store, [team], [titled(i) for i in range(3)], clock.now)
+    await dispatcher(store, team, clock=clock).flush("team")
+    assert team.titles() == [["Задача 0"], ["Задача 1"], ["Задача 2"]]
+
+
+async def test_retry_with_backoff_then_in_order(store: Store) -> None:
+    clock = FakeClock(NOW)
+    team = Recording("team")
+    team.script = [RetryLater("down"), RetryLater("still down")]
+    sender = dispatcher(store, team, clock=clock, retry_base_s=10)
+    enqueue(store, [team], [titled(1)], clock.now)
+    first_wait = await sender.flush("team")
+    assert 8 <= await sender.flush("team") <= 12 and first_wait == 0  # base 10 s ± 20 %
+    enqueue(store, [team], [titled(2)], clock.now)  # arrives meanwhile: waits behind
+    clock.advance(12)
+    await sender.flush("team")
+    assert 16 <= await sender.flush("team") <= 24 + 12  # doubled
+    clock.advance(25)
+    await sender.flush("team")
+    assert team.titles() == [["Задача 1", "Задача 2"]]
+
+
+async def test_the_services_retry_time_is_honoured(store: Store) -> None:
+    clock = FakeClock(NOW)
+    team = Recording("team")
+    team.script = [RetryLater("429", after_s=42)]
+    sender = dispatcher(store, team, clock=clock)
+    enqueue(store, [team], [titled(1)], clock.now)
+    await sender.flush("team")
+    assert await sender.flush("team") == pytest.approx(42)
+
+
+async def test_failed_for_good_is_a_dead_letter_with_its_reason(store: Store) -> None:
+    clock = FakeClock(NOW)
+    team = Recording("team", recipients=("blocked", "fine"))
+    team.script = [FailedForGood("bot was blocked")]
+    sender = dispatcher(store, team, clock=clock)
+    enqueue(store, [team], [titled(1)], clock.now)
+    await sender.flush("team")
+    assert store.outbox_counts() == {"dead": 1, "sent": 1}
+    ((channel, recipient, reason, _),) = store.dead_letters()
+    assert (channel, reason) == ("team", "bot was blocked")
+    assert sender.failures == [("team", recipient, "bot was blocked")]  # type: ignore[attr-defined]
+
+
+async def test_too_old_becomes_a_dead_letter(store: Store) -> None:
+    clock = FakeClock(NOW)
+    team = Recording("team", max_age_s=3600)
+    team.script = [RetryLater("down")] * 100
+    sender = dispatcher(store, team, clock=clock, retry_max_s=600)
+    enqueue(store, [team], [titled(1)], clock.now)
+    for _ in range(20):
+        await sender.flush("team")
+        clock.advance(600)
+    assert store.outbox_counts() == {"dead": 1}
+    assert "gave up after" in store.dead_letters()[0][2] and "down" in store.dead_letters()[0][2]
+
+
+async def test_quiet_hours_defer_and_then_send_one_digest(store: Store) -> None:
+    clock = FakeClock(datetime(2026, 11, 23, 23, 0, tzinfo=MSK))
+    night = Recording("night", quiet_hours="22:00-08:00")
+    sender = dispatcher(store, night, clock=clock)
+    urgent = titled(9, importance="HIGH")
+    enqueue(store, [night], [titled(1), urgent, titled(2)], clock.now)
+    await sender.flush("night")
+    assert night.titles() == [["Задача 9"]]  # urgent passes
+    morning = datetime(2026, 11, 24, 8, 0, tzinfo=MSK).timestamp()
+    assert await sender.flush("night") == pytest.approx(min(60, morning - clock.now))
+    clock.advance(morning - clock.now)
+    await sender.flush("night")
+    assert night.titles() == [["Задача 9"], ["Задача 1", "Задача 2"]]
+    assert store.outbox_counts() == {"sent": 3}
+
+
+def at(hour: int, minute: int = 0) -> float:
+    return datetime(2026, 11, 23, hour, minute, tzinfo=MSK).timestamp()
+
+
+def test_quiet_windows() -> None:
+    assert (
+        quiet_until("22:00-08:00", MSK, at(23))
+        == datetime(2026, 11, 24, 8, 0, tzinfo=MSK).timestamp()
+    )
+    assert quiet_until("22:00-08:00", MSK, at(3)) == at(8)
+    assert quiet_until("22:00-08:00", MSK, at(12)) is None
+    assert quiet_until("13:00-14:00", MSK, at(13, 30)) == at(14)
+    assert quiet_until("13:00-14:00", MSK, at(14)) is None
+
+
+async def test_a_channel_that_is_down_never_delays_another(store: Store) -> None:
+    slow, fast = Recording("slow"), Recording("fast")
+    slow.delay_s = 3
+    slow.script = [RetryLater("timeout")]
+    sender = Dispatcher(store, {"slow": slow, "fast": fast}, DispatchSettings())
+    sender.start()
+    try:
+        enqueue(store, [slow, fast], [titled(1)], time.time())
+        sender.wake()
+        started = time.monotonic()
+        await asyncio.wait_for(fast.delivered.wait(), timeout=2)
+        assert time.monotonic() - started < 1
+        assert not slow.sent
+    finally:
+        await sender.stop()
+
+
+async def test_pending_deliveries_resume_after_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock(NOW)
+    team = Recording("team")
+    first = Store(tmp_path / "s.sqlite3")
+    enqueue(first, [team], [titled(1), titled(2)], clock.now)
+    first.close()
+    second = Store(tmp_path / "s.sqlite3")
+    await dispatcher(second, team, clock=clock).flush("team")
+    assert team.titles() == [["Задача 1", "Задача 2"]]
+
+
+async def test_drain_sends_what_is_due(store: Store) -> None:
+    team = Recording("team")
+    enqueue(store, [team], [titled(1)], time.time())
+    sender = Dispatcher(store, {"team": team}, DispatchSettings())
+    assert await sender.drain(5) == 0
+    assert team.titles() == [["Задача 1"]]
