@@ -118,6 +118,7 @@ class Service:
             route=self.router.deliveries,
             group_wait_s=alerts.group_wait_s,
             repeat_overdue_s=alerts.repeat_overdue_s,
+            failing_after_s=alerts.planfix_failing_after_s,
         )
         self._failing: set[tuple[str, str]] = set()
         self.scheduler = AsyncIOScheduler(timezone=self.tz)
@@ -175,7 +176,13 @@ class Service:
         self.dispatcher.wake()
 
     def _channel_delivered(self, channel: str, recipient: str) -> None:
+        if (channel, recipient) not in self._failing:
+            return
         self._failing.discard((channel, recipient))
+        at = datetime.fromtimestamp(self.clock(), self.tz)
+        details = {"channel": channel, "recipient": recipient}
+        self.poller.raise_events([Event(EventKind.CHANNEL_RECOVERED, at, details=details)])
+        self.dispatcher.wake()
 
     def wake(self) -> None:
         """Poll now (a new watch, the quota reset) instead of at the planned time."""

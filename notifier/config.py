@@ -132,6 +132,7 @@ class AlertsSection(_Section):
     task_url: str = "https://{account}.planfix.ru/task/{general}"
     retry_base_s: float = Field(10.0, gt=0)
     retry_max_s: float = Field(1800.0, gt=0)
+    planfix_failing_after_s: float = Field(900.0, ge=0)  # tell the operator after this long
 
     @field_validator("repeat_overdue_every")
     @classmethod

@@ -158,6 +158,10 @@ async def test_a_blocked_bot_is_a_dead_letter_and_the_operator_is_told(
     assert service.store.outbox_counts().get("dead") == 1
     ((channel, _, reason, _),) = service.store.dead_letters()
     assert channel == "team" and "blocked" in reason
+    control.change_task(task["id"], status=3)  # unblocked: the next alert gets through
+    await until(lambda: any("снова доставляет" in m["Subject"] for m in smtp_plain.inbox.messages))
+    failing = [m for m in smtp_plain.inbox.messages if "не может доставить" in m["Subject"]]
+    assert len(failing) == 1  # once per incident
 
 
 def test_killed_during_a_burst_nothing_is_lost(

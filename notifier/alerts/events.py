@@ -32,6 +32,7 @@ class EventKind(enum.StrEnum):
     PLANFIX_RECOVERED = "planfix_recovered"
     QUOTA_RESTORED = "quota_restored"
     CHANNEL_FAILING = "channel_failing"
+    CHANNEL_RECOVERED = "channel_recovered"
 
     @property
     def operator(self) -> bool:
@@ -39,7 +40,14 @@ class EventKind(enum.StrEnum):
 
 
 _OPERATOR = frozenset(
-    {"quota_exhausted", "quota_restored", "planfix_failing", "planfix_recovered", "channel_failing"}
+    {
+        "quota_exhausted",
+        "quota_restored",
+        "planfix_failing",
+        "planfix_recovered",
+        "channel_failing",
+        "channel_recovered",
+    }
 )
 
 

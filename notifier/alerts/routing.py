@@ -49,7 +49,7 @@ class Router:
             for route in routes:
                 if route_matches(route, event):
                     names.extend(n for n in route.channels if n not in names)
-        if event.kind is EventKind.CHANNEL_FAILING:
+        if event.kind in (EventKind.CHANNEL_FAILING, EventKind.CHANNEL_RECOVERED):
             names = [n for n in names if n != event.details.get("channel")]
         return names
 

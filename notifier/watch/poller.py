@@ -73,6 +73,7 @@ class Poller:
         self.records: dict[int, TaskRecord] = {}
         self._views: dict[int, TaskView] = {}
         self._incident: _Incident | None = None
+        self._quota_out = False  # 0007 told; "restored" is told when the day turns
         ledger.on_exhausted = self._quota_exhausted
         self.reload_watch_set()
 
@@ -122,6 +123,11 @@ class Poller:
         )
 
     def decide(self) -> Decision:
+        if self._quota_out and not self.ledger.exhausted:
+            self._quota_out = False
+            self._operator_event(
+                EventKind.QUOTA_RESTORED, datetime.fromtimestamp(self.clock(), UTC)
+            )
         settings = self.settings
         if self.client.multi_supported is False and settings.batch_size > 1:
             self.settings = settings = replace(settings, batch_size=1)
@@ -257,9 +263,13 @@ class Poller:
             self.on_events(stored)
 
     def _quota_exhausted(self, resets_at: float) -> None:
+        self._quota_out = True
         at = datetime.fromtimestamp(self.clock(), UTC)
         resume = datetime.fromtimestamp(resets_at, UTC)
-        self._operator_event(EventKind.QUOTA_EXHAUSTED, at, resets_at=resume.isoformat())
+        local = datetime.fromtimestamp(resets_at, self.ledger.tz).strftime("%d.%m %H:%M")
+        self._operator_event(
+            EventKind.QUOTA_EXHAUSTED, at, resets_at=resume.isoformat(), resets_at_local=local
+        )
 
     def _track_incident(
         self, errors: Sequence[PlanfixError | None], now: float, at: datetime

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,7 +30,9 @@ class Harness:
         self.events: list[Event] = []
         self.services: list[Service] = []
 
-    def service(self, tasks: Sequence[int], **planfix: Any) -> Service:
+    def service(
+        self, tasks: Sequence[int], alerts: dict[str, Any] | None = None, **planfix: Any
+    ) -> Service:
         settings = self.emulator.account.settings
         config = config_from_dict(
             {
@@ -43,6 +46,7 @@ class Harness:
                 },
                 "state": {"path": str(self.state)},
                 "watch": {"tasks": list(tasks), "events": list(TASK_EVENT_KINDS)},
+                "alerts": alerts or {},
             },
             source="test",
             environ={},
@@ -143,7 +147,8 @@ async def test_quota_exhausted_pauses_until_the_reset(harness: Harness) -> None:
     assert sum(harness.control.state()["requests"].values()) == spent  # paused: nothing sent
     harness.advance(midnight - harness.clock.now + 1)
     await harness.settle(service, 600)
-    assert "status_changed" in harness.kinds()
+    assert harness.kinds() == ["quota_exhausted", "quota_restored", "status_changed"]
+    assert harness.events[0].details["resets_at_local"] == "24.11 00:00"
 
 
 async def test_session_expiry_mid_run_is_transparent(harness: Harness) -> None:
@@ -207,3 +212,21 @@ async def test_planfix_failing_is_told_once_and_its_end(harness: Harness) -> Non
     harness.control.clear_faults()
     await harness.settle(service, 3600)
     assert harness.kinds() == ["planfix_failing", "planfix_recovered"]
+
+
+async def test_overdue_reminders_repeat_until_resolved(harness: Harness) -> None:
+    deadline = START + timedelta(minutes=10)
+    task = harness.control.create_task(
+        title="Напомнить", status=2, endTime=deadline.strftime("%d-%m-%Y %H:%M")
+    )
+    service = harness.service([task["id"]], alerts={"repeat_overdue_every": "1h"})
+    await harness.settle(service, 3 * 3600 + 1200)
+    overdue = [e for e in harness.events if e.kind is EventKind.BECAME_OVERDUE]
+    assert [bool(e.details.get("reminder")) for e in overdue] == [False, True, True, True]
+    gaps = [b.at.timestamp() - a.at.timestamp() for a, b in pairwise(overdue)]
+    assert all(3600 <= gap <= 3600 + 600 for gap in gaps)
+    harness.control.change_task(task["id"], status=3)
+    await harness.settle(service, 3 * 3600)
+    kinds = [e.kind for e in harness.events]
+    assert kinds[-2:] == [EventKind.STATUS_CHANGED, EventKind.OVERDUE_RESOLVED]
+    assert kinds.count(EventKind.BECAME_OVERDUE) == 4  # no reminder once resolved
