@@ -1,12 +1,18 @@
-"""The service: store, quota ledger, PlanFix client and poller, woken by
-APScheduler. One process, one asyncio loop."""
+"""The service, composed in one place:
+
+    store ─ quota ledger ─ PlanFix client ─ poller ─(events + deliveries)→ store
+                                                      dispatcher ─→ channels
+
+APScheduler wakes the poller (at the time the planner asked for, with a
+heartbeat) and keeps the gauges fresh; the dispatcher runs one worker per
+channel. One process, one asyncio loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -20,16 +26,20 @@ from .alerts.routing import Router
 from .channels.base import Channel, channel_types
 from .channels.console import ConsoleOptions
 from .config import Config
-from .planfix.client import PlanfixClient
+from .ops import logging as oplog
+from .ops.metrics import Metrics
+from .ops.systemd import notify
+from .planfix.client import PlanfixClient, RequestRecord
 from .store import Store
 from .watch.planner import PlannerSettings
-from .watch.poller import Poller
+from .watch.poller import Poller, PollResult
 from .watch.quota import QuotaLedger
 
-log = logging.getLogger(__name__)
+log = oplog.get(__name__)
 
 POLL_JOB = "poll"
 HEARTBEAT_S = 60  # the poll job runs at least this often, whatever it asked for
+GAUGES_S = 15
 
 
 def build_channels(config: Config, renderer: Renderer) -> dict[str, Channel]:
@@ -71,10 +81,12 @@ class Service:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.tz = ZoneInfo(config.planfix.timezone)
+        self.metrics = metrics or Metrics()
         self.store = Store(config.state.path)
         self.store.set_watched("config", config.watch.tasks, clock())
         self.ledger = QuotaLedger(
@@ -85,15 +97,38 @@ class Service:
             reserve_fraction=config.watch.quota_reserve,
             clock=clock,
             sleep=sleep,
+            observe=self._observe_request,
         )
         self.client = PlanfixClient(
             config.planfix.client_settings(), gate=self.ledger, transport=transport
         )
+        self.poller = Poller(
+            self.client,
+            self.store,
+            self.ledger,
+            planner_settings(config),
+            wanted_events=config.watch.events,
+            clock=clock,
+            on_events=self._events_stored,
+            on_polled=self._observe_poll,
+        )
+        self.channels: dict[str, Channel] = {}
+        self.dispatcher = self._alerts(config)
+        self._failing: set[tuple[str, str]] = set()
+        self._stopped = False
+        self.scheduler = AsyncIOScheduler(timezone=self.tz)
+
+    def _alerts(self, config: Config) -> Dispatcher:
+        """Channels, routes and the dispatcher for ``config`` (at start, on reload)."""
+        alerts = config.alerts
         self.renderer = renderer_for(config)
         self.channels = build_channels(config, self.renderer)
         self.router = Router(config.routes, self.channels)
-        alerts = config.alerts
-        self.dispatcher = Dispatcher(
+        self.poller.route = self.router.deliveries
+        self.poller.group_wait_s = alerts.group_wait_s
+        self.poller.repeat_overdue_s = alerts.repeat_overdue_s
+        self.poller.failing_after_s = alerts.planfix_failing_after_s
+        return Dispatcher(
             self.store,
             self.channels,
             DispatchSettings(
@@ -103,90 +138,49 @@ class Service:
                 urgent_events=tuple(alerts.urgent_events),
                 timezone=config.planfix.timezone,
             ),
-            clock=clock,
+            clock=self.clock,
             on_failed=self._channel_failed,
             on_delivered=self._channel_delivered,
+            on_result=lambda channel, result: self.metrics.deliveries.labels(channel, result).inc(),
         )
-        self.poller = Poller(
-            self.client,
-            self.store,
-            self.ledger,
-            planner_settings(config),
-            wanted_events=config.watch.events,
-            clock=clock,
-            on_events=lambda stored: self.dispatcher.wake(),
-            route=self.router.deliveries,
-            group_wait_s=alerts.group_wait_s,
-            repeat_overdue_s=alerts.repeat_overdue_s,
-            failing_after_s=alerts.planfix_failing_after_s,
-        )
-        self._failing: set[tuple[str, str]] = set()
-        self.scheduler = AsyncIOScheduler(timezone=self.tz)
-        self._stopped = False
+
+    # --- running -----------------------------------------------------------------------
 
     def start(self) -> None:
         """Rebuild the jobs (stable ids, in memory: our state is in the store)."""
-        self.scheduler.add_job(
-            self._poll_job,
-            "interval",
-            seconds=HEARTBEAT_S,
-            id=POLL_JOB,
-            next_run_time=datetime.now(self.tz),
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=HEARTBEAT_S,
-            replace_existing=True,
-        )
+        jobs: list[tuple[str, Callable[[], object], dict[str, object]]] = [
+            (POLL_JOB, self._poll_job, {"seconds": HEARTBEAT_S, "next_run_time": self._now()}),
+            ("outbox", self.dispatcher_wake, {"seconds": HEARTBEAT_S}),  # a safety net
+            ("gauges", self.refresh_gauges, {"seconds": GAUGES_S, "next_run_time": self._now()}),
+        ]
+        for job_id, func, trigger in jobs:
+            self.scheduler.add_job(
+                func,
+                "interval",
+                id=job_id,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=HEARTBEAT_S,
+                replace_existing=True,
+                **trigger,
+            )
         # Just after midnight the quota is back: wake the poller at once.
         self.scheduler.add_job(
-            self.wake,
-            "cron",
-            hour=0,
-            minute=0,
-            second=5,
-            id="quota_reset",
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=3600,
-            replace_existing=True,
-        )
-        # The dispatcher wakes itself on new deliveries; this is its safety net.
-        self.scheduler.add_job(
-            self.dispatcher.wake,
-            "interval",
-            seconds=HEARTBEAT_S,
-            id="outbox",
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=HEARTBEAT_S,
-            replace_existing=True,
-        )
+            self.wake, "cron", hour=0, minute=0, second=5, id="quota_reset",
+            coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
+        )  # fmt: skip
         self.scheduler.start()
         self.dispatcher.start()
 
-    def _channel_failed(self, channel: str, recipient: str, reason: str) -> None:
-        """A channel failing for good is told to the operator once per incident
-        (through the other channels)."""
-        if (channel, recipient) in self._failing:
-            return
-        self._failing.add((channel, recipient))
-        at = datetime.fromtimestamp(self.clock(), self.tz)
-        details = {"channel": channel, "recipient": recipient, "error": reason}
-        self.poller.raise_events([Event(EventKind.CHANNEL_FAILING, at, details=details)])
-        self.dispatcher.wake()
-
-    def _channel_delivered(self, channel: str, recipient: str) -> None:
-        if (channel, recipient) not in self._failing:
-            return
-        self._failing.discard((channel, recipient))
-        at = datetime.fromtimestamp(self.clock(), self.tz)
-        details = {"channel": channel, "recipient": recipient}
-        self.poller.raise_events([Event(EventKind.CHANNEL_RECOVERED, at, details=details)])
-        self.dispatcher.wake()
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), self.tz)
 
     def wake(self) -> None:
         """Poll now (a new watch, the quota reset) instead of at the planned time."""
-        self.scheduler.modify_job(POLL_JOB, next_run_time=datetime.now(self.tz))
+        self.scheduler.modify_job(POLL_JOB, next_run_time=self._now())
+
+    def dispatcher_wake(self) -> None:
+        self.dispatcher.wake()
 
     async def _poll_job(self) -> None:
         try:
@@ -199,15 +193,104 @@ class Service:
         wake_at = min(max(wake_at, self.clock() + 0.05), self.clock() + HEARTBEAT_S)
         self.scheduler.modify_job(POLL_JOB, next_run_time=datetime.fromtimestamp(wake_at, self.tz))
 
-    async def stop(self) -> None:
-        """Stop polling and release everything; safe to call twice."""
+    async def reload(self, config: Config) -> list[str]:
+        """Apply a new configuration without losing state; return what needs a
+        restart to take effect (PlanFix connection, state file)."""
+        later = [
+            section
+            for section in ("planfix", "state", "metrics")
+            if getattr(config, section) != getattr(self.config, section)
+        ]
+        self.store.set_watched("config", config.watch.tasks, self.clock())
+        self.poller.reload_watch_set()
+        self.poller.wanted = frozenset(config.watch.events)
+        self.poller.settings = planner_settings(config)  # decide() keeps a known batch size of 1
+        old = self.channels
+        await self.dispatcher.stop()
+        self.dispatcher = self._alerts(config)
+        for channel in old.values():
+            await channel.aclose()
+        self.dispatcher.start()
+        self.config = config
+        self.wake()
+        log.info("configuration reloaded", watched=len(self.poller.records), restart_needed=later)
+        return later
+
+    async def stop(self, drain_s: float = 0.0) -> int:
+        """Stop polling; send what is due for up to ``drain_s``; release
+        everything. Returns the deliveries left for the next start. Safe twice."""
         if self._stopped:
-            return
+            return 0
         self._stopped = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.dispatcher.stop()
+        left = await self.dispatcher.drain(drain_s) if drain_s > 0 else 0
         for channel in self.channels.values():
             await channel.aclose()
         await self.client.aclose()
         self.store.close()
+        return left
+
+    # --- incidents the operator hears of ------------------------------------------------
+
+    def _channel_failed(self, channel: str, recipient: str, reason: str) -> None:
+        """A channel failing for good is told to the operator once per incident
+        (through the other channels)."""
+        if (channel, recipient) in self._failing:
+            return
+        self._failing.add((channel, recipient))
+        details = {"channel": channel, "recipient": recipient, "error": reason}
+        self.poller.raise_events([Event(EventKind.CHANNEL_FAILING, self._now(), details=details)])
+
+    def _channel_delivered(self, channel: str, recipient: str) -> None:
+        if (channel, recipient) not in self._failing:
+            return
+        self._failing.discard((channel, recipient))
+        details = {"channel": channel, "recipient": recipient}
+        self.poller.raise_events([Event(EventKind.CHANNEL_RECOVERED, self._now(), details=details)])
+
+    def _events_stored(self, stored: Sequence[tuple[int, Event]]) -> None:
+        for _, event in stored:
+            self.metrics.events.labels(event.kind.value).inc()
+        self.dispatcher.wake()
+
+    # --- health and metrics -------------------------------------------------------------
+
+    def _observe_request(self, record: RequestRecord) -> None:
+        result = "ok" if record.error is None else record.error.error_class.value
+        self.metrics.requests.labels(record.method, result).inc()
+
+    def _observe_poll(self, results: Sequence[PollResult], took_s: float) -> None:
+        self.metrics.poll_duration.observe(took_s)
+        for result in results:
+            self.metrics.polls.labels(result.outcome).inc()
+        if any(r.task is not None for r in results):
+            self.metrics.last_poll.set(self.clock())
+
+    def refresh_gauges(self) -> None:
+        counts = self.store.outbox_counts()
+        m = self.metrics
+        m.outbox_pending.set(counts.get("pending", 0))
+        m.outbox_dead.set(counts.get("dead", 0))
+        m.quota_used.set(self.ledger.today().used)
+        m.quota_remaining.set(self.ledger.remaining)
+        m.watched.set(len(self.poller.records))
+        notify(
+            f"STATUS=watching {len(self.poller.records)} tasks; quota "
+            f"{self.ledger.today().used}/{self.ledger.daily_quota}; outbox "
+            f"{counts.get('pending', 0)} pending, {counts.get('dead', 0)} dead"
+        )
+
+    def health(self) -> tuple[bool, str]:
+        """For /healthz: unhealthy when log-in fails, the quota is spent, or no
+        poll has succeeded for too long while there is something to watch."""
+        if self.poller.failing_fatally:
+            return False, f"PlanFix refuses us: {self.poller.failing_fatally}"
+        if self.ledger.exhausted:
+            return False, "the daily PlanFix quota is spent"
+        limit = self.config.metrics.unhealthy_after_s
+        last = self.poller.last_success_at
+        if self.poller.records and last is not None and self.clock() - last > limit:
+            return False, f"no successful poll for {self.clock() - last:.0f} s"
+        return True, ""

@@ -1,7 +1,8 @@
 """``planfix-notifier`` — the command line.
 
-Exit codes: 0 success; 1 the command ran and found a failure (a poll error,
-a failing check); 2 bad usage, configuration or state file; 130 interrupted.
+Exit codes: 0 success; 1 the command ran and found a failure (a failing
+check, a task that could not be read, an alert not delivered); 2 bad usage,
+configuration or state file; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,63 +10,68 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from . import __version__
-from .alerts.events import TASK_EVENT_KINDS
-from .app import Service
-from .config import (
-    Config,
-    ConfigError,
-    config_from_dict,
-    find_config,
-    load_config,
-)
+from .alerts.events import TASK_EVENT_KINDS, Event, EventKind, TaskSummary
+from .app import Service, build_channels, renderer_for
+from .channels.base import Delivered, Message
+from .config import Config, ConfigError, config_from_dict, find_config, load_config
 from .emulator import Account, Emulator, Settings, populate
 from .emulator.scenario import Scenario, build
-from .planfix import StatusCatalog, Task
-from .store import StoreError
+from .ops import logging as oplog
+from .ops.metrics import MetricsServer
+from .ops.systemd import notify, watchdog, watchdog_interval_s
+from .planfix import PlanfixError, StatusCatalog, Task
+from .store import Store, StoreError
+from .watch.quota import day_bounds
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+log = oplog.get("notifier.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planfix-notifier",
         description="Watch PlanFix tasks and alert Telegram and e-mail when they change.",
-        epilog="Exit codes: 0 ok, 1 a failure was found, 2 bad usage or config, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 a failure was found, 2 bad usage, config or state file, "
+        "130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="the service, in the foreground")
-    run.add_argument("--config", help="the TOML file (default: see README)")
+    def command(name: str, text: str, *, config: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        if config:
+            sub.add_argument(
+                "--config",
+                help="the TOML file (default: $PLANFIX_NOTIFIER_CONFIG, ./notifier.toml, "
+                "/etc/planfix-notifier/config.toml)",
+            )
+        return sub
 
-    poll = commands.add_parser(
-        "poll", help="poll the given tasks once: print each card and the events it would raise"
-    )
+    command("run", "the service, in the foreground; SIGHUP reloads the config, SIGTERM stops it")
+    command("check", "check the config, the PlanFix log-in, each channel and the state file")
+    poll = command("poll", "poll tasks once: print each card and the events it would raise")
     poll.add_argument("task_ids", nargs="+", type=int, metavar="TASK_ID")
-    poll.add_argument("--config", help="the TOML file (default: see README)")
-    poll.add_argument(
-        "--send", action="store_true", help="record the new state and deliver the events"
+    poll.add_argument("--send", action="store_true", help="record the state and deliver the events")
+    test = command("test-alert", "send a sample alert through the channels")
+    test.add_argument("--channel", help="only this channel (default: all)")
+    command(
+        "status", "watched tasks, last polls, quota, outbox and dead letters (from the state file)"
     )
-
-    demo = commands.add_parser(
-        "demo",
-        help="the emulator with a scripted, changing account, watched on embedded defaults",
-    )
+    demo = command("demo", "the emulator with a scripted, changing account, watched", config=False)
     demo.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
-    demo.add_argument(
-        "--pace", type=float, default=1.0, help="script speed factor (0.2 = 5x faster)"
-    )
-
-    emulator = commands.add_parser("emulator", help="run the PlanFix emulator on a loopback port")
+    demo.add_argument("--pace", type=float, default=1.0, help="script speed (0.2 = 5x faster)")
+    emulator = command("emulator", "the PlanFix emulator alone, on a loopback port", config=False)
     emulator.add_argument("--host", default="127.0.0.1", help="a loopback address")
     emulator.add_argument("--port", type=int, default=8765)
     emulator.add_argument("--tasks", type=int, default=20, help="tasks to create at start")
@@ -76,17 +82,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    oplog.setup(level=args.log_level)
     try:
-        if args.command == "run":
-            return asyncio.run(_run(load_config(find_config(args.config))))
-        if args.command == "poll":
-            config = load_config(find_config(args.config))
-            return asyncio.run(_poll(config, args.task_ids, send=args.send))
-        if args.command == "demo":
-            return asyncio.run(_demo(args.seconds, args.pace))
-        if args.command == "emulator":
+        if args.command in ("demo", "emulator"):
+            if args.command == "demo":
+                return asyncio.run(_demo(args.seconds, args.pace))
             return _emulator(args)
+        path = find_config(args.config)
+        config = load_config(path)
+        oplog.REDACTOR.set_secrets(config.secrets())
+        if args.command == "run":
+            return asyncio.run(_run(config, path))
+        if args.command == "check":
+            return asyncio.run(_check(config, path))
+        if args.command == "poll":
+            return asyncio.run(_poll(config, args.task_ids, send=args.send))
+        if args.command == "test-alert":
+            return asyncio.run(_test_alert(config, args.channel))
+        if args.command == "status":
+            return _status(config)
     except (ConfigError, StoreError) as exc:
         print(f"planfix-notifier: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -95,37 +109,207 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-async def _until_stopped(seconds: float | None) -> None:
-    """Wait for SIGINT/SIGTERM, or ``seconds``."""
+# --- run --------------------------------------------------------------------------------
+
+
+async def _run(config: Config, path: Path | None, seconds: float | None = None) -> int:
+    service = Service(config)
+    metrics: MetricsServer | None = None
+    if config.metrics.listen:
+        metrics = MetricsServer(
+            config.metrics.listen, service.metrics, service.health, lambda: None
+        )
+        metrics.start()
+    service.start()
+    pinger = None
+    interval = watchdog_interval_s()
+    if interval:
+        pinger = asyncio.create_task(watchdog(interval))
+    notify("READY=1")
+    log.info("started", watching=len(service.poller.records), channels=sorted(service.channels))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if path is not None:
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(_reload(service, path))
+        )
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        notify("STOPPING=1")
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        left = await service.stop(drain_s=config.alerts.shutdown_drain_s)
+        if pinger is not None:
+            pinger.cancel()
+        if metrics is not None:
+            metrics.stop()
+        log.info("stopped", undelivered=left)
+    return EXIT_OK
 
 
-async def _run(config: Config, seconds: float | None = None) -> int:
-    service = Service(config)
-    service.start()
+async def _reload(service: Service, path: Path) -> None:
+    """SIGHUP: a bad new config is refused and the running one kept."""
+    notify("RELOADING=1")
     try:
-        await _until_stopped(seconds)
+        config = load_config(path)
+    except ConfigError as exc:
+        log.error("new configuration refused; the running one is kept", error=str(exc))
+    else:
+        oplog.REDACTOR.set_secrets([*config.secrets(), *service.config.secrets()])
+        later = await service.reload(config)
+        if later:
+            log.warning("these sections change only after a restart", sections=later)
+    notify("READY=1")
+
+
+# --- check ------------------------------------------------------------------------------
+
+
+async def _check(config: Config, path: Path) -> int:
+    rows: list[tuple[str, bool, str]] = [("config", True, str(path))]
+    try:
+        service = Service(config)
+    except StoreError as exc:
+        rows.append(("state file", False, str(exc)))
+        return _table(rows)
+    try:
+        rows.append(_state_writable(service.store, config))
+        try:
+            with service.ledger.on_demand():
+                if service.client.login_mode:
+                    await service.client.login()
+                catalog = await service.client.status_catalog()
+            statuses = sum(len(s) for s in catalog.by_set.values())
+            detail = f"account {config.planfix.account!r}, {statuses} statuses known"
+            rows.append(("PlanFix log-in", True, detail))
+        except PlanfixError as exc:
+            rows.append(("PlanFix log-in", False, str(exc)))
+        ledger = service.ledger
+        rows.append(
+            (
+                "PlanFix quota",
+                ledger.remaining > 0,
+                f"{ledger.remaining} of {ledger.daily_quota} left today",
+            )
+        )
+        for name, channel in service.channels.items():
+            result = await channel.check()
+            rows.append((f"channel {name}", result.ok, result.detail))
     finally:
         await service.stop()
+    return _table(rows)
+
+
+def _state_writable(store: Store, config: Config) -> tuple[str, bool, str]:
+    try:
+        store.check_writable()
+    except StoreError as exc:
+        return ("state file", False, str(exc))
+    return ("state file", True, f"{config.state.path} (schema {store.schema_version})")
+
+
+def _table(rows: Sequence[tuple[str, bool, str]]) -> int:
+    width = max(len(name) for name, _, _ in rows)
+    for name, ok, detail in rows:
+        print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {detail}")
+    return EXIT_OK if all(ok for _, ok, _ in rows) else EXIT_FAILURE
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+def _status(config: Config) -> int:
+    store = Store(config.state.path)
+    try:
+        return _print_status(store, config)
+    finally:
+        store.close()
+
+
+def _print_status(store: Store, config: Config) -> int:
+    tz = config.planfix.timezone
+    now = time.time()
+    ids = store.watched_ids()
+    records = store.load_records(ids)
+    print(f"watched tasks: {len(ids)}")
+    print(f"{'id':>8}  {'last poll':<16} {'result':<12} {'fails':>5}  title")
+    for task_id in ids:
+        record = records[task_id]
+        when = _local(record.last_poll_at, tz) if record.last_poll_at else "never"
+        title = record.snapshot.title if record.snapshot else ""
+        result = record.last_result or "—"
+        print(f"{task_id:>8}  {when:<16} {result:<12} {record.failures:>5}  {title}")
+    day, resets = day_bounds(now, ZoneInfo(tz))
+    row = store.load_quota(day)
+    used = row.used if row else 0
+    hours_gone = max((now - (resets - 86400)) / 3600, 0.25)
+    forecast = min(
+        config.planfix.daily_quota, int(used + used / hours_gone * (resets - now) / 3600)
+    )
+    print(f"\nquota {day}: {used} of {config.planfix.daily_quota} used; "
+          f"at this pace about {forecast} by the reset ({_local(resets, tz)})"
+          + ("; exhausted (0007)" if row and row.exhausted else ""))  # fmt: skip
+    counts = store.outbox_counts()
+    print(f"outbox: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, "
+          f"{counts.get('dead', 0)} dead letters")  # fmt: skip
+    for channel, recipient, reason, when_dead in store.dead_letters(10):
+        print(f"  dead  {_local(when_dead, tz)}  {channel} → {recipient}: {reason}")
     return EXIT_OK
+
+
+def _local(ts: float, tz: str) -> str:
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%d.%m %H:%M:%S")
+
+
+# --- test-alert ---------------------------------------------------------------------------
+
+
+async def _test_alert(config: Config, only: str | None) -> int:
+    renderer = renderer_for(config)
+    channels = build_channels(config, renderer)
+    if only is not None and only not in channels:
+        print(
+            f"planfix-notifier: no channel {only!r}; there are: {', '.join(channels)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    sample = Event(
+        EventKind.STATUS_CHANGED,
+        datetime.now(UTC),
+        0,
+        TaskSummary(0, 0, "Проверка уведомлений planfix-notifier", 2, "В работе", "AVERAGE",
+                    "Тест", ("planfix-notifier",), None, True),
+        "Новая",
+        "В работе",
+        {"test": True},
+    )  # fmt: skip
+    failed = 0
+    for name, channel in channels.items():
+        if only is not None and name != only:
+            continue
+        for recipient in channel.recipients():
+            result = await channel.send(Message(name, recipient, (sample,)))
+            ok = isinstance(result, Delivered)
+            failed += not ok
+            print(f"{name} → {recipient}: {'delivered' if ok else result}")
+        await channel.aclose()
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+# --- poll -----------------------------------------------------------------------------------
 
 
 def format_task(task: Task, catalog: StatusCatalog) -> str:
     status = catalog.name(task.status, task.status_set) or str(task.status)
     deadline = task.deadline.strftime("%d.%m %H:%M") if task.deadline else "—"
-    flags = "".join(
+    flags = " ".join(
         mark
         for mark, on in (
-            ("просрочена ", task.is_overdued),
+            ("просрочена", task.is_overdued),
             ("скоро срок", task.is_close_to_deadline),
         )
         if on
@@ -137,6 +321,7 @@ def format_task(task: Task, catalog: StatusCatalog) -> str:
 async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
     service = Service(config)
     service.poller.group_wait_s = 0  # one command, one message: nothing to wait for
+    undelivered = 0
     try:
         with service.ledger.on_demand():
             results = await service.poller.poll(task_ids, save=send)
@@ -154,10 +339,15 @@ async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
                     print(f"{'':>6}   would raise: {service.renderer.text([event])}")
     finally:
         await service.stop()
-    if send and undelivered:
+    if undelivered:
         print(f"{undelivered} deliveries still pending in the outbox", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_FAILURE if any(r.error for r in results) else EXIT_OK
+
+
+# --- demo and emulator -------------------------------------------------------------------
+
+DEMO_QUOTA = 50000
 
 
 def demo_config(emulator: Emulator, task_ids: Sequence[int], state_dir: Path) -> Config:
@@ -182,13 +372,11 @@ def demo_config(emulator: Emulator, task_ids: Sequence[int], state_dir: Path) ->
             },
             "alerts": {"group_wait_s": 1},
             "channels": {"console": {"type": "console"}},
+            "metrics": {"listen": ""},
         },
         source="(demo defaults)",
         environ={},
     )
-
-
-DEMO_QUOTA = 50000
 
 
 async def _demo(seconds: float | None, pace: float) -> int:
@@ -204,7 +392,7 @@ async def _demo(seconds: float | None, pace: float) -> int:
         scenario = Scenario(account, ids, pace=pace)
         scenario.start()
         try:
-            return await _run(config, seconds)
+            return await _run(config, None, seconds)
         finally:
             scenario.stop()
 

@@ -133,6 +133,7 @@ class AlertsSection(_Section):
     retry_base_s: float = Field(10.0, gt=0)
     retry_max_s: float = Field(1800.0, gt=0)
     planfix_failing_after_s: float = Field(900.0, ge=0)  # tell the operator after this long
+    shutdown_drain_s: float = Field(10.0, ge=0, le=300)  # on SIGTERM: deliver what is due
 
     @field_validator("repeat_overdue_every")
     @classmethod
@@ -159,7 +160,15 @@ class RouteSection(_Section):
 
 
 class MetricsSection(_Section):
-    listen: str = "127.0.0.1:9464"
+    listen: str = "127.0.0.1:9464"  # "" turns the endpoint off
+    unhealthy_after_s: float = Field(1800.0, gt=0)  # /healthz: 503 without a good poll this long
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value and not value.rpartition(":")[2].isdigit():
+            raise ValueError('"host:port" (e.g. "127.0.0.1:9464"), or "" for none')
+        return value
 
 
 class Config(_Section):
@@ -194,6 +203,20 @@ class Config(_Section):
             for event in route.events or []:
                 if event not in ALL_EVENT_KINDS:
                     raise ValueError(f"routes[{index}].events: unknown event {event!r}")
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config, for the log redactor."""
+        found = [
+            getattr(self.planfix, key).get_secret_value()
+            for key in SECRET_KEYS["planfix"]
+            if getattr(self.planfix, key) is not None
+        ]
+        for options in self.channel_options().values():
+            for key in CHANNEL_SECRET_KEYS:
+                value = getattr(options, key, None)
+                if isinstance(value, SecretStr):
+                    found.append(value.get_secret_value())
+        return found
 
     def check_auth_mode(self) -> None:
         pf = self.planfix

@@ -88,6 +88,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         on_failed: FailureHook | None = None,
         on_delivered: Callable[[str, str], None] | None = None,
+        on_result: Callable[[str, str], None] | None = None,
         seed: int | None = None,
     ) -> None:
         self.store = store
@@ -96,6 +97,7 @@ class Dispatcher:
         self.clock = clock
         self.on_failed = on_failed
         self.on_delivered = on_delivered
+        self.on_result = on_result  # (channel, delivered|retry|dead), for metrics
         self.rng = random.Random(seed)  # noqa: S311 - jitter, not a secret
         self._wake: dict[str, asyncio.Event] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -208,6 +210,9 @@ class Dispatcher:
             result = RetryLater(f"the channel failed: {type(exc).__name__}")
         now = self.clock()
         ids = [r.id for r in batch]
+        if self.on_result is not None:
+            kind = {Delivered: "delivered", RetryLater: "retry", FailedForGood: "dead"}
+            self.on_result(channel.name, kind[type(result)])
         if isinstance(result, Delivered):
             self.store.outbox_sent(ids, now)
             if self.on_delivered is not None:

@@ -86,6 +86,14 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def check_writable(self) -> None:
+        """Take the write lock and give it back, or say why not."""
+        try:
+            with _transaction(self._db):
+                self._db.execute("UPDATE quota SET used = used WHERE 0")
+        except sqlite3.Error as exc:
+            raise StoreError(f"state file {self.path}: cannot write ({exc})") from None
+
     @property
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])

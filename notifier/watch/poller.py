@@ -32,6 +32,14 @@ class PollResult:
     error: PlanfixError | None
     events: list[Event] = field(default_factory=list)
 
+    @property
+    def outcome(self) -> str:
+        if self.error is None:
+            return "ok"
+        if is_task_gone(self.error):
+            return "unavailable"
+        return "quota" if self.error.error_class is ErrorClass.QUOTA else "error"
+
 
 @dataclass
 class _Incident:
@@ -40,6 +48,7 @@ class _Incident:
     since: float
     reported: bool = False
     last_error: str = ""
+    fatal: bool = False
 
 
 class Poller:
@@ -57,6 +66,7 @@ class Poller:
         group_wait_s: float = 0.0,
         repeat_overdue_s: float | None = None,
         failing_after_s: float = 15 * 60,
+        on_polled: Callable[[Sequence[PollResult], float], None] | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -69,6 +79,8 @@ class Poller:
         self.group_wait_s = group_wait_s
         self.repeat_overdue_s = repeat_overdue_s
         self.failing_after_s = failing_after_s
+        self.on_polled = on_polled
+        self.last_success_at: float | None = None  # the last poll PlanFix answered
         self.catalog = StatusCatalog.empty()
         self.records: dict[int, TaskRecord] = {}
         self._views: dict[int, TaskView] = {}
@@ -160,6 +172,7 @@ class Poller:
     async def poll(self, task_ids: Sequence[int], *, save: bool = True) -> list[PollResult]:
         """Ask PlanFix about these tasks once; store and raise what changed (or,
         with ``save=False``, only say what would be raised)."""
+        started = self.clock()
         await self._refresh_catalog()
         answers = await self.client.get_tasks(task_ids)
         now = self.clock()
@@ -180,8 +193,12 @@ class Poller:
             )  # fmt: skip
             changed.append((updated, events))
         self._track_incident([r.error for r in results], now, at)
+        if any(r.outcome in ("ok", "unavailable") for r in results):  # PlanFix answered
+            self.last_success_at = now
         if save and changed:
             self._save(changed)
+        if self.on_polled is not None:
+            self.on_polled(results, now - started)
         return results
 
     def _apply(
@@ -271,6 +288,12 @@ class Poller:
             EventKind.QUOTA_EXHAUSTED, at, resets_at=resume.isoformat(), resets_at_local=local
         )
 
+    @property
+    def failing_fatally(self) -> str | None:
+        """The error, while PlanFix refuses us for a reason only the operator can fix."""
+        incident = self._incident
+        return incident.last_error if incident is not None and incident.fatal else None
+
     def _track_incident(
         self, errors: Sequence[PlanfixError | None], now: float, at: datetime
     ) -> None:
@@ -293,6 +316,7 @@ class Poller:
         incident.last_error = error.message
         self._incident = incident
         fatal = error.error_class is ErrorClass.FATAL_CONFIG
+        incident.fatal = fatal
         if not incident.reported and (fatal or now - incident.since >= self.failing_after_s):
             incident.reported = True
             self._operator_event(

@@ -75,6 +75,7 @@ class QuotaLedger:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         on_exhausted: Callable[[float], None] | None = None,
+        observe: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         self.store = store
         self.daily_quota = daily_quota
@@ -84,6 +85,7 @@ class QuotaLedger:
         self.clock = clock
         self.sleep = sleep
         self.on_exhausted = on_exhausted
+        self.observe = observe  # metrics
         self._row: LedgerDay | None = None
         self._last_sent: float | None = None
         self._pace_lock = asyncio.Lock()
@@ -180,6 +182,8 @@ class QuotaLedger:
             self.store.save_quota(row)
 
     def after_request(self, record: RequestRecord) -> None:
+        if self.observe is not None:
+            self.observe(record)
         row = self.today()
         if record.rate_limit_remaining is not None:
             row.server_remaining = record.rate_limit_remaining
