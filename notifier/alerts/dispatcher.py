@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,11 +34,12 @@ from ..channels.base import (
     SendResult,
     quiet_window,
 )
+from ..ops import logging as oplog
 from ..store import Store
 from ..store.sqlite import OutboxRow
 from .events import Event
 
-log = logging.getLogger(__name__)
+log = oplog.get(__name__)
 IDLE_S = 60.0
 
 
@@ -140,7 +140,7 @@ class Dispatcher:
             try:
                 wait = await self.flush(name)
             except Exception:  # a bug must not end deliveries for good
-                log.exception("outbox flush failed for channel %s", name)
+                log.exception("outbox flush failed", channel=name)
                 wait = IDLE_S
             wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -206,13 +206,14 @@ class Dispatcher:
         try:
             result = await channel.send(message)
         except Exception as exc:  # a channel bug is a retry, not a lost alert
-            log.exception("channel %s raised while sending", channel.name)
+            log.exception("the channel raised while sending", channel=channel.name)
             result = RetryLater(f"the channel failed: {type(exc).__name__}")
         now = self.clock()
         ids = [r.id for r in batch]
+        kind = {Delivered: "delivered", RetryLater: "retry", FailedForGood: "dead"}[type(result)]
+        log.debug("delivery", channel=channel.name, events=len(batch), result=kind)
         if self.on_result is not None:
-            kind = {Delivered: "delivered", RetryLater: "retry", FailedForGood: "dead"}
-            self.on_result(channel.name, kind[type(result)])
+            self.on_result(channel.name, kind)
         if isinstance(result, Delivered):
             self.store.outbox_sent(ids, now)
             if self.on_delivered is not None:
@@ -231,6 +232,6 @@ class Dispatcher:
         return result
 
     def _failed(self, channel: str, recipient: str, reason: str) -> None:
-        log.warning("channel %s cannot deliver to %s: %s", channel, recipient, reason)
+        log.warning("channel cannot deliver", channel=channel, recipient=recipient, error=reason)
         if self.on_failed is not None:
             self.on_failed(channel, recipient, reason)

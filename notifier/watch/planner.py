@@ -59,7 +59,7 @@ class PlannerSettings:
     finished_weight: float = 0.5  # finished tasks rarely reopen
     finished_interval_s: float = 6 * HOUR_S
     unavailable_interval_s: float = 6 * HOUR_S
-    backoff_base_s: float = 60.0
+    backoff_base_s: float = 10.0  # a failing task waits 10 s, 20 s, 40 s… up to backoff_max_s
     backoff_max_s: float = HOUR_S
     rate_floor_per_day: float = 0.1
     requests_per_second: float = 1.0

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from ..alerts.events import Event, EventKind, TaskSummary
+from ..ops import logging as oplog
 from ..planfix.client import PlanfixClient
 from ..planfix.errors import ErrorClass, PlanfixError, QuotaExhaustedError, is_task_gone
 from ..planfix.model import Task
@@ -22,6 +23,7 @@ from .planner import Budget, Decision, PlannerSettings, TaskView, learn, plan, r
 from .quota import QuotaLedger
 from .state import TaskRecord
 
+log = oplog.get(__name__)
 EventSink = Callable[[Sequence[tuple[int, Event]]], None]
 
 
@@ -199,6 +201,13 @@ class Poller:
             self._save(changed)
         if self.on_polled is not None:
             self.on_polled(results, now - started)
+        log.debug(
+            "polled",
+            tasks=len(results),
+            ok=sum(r.outcome == "ok" for r in results),
+            events=sum(len(r.events) for r in results),
+            saved=save,
+        )
         return results
 
     def _apply(

@@ -1,0 +1,291 @@
+"""The service as an admin runs it: a real process, signals, metrics, health,
+the commands around it — and no secret in anything it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.emulator import Emulator, EmulatorControl
+from tests.fakes.smtp import SmtpServer, free_port
+from tests.fakes.telegram import TelegramServer
+from tests.test_delivery import CHAT, _toml
+
+SMTP_PASSWORD = "smtp-Pa55word-XYZ"
+
+
+def service_config(
+    emulator: Emulator, telegram: TelegramServer, tmp_path: Path, tasks: list[int], **extra: Any
+) -> dict[str, Any]:
+    emu = emulator.account.settings
+    return {
+        "planfix": {
+            "account": emu.account,
+            "endpoint": emulator.endpoint,
+            "api_key": emu.api_key,
+            "token": emu.token,
+            "daily_quota": emu.daily_quota,
+            "requests_per_second": 20,
+        },
+        "state": {"path": str(tmp_path / "state.sqlite3")},
+        "watch": {"tasks": tasks, "min_interval_s": 1},
+        "alerts": {
+            "group_wait_s": 0.2,
+            "retry_base_s": 0.2,
+            "retry_max_s": 1,
+            "shutdown_drain_s": 5,
+        },
+        "channels": {
+            "team": {
+                "type": "telegram",
+                "bot_token": telegram.fake.token,
+                "chat_ids": [CHAT],
+                "api_url": telegram.url,
+                "per_chat_per_s": 20,
+            },
+        },
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
+        **extra,
+    }
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def wait_for(condition: Callable[[], bool], within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a loopback URL
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except urllib.error.URLError:
+        return 0, ""  # not listening yet
+
+
+@pytest.fixture
+def big_quota(emulator: Emulator, control: EmulatorControl) -> None:
+    control.configure(daily_quota=100_000)
+    emulator.account.settings.daily_quota = 100_000
+
+
+def test_a_session_of_the_service_leaks_no_secret(
+    big_quota: None,
+    emulator: Emulator,
+    control: EmulatorControl,
+    telegram: TelegramServer,
+    smtp_plain: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    tasks = [control.create_task(title=f"Задача {n}", status=1)["id"] for n in range(3)]
+    data = service_config(emulator, telegram, tmp_path, tasks)
+    data["channels"]["mail"] = smtp_plain.options(
+        username="robot", password=SMTP_PASSWORD, security="none"
+    )
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    metrics = f"http://{data['metrics']['listen']}"
+    secrets = [
+        emulator.account.settings.api_key,
+        emulator.account.settings.token,
+        telegram.fake.token,
+        SMTP_PASSWORD,
+    ]
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notifier", "--log-level", "DEBUG", "run", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: (
+                get(f"{metrics}/healthz")[0] == 200
+                and 'planfix_notifier_polls_total{result="ok"}' in get(f"{metrics}/metrics")[1]
+            )
+        )
+        control.change_task(tasks[0], status=2)
+        wait_for(lambda: bool(telegram.fake.sent))
+        # errors of every kind, each of which must keep its secrets to itself
+        control.inject("html", times=1)
+        control.inject("xxe", times=1)
+        telegram.fake.inject("server_error", times=2)
+        control.change_task(tasks[1], status=2)
+        wait_for(lambda: len(telegram.fake.sent) >= 2, within=60)  # after the back-off
+        # a good reload: one more task; a bad one: refused, the old kept
+        data["watch"]["tasks"] = [*tasks, control.create_task(title="Добавлена", status=1)["id"]]
+        config.write_text(_toml(data))
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "planfix_notifier_watched_tasks 4.0" in get(f"{metrics}/metrics")[1])
+        config.write_text(_toml(data) + "\n[planfix]\nbroken = true\n")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        control.change_task(tasks[2], status=2)
+        wait_for(lambda: len(telegram.fake.sent) >= 3)  # still running on the old config
+        status, body = get(f"{metrics}/metrics")
+        assert status == 200
+        for name in (
+            "planfix_notifier_planfix_requests_total",
+            "planfix_notifier_events_total",
+            "planfix_notifier_deliveries_total",
+            "planfix_notifier_quota_used",
+            "planfix_notifier_last_successful_poll_timestamp_seconds",
+            "planfix_notifier_poll_duration_seconds_bucket",
+            "planfix_notifier_outbox_pending",
+        ):
+            assert name in body, name  # fmt: skip
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert lines, err[:500]  # JSON lines: stderr is not a terminal
+    assert any(
+        line["event"] == "new configuration refused; the running one is kept" for line in lines
+    )
+    assert any(line["event"] == "stopped" for line in lines)
+    everything = out + err + "".join(m.text for m in telegram.fake.sent)
+    for secret in secrets:
+        assert secret not in everything, "a secret leaked into the output"
+
+
+def test_health_says_why_when_planfix_refuses_us(
+    big_quota: None,
+    emulator: Emulator,
+    control: EmulatorControl,
+    telegram: TelegramServer,
+    tmp_path: Path,
+) -> None:
+    task = control.create_task(title="Проверка", status=1)["id"]
+    data = service_config(emulator, telegram, tmp_path, [task])
+    data["planfix"]["api_key"] = "wrong-key-123"
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    metrics = f"http://{data['metrics']['listen']}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "notifier", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: get(f"{metrics}/healthz")[0] == 503)
+        assert "PlanFix refuses us" in get(f"{metrics}/healthz")[1]
+        wait_for(lambda: any("PlanFix не отвечает" in m.text for m in telegram.fake.sent))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+
+def test_check_prints_a_table_and_fails_on_any_failure(
+    emulator: Emulator,
+    control: EmulatorControl,
+    telegram: TelegramServer,
+    smtp_plain: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    data = service_config(emulator, telegram, tmp_path, [])
+    data["channels"]["mail"] = smtp_plain.options()
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    done = run_cli("check", "--config", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {
+        line.split()[0]
+        + (" " + line.split()[1] if line.startswith(("PlanFix", "channel", "state")) else ""): line
+        for line in done.stdout.splitlines()
+    }
+    assert (
+        "ok" in rows["PlanFix log-in"]
+        and "ok" in rows["channel team"]
+        and "ok" in rows["channel mail"]
+    )
+    assert (
+        "ok" in rows["state file"] and "4999 of 5000 left" in done.stdout
+    ) or "of 5000 left" in done.stdout
+    telegram.fake.token = "1:other"  # the bot token no longer works
+    done = run_cli("check", "--config", str(config))
+    assert done.returncode == 1
+    assert (
+        "FAIL" in [line for line in done.stdout.splitlines() if line.startswith("channel team")][0]
+    )
+
+
+def test_status_and_test_alert(
+    big_quota: None,
+    emulator: Emulator,
+    control: EmulatorControl,
+    telegram: TelegramServer,
+    tmp_path: Path,
+) -> None:
+    task = control.create_task(title="Статус задачи", status=1)["id"]
+    data = service_config(emulator, telegram, tmp_path, [task])
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    assert run_cli("poll", str(task), "--send", "--config", str(config)).returncode == 0
+    done = run_cli("status", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert (
+        "watched tasks: 1" in done.stdout
+        and "Статус задачи" in done.stdout
+        and " ok " in done.stdout
+    )
+    assert "of 5000 used" in done.stdout or "of 100000 used" in done.stdout
+    assert "outbox: 0 pending" in done.stdout
+    done = run_cli("test-alert", "--config", str(config))
+    assert done.returncode == 0 and f"team → {CHAT}: delivered" in done.stdout
+    assert "Проверка уведомлений planfix-notifier" in telegram.fake.sent[-1].text
+    telegram.fake.inject("forbidden", CHAT)
+    done = run_cli("test-alert", "--channel", "team", "--config", str(config))
+    assert done.returncode == 1 and "blocked" in done.stdout
+    assert run_cli("test-alert", "--channel", "nope", "--config", str(config)).returncode == 2
+
+
+def test_secrets_from_files_and_the_environment(
+    emulator: Emulator, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    data = service_config(emulator, telegram, tmp_path, [])
+    token = data["planfix"].pop("token")
+    bot = data["channels"]["team"].pop("bot_token")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "bot").write_text(bot + "\n")
+    data["channels"]["team"]["bot_token_file"] = "bot"
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    env = {
+        **os.environ,
+        "CREDENTIALS_DIRECTORY": str(creds),
+        "PLANFIX_NOTIFIER_PLANFIX_TOKEN": token,
+    }
+    done = run_cli("check", "--config", str(config), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
