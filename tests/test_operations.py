@@ -235,8 +235,8 @@ def test_check_prints_a_table_and_fails_on_any_failure(
     telegram.fake.token = "1:other"  # the bot token no longer works
     done = run_cli("check", "--config", str(config))
     assert done.returncode == 1
-    assert (
-        "FAIL" in [line for line in done.stdout.splitlines() if line.startswith("channel team")][0]
+    assert "FAIL" in next(
+        line for line in done.stdout.splitlines() if line.startswith("channel team")
     )
 
 

@@ -124,7 +124,9 @@ def test_failing_tasks_back_off() -> None:
     failing = polled(1, 20, failures=3)  # back-off 10 s × 2² = 40 s
     decision = plan([failing], budget(), NOW, replace(SETTINGS, min_interval_s=1))
     assert decision.poll == () and math.isclose(decision.wake_at, NOW + 20)
-    assert plan([replace(failing, failures=1)], budget(), NOW, replace(SETTINGS, min_interval_s=1)).poll == (1,)
+    assert plan(
+        [replace(failing, failures=1)], budget(), NOW, replace(SETTINGS, min_interval_s=1)
+    ).poll == (1,)
 
 
 def test_a_batch_is_filled_up_to_its_size() -> None:
