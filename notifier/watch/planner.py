@@ -122,12 +122,9 @@ def forced_at(task: TaskView, settings: PlannerSettings) -> tuple[int, float] | 
 
 
 def weight(task: TaskView, now: float, settings: PlannerSettings) -> float:
-    w = math.sqrt(max(task.rate_per_day, settings.rate_floor_per_day))
-    if task.finished:
-        return w * settings.finished_weight
-    if task.deadline is not None and 0 <= task.deadline - now <= settings.deadline_window_s:
-        w *= settings.window_boost
-    return w
+    candidate = Candidate.of(task, settings)
+    in_window = candidate.window_from <= now <= candidate.window_to
+    return candidate.window_weight if in_window else candidate.weight
 
 
 def pace_gap(budget: Budget, now: float, settings: PlannerSettings) -> float:
@@ -140,14 +137,60 @@ def pace_gap(budget: Budget, now: float, settings: PlannerSettings) -> float:
     return max(even, floor, cap)
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A TaskView with what does not depend on ``now`` worked out once (it
+    changes only when the task is polled): plan() is called every request."""
+
+    task_id: int
+    last_poll_at: float
+    forced_priority: int  # -1: no forced poll
+    forced_due: float
+    eligible_at: float
+    weight: float  # outside the deadline window
+    window_weight: float  # inside it
+    window_from: float  # the window: [deadline - window, deadline]
+    window_to: float
+    regular: bool  # takes part in the rotation (unavailable tasks do not)
+
+    @classmethod
+    def of(cls, task: TaskView, settings: PlannerSettings) -> Candidate:
+        must = forced_at(task, settings)
+        base = math.sqrt(max(task.rate_per_day, settings.rate_floor_per_day))
+        if task.finished:
+            base *= settings.finished_weight
+        boost = base if task.finished else base * settings.window_boost
+        deadline = task.deadline if task.deadline is not None else -math.inf
+        return cls(
+            task_id=task.task_id,
+            last_poll_at=task.last_poll_at if task.last_poll_at is not None else -math.inf,
+            forced_priority=must[0] if must else -1,
+            forced_due=must[1] if must else math.inf,
+            eligible_at=backoff_until(task, settings),
+            weight=base,
+            window_weight=boost,
+            window_from=deadline - settings.deadline_window_s,
+            window_to=deadline,
+            regular=not task.unavailable,
+        )
+
+
 def plan(
     tasks: Sequence[TaskView], budget: Budget, now: float, settings: PlannerSettings
+) -> Decision:
+    return plan_candidates([Candidate.of(t, settings) for t in tasks], budget, now, settings)
+
+
+def plan_candidates(
+    tasks: Iterable[Candidate], budget: Budget, now: float, settings: PlannerSettings
 ) -> Decision:
     available = budget.remaining if budget.available is None else budget.available
     if budget.remaining <= 0 or available <= 0:
         return Decision((), budget.resets_at, "budget")
     last = budget.last_request_at
     not_before = now if last is None else max(now, last + 1.0 / settings.requests_per_second)
+    if now < not_before:  # nothing can be sent yet, whatever the tasks say
+        return Decision((), not_before, "idle")
     next_slot = now if last is None else last + pace_gap(budget, now, settings)
     may_pull_forward = (
         budget.requests_last_hour + 1 <= settings.max_hour_share * budget.daily / 24.0
@@ -158,23 +201,25 @@ def plan(
     next_deadline = math.inf  # the earliest deadline poll still ahead
     next_due = math.inf  # the earliest moment any task becomes pollable
     for task in tasks:
-        must = forced_at(task, settings)
-        if must is not None:
-            priority, due = must
+        priority = task.forced_priority
+        if priority >= 0:
+            due = task.forced_due
             if due <= now:
                 forced.append((priority, due, task.task_id))
                 continue
-            next_due = min(next_due, due)
-            if priority == _DEADLINE:
-                next_deadline = min(next_deadline, due)
-        if task.unavailable:
+            if due < next_due:
+                next_due = due
+            if priority == _DEADLINE and due < next_deadline:
+                next_deadline = due
+        if not task.regular:
             continue
-        eligible = backoff_until(task, settings)
-        if eligible > now:
-            next_due = min(next_due, eligible)
+        if task.eligible_at > now:
+            if task.eligible_at < next_due:
+                next_due = task.eligible_at
             continue
-        assert task.last_poll_at is not None  # a never-polled task is forced
-        regular.append((-(now - task.last_poll_at) * weight(task, now, settings), task.task_id))
+        in_window = task.window_from <= now <= task.window_to
+        w = task.window_weight if in_window else task.weight
+        regular.append(((task.last_poll_at - now) * w, task.task_id))
 
     forced.sort()
     deadline_due = bool(forced) and forced[0][0] == _DEADLINE

@@ -19,7 +19,16 @@ from ..planfix.statuses import StatusCatalog
 from ..store import Store
 from ..store.sqlite import Route
 from . import diff
-from .planner import Budget, Decision, PlannerSettings, TaskView, learn, plan, rate_per_day
+from .planner import (
+    Budget,
+    Candidate,
+    Decision,
+    PlannerSettings,
+    TaskView,
+    learn,
+    plan_candidates,
+    rate_per_day,
+)
 from .quota import QuotaLedger
 from .state import TaskRecord
 
@@ -73,7 +82,7 @@ class Poller:
         self.client = client
         self.store = store
         self.ledger = ledger
-        self.settings = settings
+        self._settings = settings
         self.wanted = frozenset(wanted_events)
         self.clock = clock
         self.on_events = on_events
@@ -85,11 +94,20 @@ class Poller:
         self.last_success_at: float | None = None  # the last poll PlanFix answered
         self.catalog = StatusCatalog.empty()
         self.records: dict[int, TaskRecord] = {}
-        self._views: dict[int, TaskView] = {}
+        self._candidates: dict[int, Candidate] = {}  # kept between decisions
         self._incident: _Incident | None = None
         self._quota_out = False  # 0007 told; "restored" is told when the day turns
         ledger.on_exhausted = self._quota_exhausted
         self.reload_watch_set()
+
+    @property
+    def settings(self) -> PlannerSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: PlannerSettings) -> None:
+        self._settings = settings
+        self._candidates.clear()  # they were worked out with the old settings
 
     # --- what to watch ------------------------------------------------------------------
 
@@ -101,12 +119,17 @@ class Poller:
             task_id: self.records.get(task_id) or TaskRecord(task_id) for task_id in ids
         }
         self.records.update(self.store.load_records(missing))
-        self._views = {k: v for k, v in self._views.items() if k in self.records}
+        self._candidates = {k: v for k, v in self._candidates.items() if k in self.records}
+
+    def candidate(self, record: TaskRecord) -> Candidate:
+        cached = self._candidates.get(record.task_id)
+        if cached is None:
+            cached = self._candidates[record.task_id] = Candidate.of(
+                self.view(record), self.settings
+            )
+        return cached
 
     def view(self, record: TaskRecord) -> TaskView:
-        cached = self._views.get(record.task_id)
-        if cached is not None:
-            return cached
         task = record.snapshot
         deadline = task.deadline if task else None
         made = TaskView(
@@ -120,7 +143,6 @@ class Poller:
             failures=record.failures,
             rate_per_day=rate_per_day(record.changes, record.observed_s),
         )
-        self._views[record.task_id] = made
         return made
 
     # --- deciding ---------------------------------------------------------------------
@@ -145,8 +167,10 @@ class Poller:
         settings = self.settings
         if self.client.multi_supported is False and settings.batch_size > 1:
             self.settings = settings = replace(settings, batch_size=1)
-        views = [self.view(record) for record in self.records.values()]
-        decision = plan(views, self.budget(), self.clock(), settings)
+        if len(self._candidates) != len(self.records):
+            for record in self.records.values():
+                self.candidate(record)
+        decision = plan_candidates(self._candidates.values(), self.budget(), self.clock(), settings)
         if decision.reason == "budget":
             decision = replace(decision, wake_at=self.ledger.more_plannable_at())
         return decision
@@ -169,7 +193,7 @@ class Poller:
             return  # keep the names we had; numbers stand in where none are known
         if catalog is not self.catalog:
             self.catalog = catalog
-            self._views.clear()  # "finished" may read differently now
+            self._candidates.clear()  # "finished" may read differently now
 
     async def poll(self, task_ids: Sequence[int], *, save: bool = True) -> list[PollResult]:
         """Ask PlanFix about these tasks once; store and raise what changed (or,
@@ -273,7 +297,7 @@ class Poller:
         for record, _ in changed:
             if record.task_id in self.records:
                 self.records[record.task_id] = record
-            self._views.pop(record.task_id, None)
+                self._candidates[record.task_id] = Candidate.of(self.view(record), self.settings)
         if stored and self.on_events is not None:
             self.on_events(stored)
 
