@@ -126,9 +126,7 @@ def main() -> None:
     parser.add_argument("--polls", type=int, default=10000)
     args = parser.parse_args()
     result = asyncio.run(run(args.tasks, args.polls))
-    print(
-        f"{result['tasks']} watched tasks; {result['polls']} task.get polls after the baselines"
-    )
+    print(f"{result['tasks']} watched tasks; {result['polls']} task.get polls after the baselines")
     print(f"{'RSS after the baselines':<32}{result['rss_after_baselines_mb']:>8.1f} MB")
     print(f"{'peak RSS':<32}{result['peak_rss_mb']:>8.1f} MB   (target <= 120)")
     print(f"{'RSS at poll 1,000':<32}{result['rss_at_1000_mb']:>8.1f} MB")
