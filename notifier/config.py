@@ -274,13 +274,24 @@ def config_from_dict(
 
 
 def _apply_env(data: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
-    """``PLANFIX_NOTIFIER_PLANFIX_TOKEN=…`` sets ``planfix.token``."""
-    for section, keys in SECRET_KEYS.items():
+    """``PLANFIX_NOTIFIER_PLANFIX_TOKEN=…`` sets ``planfix.token``;
+    ``PLANFIX_NOTIFIER_CHANNELS_TEAM_BOT_TOKEN=…`` sets ``channels.team.bot_token``."""
+    tables: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+        (section, data.setdefault(section, {}), keys) for section, keys in SECRET_KEYS.items()
+    ]
+    channels = data.get("channels")
+    if isinstance(channels, dict):
+        tables += [
+            (f"channels_{name}", table, CHANNEL_SECRET_KEYS)
+            for name, table in channels.items()
+            if isinstance(table, dict)
+        ]
+    for prefix, table, keys in tables:
         for key in keys:
             for name in (key, f"{key}_file"):
-                value = env.get(f"{ENV_PREFIX}{section}_{name}".upper())
+                value = env.get(f"{ENV_PREFIX}{prefix}_{name}".upper())
                 if value:
-                    data.setdefault(section, {})[name] = value
+                    table[name] = value
     return data
 
 

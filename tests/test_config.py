@@ -105,3 +105,12 @@ def test_unreadable_secret_file_names_the_key(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_channel_secrets_from_the_environment(tmp_path: Path) -> None:
+    text = MINIMAL + '[channels.team]\ntype = "telegram"\nchat_ids = [1]\n'
+    environ = {"PLANFIX_NOTIFIER_CHANNELS_TEAM_BOT_TOKEN": "42:from-the-environment"}
+    config = load_config(write(tmp_path, text), environ=environ)
+    assert "42:from-the-environment" in config.secrets()
+    with pytest.raises(ConfigError, match=r"channels.team.bot_token: required, missing"):
+        load_config(write(tmp_path, text), environ={})
