@@ -19,7 +19,7 @@ import pytest
 from notifier.emulator import Emulator, EmulatorControl
 from tests.fakes.smtp import SmtpServer, free_port
 from tests.fakes.telegram import TelegramServer
-from tests.test_delivery import CHAT, _toml
+from tests.test_delivery import CHAT, _toml, settings
 
 SMTP_PASSWORD = "smtp-Pa55word-XYZ"
 
@@ -27,36 +27,12 @@ SMTP_PASSWORD = "smtp-Pa55word-XYZ"
 def service_config(
     emulator: Emulator, telegram: TelegramServer, tmp_path: Path, tasks: list[int], **extra: Any
 ) -> dict[str, Any]:
-    emu = emulator.account.settings
-    return {
-        "planfix": {
-            "account": emu.account,
-            "endpoint": emulator.endpoint,
-            "api_key": emu.api_key,
-            "token": emu.token,
-            "daily_quota": emu.daily_quota,
-            "requests_per_second": 20,
-        },
-        "state": {"path": str(tmp_path / "state.sqlite3")},
-        "watch": {"tasks": tasks, "min_interval_s": 1},
-        "alerts": {
-            "group_wait_s": 0.2,
-            "retry_base_s": 0.2,
-            "retry_max_s": 1,
-            "shutdown_drain_s": 5,
-        },
-        "channels": {
-            "team": {
-                "type": "telegram",
-                "bot_token": telegram.fake.token,
-                "chat_ids": [CHAT],
-                "api_url": telegram.url,
-                "per_chat_per_s": 20,
-            },
-        },
-        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
-        **extra,
-    }
+    """test_delivery's settings, with metrics on a free port and a drain on stop."""
+    data = settings(emulator, telegram, tmp_path / "state.sqlite3", tasks)
+    data["alerts"]["shutdown_drain_s"] = 5
+    data["metrics"] = {"listen": f"127.0.0.1:{free_port()}"}
+    data.update(extra)
+    return data
 
 
 def run_cli(
