@@ -20,11 +20,13 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .alerts.dispatcher import Dispatcher, DispatchSettings
-from .alerts.events import Event, EventKind
+from .alerts.events import TASK_EVENT_KINDS, Event, EventKind
 from .alerts.render import Renderer
 from .alerts.routing import Router
+from .bot.chat import ChatBot
 from .channels.base import Channel, channel_types
 from .channels.console import ConsoleOptions
+from .channels.telegram import TelegramChannel
 from .config import Config
 from .ops import logging as oplog
 from .ops.metrics import Metrics
@@ -116,6 +118,7 @@ class Service:
         self.dispatcher = self._alerts(config)
         self._failing: set[tuple[str, str]] = set()
         self._stopped = False
+        self.bot: ChatBot | None = None
         self.scheduler = AsyncIOScheduler(timezone=self.tz)
 
     def _alerts(self, config: Config) -> Dispatcher:
@@ -123,8 +126,19 @@ class Service:
         alerts = config.alerts
         self.renderer = renderer_for(config)
         self.channels = build_channels(config, self.renderer)
-        self.router = Router(config.routes, self.channels)
+        self.router = Router(
+            config.routes,
+            self.channels,
+            default_events=config.watch.events,
+            subscribers=self.store.subscribers,
+            bot_channel=config.bot.channel or None,
+        )
+        if config.bot.channel in self.channels:
+            bot_channel = self.channels[config.bot.channel]
+            if isinstance(bot_channel, TelegramChannel):
+                bot_channel.callback_buttons = True
         self.poller.route = self.router.deliveries
+        self.poller.wanted = self.router.wanted() or frozenset(TASK_EVENT_KINDS)
         self.poller.group_wait_s = alerts.group_wait_s
         self.poller.repeat_overdue_s = alerts.repeat_overdue_s
         self.poller.failing_after_s = alerts.planfix_failing_after_s
@@ -172,6 +186,12 @@ class Service:
         self.scheduler.start()
         self.dispatcher.start()
 
+    async def start_bot(self) -> None:
+        """The chat bot, when ``bot.channel`` names a Telegram channel."""
+        if self.config.bot.channel and self.bot is None:
+            self.bot = ChatBot(self)
+            await self.bot.start()
+
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), self.tz)
 
@@ -203,7 +223,6 @@ class Service:
         ]
         self.store.set_watched("config", config.watch.tasks, self.clock())
         self.poller.reload_watch_set()
-        self.poller.wanted = frozenset(config.watch.events)
         self.poller.settings = planner_settings(config)  # decide() keeps a known batch size of 1
         old = self.channels
         await self.dispatcher.stop()
@@ -224,6 +243,8 @@ class Service:
         self._stopped = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.bot is not None:
+            await self.bot.stop()
         await self.dispatcher.stop()
         left = await self.dispatcher.drain(drain_s) if drain_s > 0 else 0
         for channel in self.channels.values():

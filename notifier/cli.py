@@ -121,6 +121,7 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
         )
         metrics.start()
     service.start()
+    await service.start_bot()
     pinger = None
     interval = watchdog_interval_s()
     if interval:

@@ -159,6 +159,15 @@ class RouteSection(_Section):
     operator: bool = False  # this route carries the operator's alerts (and only those)
 
 
+class BotSection(_Section):
+    """The bot that takes commands: the same token as a Telegram channel."""
+
+    channel: str = ""  # a [channels.NAME] of type "telegram"; "" = no bot
+    allowed_chats: list[int] = Field(default_factory=list)  # chats that may subscribe
+    admins: list[int] = Field(default_factory=list)  # Telegram user ids: anywhere, anything
+    poll_timeout_s: float = Field(20.0, ge=0, le=60)  # long polling of getUpdates
+
+
 class MetricsSection(_Section):
     listen: str = "127.0.0.1:9464"  # "" turns the endpoint off
     unhealthy_after_s: float = Field(1800.0, gt=0)  # /healthz: 503 without a good poll this long
@@ -178,6 +187,7 @@ class Config(_Section):
     alerts: AlertsSection = AlertsSection()
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
     routes: list[RouteSection] = Field(default_factory=list)
+    bot: BotSection = BotSection()
     metrics: MetricsSection = MetricsSection()
 
     def channel_options(self) -> dict[str, ChannelOptions]:
@@ -194,6 +204,11 @@ class Config(_Section):
             except ValidationError as exc:
                 raise ValueError(_first_error(exc, prefix=f"channels.{name}")) from None
         return found
+
+    def check_bot(self) -> None:
+        name = self.bot.channel
+        if name and self.channels.get(name, {}).get("type") != "telegram":
+            raise ValueError(f"bot.channel: {name!r} is not a [channels.*] of type telegram")
 
     def check_routes(self) -> None:
         for index, route in enumerate(self.routes):
@@ -266,6 +281,7 @@ def config_from_dict(
         config.check_auth_mode()
         config.check_routes()
         config.channel_options()
+        config.check_bot()
     except ValidationError as exc:
         raise ConfigError(_one_line(source, exc)) from None
     except ValueError as exc:

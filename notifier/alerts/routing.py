@@ -9,10 +9,11 @@ through that same channel.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..channels.base import Channel
 from ..config import RouteSection
+from ..store import Subscription
 from .events import Event, EventKind
 
 Delivery = tuple[str, str]  # (channel name, recipient)
@@ -35,10 +36,28 @@ def route_matches(route: RouteSection, event: Event) -> bool:
 
 
 class Router:
-    def __init__(self, routes: Sequence[RouteSection], channels: Mapping[str, Channel]) -> None:
+    def __init__(
+        self,
+        routes: Sequence[RouteSection],
+        channels: Mapping[str, Channel],
+        *,
+        default_events: Sequence[str] | None = None,
+        subscribers: Callable[[int], Sequence[Subscription]] | None = None,
+        bot_channel: str | None = None,
+    ) -> None:
         self.channels = channels
         self.task_routes = [r for r in routes if not r.operator]
         self.operator_routes = [r for r in routes if r.operator]
+        self.default_events = None if default_events is None else frozenset(default_events)
+        self.subscribers = subscribers
+        self.bot_channel = bot_channel
+
+    def wanted(self) -> frozenset[str] | None:
+        """Event kinds anything may want (None: all), for the poller to keep."""
+        if self.default_events is None or self.bot_channel is not None:
+            return None
+        listed = {e for r in self.task_routes for e in (r.events or ())}
+        return self.default_events | listed
 
     def channel_names(self, event: Event) -> list[str]:
         routes = self.operator_routes if event.kind.operator else self.task_routes
@@ -54,9 +73,25 @@ class Router:
         return names
 
     def deliveries(self, event: Event) -> list[Delivery]:
-        return [
+        found = [
             (name, recipient)
             for name in self.channel_names(event)
             if name in self.channels
             for recipient in self.channels[name].recipients()
         ]
+        return found + [d for d in self._subscribed(event) if d not in found]
+
+    def _subscribed(self, event: Event) -> list[Delivery]:
+        """Chats that subscribed to this task through the bot, unless muted."""
+        if self.subscribers is None or self.bot_channel is None or event.task_id is None:
+            return []
+        at = event.at.timestamp()
+        found = []
+        for sub in self.subscribers(event.task_id):
+            kinds = sub.events or self.default_events
+            if kinds is not None and event.kind.value not in kinds:
+                continue
+            if sub.muted_until is not None and sub.muted_until > at:
+                continue
+            found.append((self.bot_channel, str(sub.chat_id)))
+        return found

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import SecretStr
-from telegram import LinkPreviewOptions
+from telegram import InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -35,6 +35,7 @@ from telegram.ext import AIORateLimiter, ExtBot
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
+from ..bot.chat import task_buttons
 from .base import (
     Channel,
     ChannelOptions,
@@ -96,6 +97,7 @@ class TelegramChannel(Channel):
         )
         self._ready = False
         self._per_chat: dict[str, list[SlidingWindow]] = {}
+        self.callback_buttons = False  # set for the channel whose bot takes commands
         self.migrated: dict[str, str] = {}  # old chat id → new (ChatMigrated)
         self.forbidden: dict[str, str] = {}  # chat id → why Telegram refuses it
 
@@ -122,10 +124,14 @@ class TelegramChannel(Channel):
     async def send(self, message: Message) -> SendResult:
         chat = self.migrated.get(message.recipient, message.recipient)
         parts = self.renderer.telegram_parts(message.events, TELEGRAM_LIMIT)
+        markup = self._buttons(message)
         try:
             await self._ensure_ready()
-            for part in parts:
-                chat = await self._send_part(chat, part, message.recipient)
+            for index, part in enumerate(parts):
+                last = index == len(parts) - 1
+                chat = await self._send_part(
+                    chat, part, message.recipient, markup if last else None
+                )
         except RetryAfter as exc:
             return RetryLater("Telegram asked to slow down", _retry_after_s(exc))
         except Forbidden as exc:
@@ -141,7 +147,20 @@ class TelegramChannel(Channel):
         self.forbidden.pop(message.recipient, None)
         return Delivered(f"{len(parts)} message(s)")
 
-    async def _send_part(self, chat: str, text: str, recipient: str) -> str:
+    def _buttons(self, message: Message) -> InlineKeyboardMarkup | None:
+        """Under an alert about one task: open it; with the bot, mute or stop."""
+        tasks = {e.task_id for e in message.events if e.task_id is not None}
+        summaries = [e.task for e in message.events if e.task is not None]
+        if len(tasks) != 1 or not summaries:
+            return None
+        url = self.renderer.url(summaries[0])
+        if url is None and not self.callback_buttons:
+            return None
+        return task_buttons(url, tasks.pop(), callbacks=self.callback_buttons)
+
+    async def _send_part(
+        self, chat: str, text: str, recipient: str, markup: InlineKeyboardMarkup | None = None
+    ) -> str:
         """Send one part; return the chat id it went to (after a migration)."""
         for _ in range(2):  # once more after a ChatMigrated
             await self._pace(chat)
@@ -151,6 +170,7 @@ class TelegramChannel(Channel):
                     text=text,
                     parse_mode=ParseMode.HTML,
                     link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    reply_markup=markup,
                 )
                 return chat
             except ChatMigrated as exc:

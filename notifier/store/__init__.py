@@ -1,5 +1,5 @@
 """The state file: SQLite schema, migrations and queries (all SQL lives here)."""
 
-from .sqlite import Store, StoreError
+from .sqlite import Store, StoreError, Subscription
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["Store", "StoreError", "Subscription"]

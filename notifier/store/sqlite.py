@@ -7,6 +7,7 @@ anything is written to it.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -131,6 +132,67 @@ class Store:
     def watched_ids(self) -> list[int]:
         rows = self._db.execute("SELECT DISTINCT task_id FROM watched ORDER BY task_id")
         return [row[0] for row in rows]
+
+    # --- chats' subscriptions (the bot) ---------------------------------------------------
+
+    def subscribe(
+        self,
+        chat_id: int,
+        task_id: int,
+        events: Sequence[str] | None,
+        user_id: int | None,
+        now: float,
+    ) -> None:
+        """A chat watches a task (again: its events are replaced)."""
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT INTO subscriptions (chat_id, task_id, events, created_by, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (chat_id, task_id) DO UPDATE SET "
+                "events = excluded.events",
+                (chat_id, task_id, json.dumps(list(events)) if events else None, user_id, now),
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO watched (task_id, source, added_at) VALUES (?, ?, ?)",
+                (task_id, f"chat:{chat_id}", now),
+            )
+
+    def unsubscribe(self, chat_id: int, task_id: int) -> bool:
+        with _transaction(self._db):
+            gone = self._db.execute(
+                "DELETE FROM subscriptions WHERE chat_id = ? AND task_id = ?", (chat_id, task_id)
+            ).rowcount
+            self._db.execute(
+                "DELETE FROM watched WHERE task_id = ? AND source = ?", (task_id, f"chat:{chat_id}")
+            )
+        return bool(gone)
+
+    def subscriptions(self, chat_id: int | None = None) -> list[Subscription]:
+        """A chat's subscriptions, or everyone's."""
+        query = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608 - a constant
+        rows = (
+            self._db.execute(query + " WHERE chat_id = ? ORDER BY task_id", (chat_id,))
+            if chat_id is not None
+            else self._db.execute(query + " ORDER BY chat_id, task_id")
+        )
+        return [_subscription(row) for row in rows]
+
+    def subscribers(self, task_id: int) -> list[Subscription]:
+        query = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE task_id = ?"  # noqa: S608
+        return [_subscription(row) for row in self._db.execute(query, (task_id,))]
+
+    def mute(self, chat_id: int, task_id: int | None, until: float | None) -> int:
+        """Mute one task (or, with None, every task) for a chat; None unmutes."""
+        with _transaction(self._db):
+            if task_id is None:
+                cursor = self._db.execute(
+                    "UPDATE subscriptions SET muted_until = ? WHERE chat_id = ?", (until, chat_id)
+                )
+            else:
+                cursor = self._db.execute(
+                    "UPDATE subscriptions SET muted_until = ? WHERE chat_id = ? AND task_id = ?",
+                    (until, chat_id, task_id),
+                )
+        return int(cursor.rowcount)
 
     # --- task records ------------------------------------------------------------------
 
@@ -284,6 +346,23 @@ class Store:
                 int(row.exhausted),
             ),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    chat_id: int
+    task_id: int
+    events: tuple[str, ...] | None  # None: the configured default
+    created_by: int | None
+    muted_until: float | None
+
+
+_SUBSCRIPTION_COLUMNS = "chat_id, task_id, events, created_by, muted_until"
+
+
+def _subscription(row: tuple[Any, ...]) -> Subscription:
+    events = tuple(json.loads(row[2])) if row[2] else None
+    return Subscription(int(row[0]), int(row[1]), events, row[3], row[4])
 
 
 _RECORD_COLUMNS = (

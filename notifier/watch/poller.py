@@ -186,7 +186,7 @@ class Poller:
 
     # --- polling ----------------------------------------------------------------------
 
-    async def _refresh_catalog(self) -> None:
+    async def refresh_catalog(self) -> None:
         try:
             catalog = await self.client.status_catalog()
         except PlanfixError:
@@ -199,7 +199,7 @@ class Poller:
         """Ask PlanFix about these tasks once; store and raise what changed (or,
         with ``save=False``, only say what would be raised)."""
         started = self.clock()
-        await self._refresh_catalog()
+        await self.refresh_catalog()
         answers = await self.client.get_tasks(task_ids)
         now = self.clock()
         at = datetime.fromtimestamp(now, UTC)
@@ -233,6 +233,14 @@ class Poller:
             saved=save,
         )
         return results
+
+    def ingest(self, task: Task) -> list[Event]:
+        """A card fetched elsewhere (the bot's /watch) counts as a poll of it."""
+        now = self.clock()
+        record = self.records.get(task.id) or TaskRecord(task.id)
+        updated, events = self._apply(record, task, now, datetime.fromtimestamp(now, UTC))
+        self._save([(updated, events)])
+        return events
 
     def _apply(
         self, record: TaskRecord, answer: Task | PlanfixError, now: float, at: datetime

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -103,6 +104,31 @@ class FakeTelegram:
     def clear(self) -> None:
         with self.lock:
             self.faults.clear()
+
+    def push(self, update: dict[str, Any]) -> None:
+        with self.lock:
+            update["update_id"] = len(self.updates) + 1
+            self.updates.append(update)
+
+    def say(self, chat_id: int, user_id: int, text: str) -> None:
+        """Someone writes in a chat (a /command carries its entity, as Telegram sends it)."""
+        message: dict[str, Any] = {**_message(chat_id, user_id), "text": text}
+        if text.startswith("/"):
+            message["entities"] = [
+                {"type": "bot_command", "offset": 0, "length": len(text.split()[0])}
+            ]
+        self.push({"message": message})
+
+    def press(self, chat_id: int, user_id: int, data: str) -> None:
+        """Someone presses a button under one of the bot's messages."""
+        query = {
+            "id": str(len(self.updates) + 1),
+            "from": _user(user_id),
+            "chat_instance": "1",
+            "data": data,
+            "message": {**_message(chat_id, 42), "text": "alert"},
+        }
+        self.push({"callback_query": query})
 
     def count_429(self) -> int:
         return sum(1 for status, _ in self.rejected if status == 429)
@@ -236,6 +262,20 @@ class FakeTelegram:
         return self._reject(502, "Bad Gateway")
 
 
+def _user(user_id: int) -> dict[str, Any]:
+    return {"id": user_id, "is_bot": False, "first_name": "Тест"}
+
+
+def _message(chat_id: int, user_id: int) -> dict[str, Any]:
+    kind = "private" if chat_id > 0 else "supergroup"
+    return {
+        "message_id": 1000,
+        "date": int(time.time()),
+        "chat": {"id": chat_id, "type": kind},
+        "from": _user(user_id),
+    }
+
+
 def _ok(result: object) -> dict[str, Any]:
     return {"ok": True, "result": result}
 
@@ -295,6 +335,10 @@ class TelegramServer(ThreadingHTTPServer):
         self._thread = threading.Thread(
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is fine
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,336 @@
+"""The Telegram bot: people subscribe to tasks from the chat.
+
+The same bot token as the alert channel named by ``bot.channel`` takes
+commands. python-telegram-bot's Application runs by hand inside the service's
+event loop (initialize → start polling → start; no run_polling, no job queue:
+APScheduler is the one scheduler). Only ``allowed_chats`` and ``admins`` may
+subscribe; anyone else gets a polite refusal, and the attempt is logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
+
+from ..alerts.events import TASK_EVENT_KINDS
+from ..ops import logging as oplog
+from ..planfix.errors import PlanfixError, is_task_gone
+from ..planfix.model import Task
+from ..watch.planner import polls_per_day_estimate
+from .resolve import TaskRef, parse_duration, parse_task
+
+if TYPE_CHECKING:
+    from ..app import Service
+
+log = oplog.get(__name__)
+DAY_S = 86400.0
+HELP = """Команды:
+/watch <номер | ссылка | id:ID> [события…] — следить за задачей в этом чате
+/unwatch <задача> — перестать
+/list — задачи, за которыми следит этот чат
+/mute <задача | all> <30m | 2h | 1d> — не присылать уведомления
+/unmute [задача | all] — снова присылать
+/status — квота PlanFix, последний опрос, очередь уведомлений
+События: """ + ", ".join(TASK_EVENT_KINDS)
+
+
+def task_buttons(task_url: str | None, task_id: int, *, callbacks: bool) -> InlineKeyboardMarkup:
+    """The buttons under an alert about one task."""
+    rows = []
+    if task_url:
+        rows.append([InlineKeyboardButton("Открыть в PlanFix", url=task_url)])
+    if callbacks:
+        rows.append(
+            [
+                InlineKeyboardButton("Тишина на день", callback_data=f"mute:{task_id}"),
+                InlineKeyboardButton("Не следить", callback_data=f"unwatch:{task_id}"),
+            ]
+        )
+    return InlineKeyboardMarkup(rows)
+
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
+
+
+class ChatBot:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        options = service.config.bot
+        self.allowed_chats = frozenset(options.allowed_chats)
+        self.admins = frozenset(options.admins)
+        channel = service.channels[options.channel]
+        token = channel.options.bot_token.get_secret_value()  # type: ignore[attr-defined]
+        api_url = channel.options.api_url.rstrip("/")  # type: ignore[attr-defined]
+        self.poll_timeout_s = options.poll_timeout_s
+        self.app = (
+            Application.builder().token(token).base_url(f"{api_url}/bot").job_queue(None).build()
+        )
+        commands: dict[str, Handler] = {
+            "start": self.start_command,
+            "help": self.help_command,
+            "watch": self.watch,
+            "unwatch": self.unwatch,
+            "list": self.list_command,
+            "mute": self.mute_command,
+            "unmute": self.unmute_command,
+            "status": self.status,
+        }
+        for name, handler in commands.items():
+            self.app.add_handler(CommandHandler(name, handler))
+        self.app.add_handler(CallbackQueryHandler(self.button))
+
+    # --- running ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        assert self.app.updater is not None
+        await self.app.updater.start_polling(
+            timeout=int(self.poll_timeout_s), allowed_updates=["message", "callback_query"]
+        )
+        await self.app.start()
+
+    async def stop(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    # --- who may ---------------------------------------------------------------------------
+
+    def admin(self, update: Update) -> bool:
+        user = update.effective_user
+        return user is not None and user.id in self.admins
+
+    def allowed(self, update: Update) -> bool:
+        chat = update.effective_chat
+        return self.admin(update) or (chat is not None and chat.id in self.allowed_chats)
+
+    async def refuse(self, update: Update) -> None:
+        chat, user = update.effective_chat, update.effective_user
+        log.warning(
+            "refused a stranger",
+            chat_id=chat.id if chat else None,
+            user_id=user.id if user else None,
+        )
+        await self.reply(
+            update,
+            "Извините, этот чат не может управлять уведомлениями. Попросите администратора "
+            f"добавить его в bot.allowed_chats (chat id: {chat.id if chat else '?'}).",
+        )
+
+    async def reply(self, update: Update, text: str, **kwargs: Any) -> None:
+        if update.effective_message is not None:
+            await update.effective_message.reply_text(text, **kwargs)
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def fetch(self, ref: TaskRef) -> Task | str:
+        """The task, asked from the quota reserve; or what to tell the user."""
+        service = self.service
+        try:
+            with service.ledger.on_demand():
+                await service.poller.refresh_catalog()  # status names (cached for hours)
+                if ref.is_id:
+                    return await service.client.get_task(ref.value)
+                return await service.client.get_task_by_number(ref.value)
+        except PlanfixError as exc:
+            if is_task_gone(exc):
+                return "Не нашёл такую задачу (или у робота нет к ней доступа)."
+            return f"PlanFix сейчас не ответил: {exc.message}. Попробуйте позже."
+
+    def known(self, ref: TaskRef, chat_id: int | None) -> int | None:
+        """A task id from what the service already knows, without asking PlanFix."""
+        if ref.is_id:
+            return ref.value
+        for record in self.service.poller.records.values():
+            if record.snapshot is not None and record.snapshot.general == ref.value:
+                return record.task_id
+        return None
+
+    def every(self, task_id: int) -> str:
+        poller = self.service.poller
+        record = poller.records.get(task_id)
+        if record is None:
+            return "?"
+        views = [poller.view(r) for r in poller.records.values()]
+        per_day = polls_per_day_estimate(
+            views, poller.ledger.daily_plannable, poller.settings, time.time()
+        ).get(task_id)
+        if not per_day:
+            return "редко"
+        seconds = max(poller.settings.min_interval_s, DAY_S / per_day)
+        if seconds < 120:
+            return f"{seconds:.0f} с"
+        return f"{seconds / 60:.0f} мин" if seconds < 7200 else f"{seconds / 3600:.0f} ч"
+
+    def describe(self, task: Task) -> str:
+        catalog = self.service.poller.catalog
+        status = catalog.name(task.status, task.status_set) or str(task.status)
+        deadline = task.deadline.strftime("%d.%m %H:%M") if task.deadline else "без срока"
+        return f"#{task.general} «{task.title}» — {status}, срок: {deadline}"
+
+    # --- commands ------------------------------------------------------------------------------
+
+    async def start_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = update.effective_chat
+        greeting = (
+            "Здравствуйте! Я присылаю уведомления о задачах PlanFix: смена статуса, "
+            f"просрочка, приближение срока.\nChat id этого чата: {chat.id if chat else '?'}\n\n"
+        )
+        if not self.allowed(update):
+            greeting += "Этот чат пока не может подписываться — попросите администратора.\n\n"
+        await self.reply(update, greeting + HELP)
+
+    async def help_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self.reply(update, HELP)
+
+    async def watch(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self.allowed(update):
+            return await self.refuse(update)
+        args = context.args or []
+        ref = parse_task(args[0]) if args else None
+        if ref is None:
+            return await self.reply(update, "Напишите: /watch 418 (номер, ссылка или id:1001)")
+        events = args[1:]
+        unknown = [e for e in events if e not in TASK_EVENT_KINDS]
+        if unknown:
+            return await self.reply(update, f"Не знаю событий: {', '.join(unknown)}.\n{HELP}")
+        found = await self.fetch(ref)
+        if isinstance(found, str):
+            return await self.reply(update, found)
+        assert update.effective_chat is not None
+        service = self.service
+        user = update.effective_user
+        service.store.subscribe(
+            update.effective_chat.id,
+            found.id,
+            events or None,
+            user.id if user else None,
+            time.time(),
+        )
+        service.poller.reload_watch_set()
+        service.poller.ingest(found)  # the card we have is the baseline: no second request
+        service.wake()
+        await self.reply(
+            update,
+            f"Слежу: {self.describe(found)}.\nПроверяется примерно каждые {self.every(found.id)}.",
+        )
+
+    async def unwatch(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self.allowed(update):
+            return await self.refuse(update)
+        args = context.args or []
+        ref = parse_task(args[0]) if args else None
+        chat = update.effective_chat
+        assert chat is not None
+        target = chat.id
+        if len(args) > 1 and self.admin(update) and args[1].lstrip("-").isdigit():
+            target = int(args[1])  # admins manage any chat's subscriptions
+        task_id = self.known(ref, target) if ref else None
+        if task_id is None or not self.service.store.unsubscribe(target, task_id):
+            return await self.reply(update, "Этот чат не следит за такой задачей.")
+        self.service.poller.reload_watch_set()
+        await self.reply(update, "Больше не слежу за этой задачей здесь.")
+
+    async def list_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self.allowed(update):
+            return await self.refuse(update)
+        chat = update.effective_chat
+        assert chat is not None
+        everyone = self.admin(update)
+        subscriptions = self.service.store.subscriptions(None if everyone else chat.id)
+        if not subscriptions:
+            return await self.reply(update, "Пока ни одной задачи. /watch 418 — начать.")
+        lines = []
+        now = time.time()
+        for sub in subscriptions:
+            record = self.service.poller.records.get(sub.task_id)
+            card = record.snapshot if record else None
+            text = self.describe(card) if card else f"id {sub.task_id}"
+            if sub.muted_until and sub.muted_until > now:
+                muted = datetime.fromtimestamp(sub.muted_until).strftime("%d.%m %H:%M")
+                text += f" (тишина до {muted})"
+            where = f"[{sub.chat_id}] " if everyone else ""
+            lines.append(f"• {where}{text}; проверка ≈ каждые {self.every(sub.task_id)}")
+        await self.reply(update, "\n".join(lines))
+
+    async def mute_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self.allowed(update):
+            return await self.refuse(update)
+        args = context.args or []
+        duration = parse_duration(args[1]) if len(args) == 2 else None
+        if duration is None:
+            return await self.reply(update, "Напишите: /mute 418 2h или /mute all 1d")
+        await self._mute(update, args[0], time.time() + duration)
+
+    async def unmute_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self.allowed(update):
+            return await self.refuse(update)
+        args = context.args or ["all"]
+        await self._mute(update, args[0], None)
+
+    async def _mute(self, update: Update, what: str, until: float | None) -> None:
+        chat = update.effective_chat
+        assert chat is not None
+        task_id = None
+        if what != "all":
+            ref = parse_task(what)
+            task_id = self.known(ref, chat.id) if ref else None
+            if task_id is None:
+                return await self.reply(update, "Этот чат не следит за такой задачей.")
+        changed = self.service.store.mute(chat.id, task_id, until)
+        if not changed:
+            return await self.reply(update, "Этот чат ни за чем не следит.")
+        if until is None:
+            return await self.reply(update, "Уведомления снова включены.")
+        when = datetime.fromtimestamp(until).strftime("%d.%m %H:%M")
+        await self.reply(update, f"Тишина до {when}.")
+
+    async def status(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self.allowed(update):
+            return await self.refuse(update)
+        service = self.service
+        ledger = service.ledger
+        counts = service.store.outbox_counts()
+        last = service.poller.last_success_at
+        last_text = datetime.fromtimestamp(last).strftime("%H:%M:%S") if last else "ещё не было"
+        await self.reply(
+            update,
+            f"Квота PlanFix: {ledger.today().used} из {ledger.daily_quota} за сегодня, "
+            f"осталось {ledger.remaining}.\nПоследний удачный опрос: {last_text}.\n"
+            f"Задач под наблюдением: {len(service.poller.records)}.\n"
+            f"Очередь уведомлений: {counts.get('pending', 0)}, "
+            f"не доставлено: {counts.get('dead', 0)}.",
+        )
+
+    # --- buttons under alerts -----------------------------------------------------------------
+
+    async def button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        if not self.allowed(update):
+            await query.answer("Этот чат не может управлять уведомлениями.", show_alert=True)
+            await self.refuse(update)
+            return
+        action, _, raw_id = (query.data or "").partition(":")
+        chat = update.effective_chat
+        if chat is None or not raw_id.isdigit():
+            await query.answer()
+            return
+        task_id = int(raw_id)
+        if action == "mute":
+            self.service.store.mute(chat.id, task_id, time.time() + DAY_S)
+            await query.answer("Тишина на сутки.")
+        elif action == "unwatch":
+            self.service.store.unsubscribe(chat.id, task_id)
+            self.service.poller.reload_watch_set()
+            await query.answer("Больше не слежу за этой задачей здесь.")
+        else:
+            await query.answer()

@@ -1,0 +1,40 @@
+"""What people type for a task: ``418``, ``#418``, a PlanFix link, or ``id:1001``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_URL = re.compile(r"^https?://[\w.-]+/task/(\d+)/?(?:[?#].*)?$", re.IGNORECASE)
+_NUMBER = re.compile(r"^#?(\d+)$")
+_ID = re.compile(r"^id:(\d+)$", re.IGNORECASE)
+_DURATION = re.compile(r"^(\d+)\s*(m|min|мин|h|ч|d|д)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """A task as typed: by its number (what people see) or by its API id."""
+
+    value: int
+    is_id: bool = False
+
+
+def parse_task(text: str) -> TaskRef | None:
+    text = text.strip()
+    if match := _ID.match(text):
+        return TaskRef(int(match.group(1)), is_id=True)
+    if match := _URL.match(text):
+        return TaskRef(int(match.group(1)))  # links carry the task number
+    if match := _NUMBER.match(text):
+        return TaskRef(int(match.group(1)))
+    return None
+
+
+def parse_duration(text: str) -> float | None:
+    """``30m``, ``2h``, ``1d``, ``90`` (minutes) → seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        return None
+    amount, unit = int(match.group(1)), (match.group(2) or "m").lower()
+    scale = {"m": 60, "min": 60, "мин": 60, "h": 3600, "ч": 3600, "d": 86400, "д": 86400}[unit]
+    return float(amount * scale)
