@@ -214,11 +214,12 @@ class Service:
         self.scheduler.modify_job(POLL_JOB, next_run_time=datetime.fromtimestamp(wake_at, self.tz))
 
     async def reload(self, config: Config) -> list[str]:
-        """Apply a new configuration without losing state; return what needs a
-        restart to take effect (PlanFix connection, state file)."""
+        """Apply a new configuration without losing state; return the sections
+        that take effect only after a restart (PlanFix connection, state file,
+        metrics endpoint, the bot's long poll)."""
         later = [
             section
-            for section in ("planfix", "state", "metrics")
+            for section in ("planfix", "state", "metrics", "bot")
             if getattr(config, section) != getattr(self.config, section)
         ]
         self.store.set_watched("config", config.watch.tasks, self.clock())

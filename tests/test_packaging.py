@@ -140,3 +140,19 @@ def test_sd_notify_ready_status_watchdog_stopping(
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_every_code_directory_is_in_the_wheel() -> None:
+    """setuptools' packages.find skips a directory without __init__.py: an
+    editable install still works, a built wheel (the Docker image) would not."""
+    from setuptools import find_packages
+
+    found = set(find_packages(str(ROOT), include=["notifier*"]))
+    code_dirs = {
+        ".".join(path.relative_to(ROOT).parts)
+        for path in (ROOT / "notifier").rglob("*")
+        if path.is_dir() and any(path.glob("*.py"))
+    } | {"notifier"}
+    assert code_dirs <= found, f"not packages: {sorted(code_dirs - found)}"
+    templates = list((ROOT / "notifier" / "alerts" / "templates").glob("*/*.j2"))
+    assert len(templates) == 10  # matched by package-data "alerts/templates/*/*.j2"

@@ -1,0 +1,1 @@
+"""Where a message is sent: the channel interface and the built-in channels."""

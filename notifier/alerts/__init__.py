@@ -1,0 +1,1 @@
+"""Events, routing, the outbox sender and the message templates."""

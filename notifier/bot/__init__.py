@@ -1,0 +1,1 @@
+"""The Telegram bot: people subscribe to tasks from the chat."""
