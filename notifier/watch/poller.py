@@ -33,6 +33,7 @@ from .quota import QuotaLedger
 from .state import TaskRecord
 
 log = oplog.get(__name__)
+SUSPECT = "gone?"  # last_result after one 3001/3008: confirmed by the next poll
 EventSink = Callable[[Sequence[tuple[int, Event]]], None]
 
 
@@ -258,6 +259,14 @@ class Poller:
                 record, snapshot=answer, last_poll_at=now, last_ok_at=now, last_result="ok",
                 last_error=None, failures=0, unavailable=False, changes=changes,
                 observed_s=observed, polls=record.polls + 1, reminded_at=reminded_at,
+            )  # fmt: skip
+        elif is_task_gone(answer) and not record.unavailable and record.last_result != SUSPECT:
+            # A single "gone" may be PlanFix's glitch: ask again (after the short
+            # failure back-off) before telling anyone the task has gone.
+            events = []
+            updated = replace(
+                record, last_poll_at=now, last_result=SUSPECT, last_error=answer.message,
+                failures=record.failures + 1, polls=record.polls + 1,
             )  # fmt: skip
         elif is_task_gone(answer):
             code = getattr(answer, "code", "")

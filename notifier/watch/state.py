@@ -13,7 +13,7 @@ class TaskRecord:
     snapshot: Task | None = None  # the last good card; None before the baseline
     last_poll_at: float | None = None  # the last attempt, whatever its result
     last_ok_at: float | None = None
-    last_result: str | None = None  # ok | error | unavailable
+    last_result: str | None = None  # ok | error | gone? (one 3001/3008 seen) | unavailable
     last_error: str | None = None
     failures: int = 0  # consecutive failed polls
     unavailable: bool = False  # 3001/3008 seen; re-checked rarely
