@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,19 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+
+# All of tests/reliability, the slow crash runs too; then the README's table.
+reliability: $(STAMP)
+	mkdir -p bench/results
+	$(BIN)/pytest tests/reliability -p no:logging --junitxml=bench/results/reliability.xml
+	$(BIN)/python -m tests.reliability.report bench/results/reliability.xml README.md
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.client_overhead
 	$(BIN)/python -m bench.detection_latency
 	$(BIN)/python -m bench.dispatch
+	$(BIN)/python -m bench.footprint
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache bench/results
