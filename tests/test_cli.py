@@ -21,7 +21,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 
 def test_demo_shows_alerts_as_the_account_changes() -> None:
-    done = run("demo", "--seconds", "9", "--pace", "0.25")
+    done = run("demo", "--seconds", "18", "--pace", "0.25")  # a deletion is confirmed ~10 s later
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "PlanFix emulator on http://127.0.0.1:" in lines[0]
