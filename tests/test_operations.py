@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,6 +183,15 @@ def test_health_says_why_when_planfix_refuses_us(
         assert process.wait(timeout=30) == 0
 
 
+def check_rows(stdout: str) -> dict[str, tuple[str, str]]:
+    """`check`'s table: name → (ok | FAIL, detail); columns are 2+ spaces apart."""
+    rows = {}
+    for line in stdout.splitlines():
+        name, status, detail = re.split(r"\s{2,}", line.strip(), maxsplit=2)
+        rows[name] = (status, detail)
+    return rows
+
+
 def test_check_prints_a_table_and_fails_on_any_failure(
     emulator: Emulator,
     control: EmulatorControl,
@@ -195,25 +205,21 @@ def test_check_prints_a_table_and_fails_on_any_failure(
     config.write_text(_toml(data))
     done = run_cli("check", "--config", str(config))
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = {
-        line.split()[0]
-        + (" " + line.split()[1] if line.startswith(("PlanFix", "channel", "state")) else ""): line
-        for line in done.stdout.splitlines()
+    rows = check_rows(done.stdout)
+    assert set(rows) == {
+        "config",
+        "state file",
+        "PlanFix log-in",
+        "PlanFix quota",
+        "channel team",
+        "channel mail",
     }
-    assert (
-        "ok" in rows["PlanFix log-in"]
-        and "ok" in rows["channel team"]
-        and "ok" in rows["channel mail"]
-    )
-    assert (
-        "ok" in rows["state file"] and "4999 of 5000 left" in done.stdout
-    ) or "of 5000 left" in done.stdout
+    assert all(status == "ok" for status, _ in rows.values()), rows
+    assert re.fullmatch(r"\d+ of 5000 left today", rows["PlanFix quota"][1])
     telegram.fake.token = "1:other"  # the bot token no longer works
     done = run_cli("check", "--config", str(config))
     assert done.returncode == 1
-    assert "FAIL" in next(
-        line for line in done.stdout.splitlines() if line.startswith("channel team")
-    )
+    assert check_rows(done.stdout)["channel team"][0] == "FAIL"
 
 
 def test_status_and_test_alert(
@@ -235,7 +241,7 @@ def test_status_and_test_alert(
         and "Статус задачи" in done.stdout
         and " ok " in done.stdout
     )
-    assert "of 5000 used" in done.stdout or "of 100000 used" in done.stdout
+    assert "of 100000 used" in done.stdout
     assert "outbox: 0 pending" in done.stdout
     done = run_cli("test-alert", "--config", str(config))
     assert done.returncode == 0 and f"team → {CHAT}: delivered" in done.stdout
