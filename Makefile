@@ -22,10 +22,22 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -m "not slow"
 
-# All of tests/reliability, the slow crash runs too; then the README's table.
+# The security checks that live beside the code they guard, run again here so
+# the table shows them.
+SECURITY := \
+	tests/test_operations.py::test_a_session_of_the_service_leaks_no_secret \
+	tests/planfix/test_client.py::test_wrong_password_is_fatal_and_names_no_secret \
+	tests/bot/test_bot.py::test_a_stranger_is_refused_politely \
+	tests/planfix/test_client.py::test_plain_http_to_a_remote_host_is_refused \
+	tests/channels/test_webhook.py::test_plain_http_to_a_remote_host_is_refused \
+	tests/channels/test_telegram.py::test_plain_http_to_a_remote_host_is_refused \
+	tests/channels/test_email.py::test_a_password_never_goes_in_clear_to_a_remote_host \
+	tests/store/test_store.py::test_new_file_is_private_and_current
+
+# All of tests/reliability, the slow crash runs and the soak too; then the README's table.
 reliability: $(STAMP)
 	mkdir -p bench/results
-	$(BIN)/pytest tests/reliability -p no:logging --junitxml=bench/results/reliability.xml
+	$(BIN)/pytest tests/reliability $(SECURITY) -p no:logging --junitxml=bench/results/reliability.xml
 	$(BIN)/python -m tests.reliability.report bench/results/reliability.xml README.md
 
 bench: $(STAMP)

@@ -46,9 +46,16 @@ class EmailParts:
     html: str
 
 
+# Control characters, and the explicit bidi embeddings, overrides and isolates:
+# right-to-left text shows right without them, and with them a title could
+# turn the rest of the alert's line around ("Trojan Source").
+_UNSAFE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
 def one_line(text: str) -> str:
-    """No CR/LF (or other line breaks) can ever reach a header or a one-liner."""
-    return " ".join(text.split())
+    """No CR/LF (or other line breaks) can ever reach a header or a one-liner,
+    nor a control character that would change how the rest of it reads."""
+    return " ".join(_UNSAFE.sub("", text).split())
 
 
 def format_when(value: datetime | None, has_time: bool, tz: ZoneInfo) -> str | None:

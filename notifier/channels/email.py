@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aiosmtplib
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 
+from ..planfix.client import is_loopback
 from .base import (
     Channel,
     ChannelOptions,
@@ -49,6 +50,15 @@ class EmailOptions(ChannelOptions):
     recipients: list[str]
     timeout_s: float = 60.0  # for the whole send: connect, TLS, login, data
     ca_file: Path | None = None  # trust this CA too (a private mail server)
+
+    @model_validator(mode="after")
+    def _password_over_tls(self) -> EmailOptions:
+        if self.password is not None and self.security == "none" and not is_loopback(self.host):
+            raise ValueError(
+                'a password goes only over TLS: set security = "starttls" or "tls" '
+                "(or send through a relay on this machine)"
+            )
+        return self
 
 
 class EmailChannel(Channel):

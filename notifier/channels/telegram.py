@@ -19,7 +19,7 @@ import warnings
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from telegram import InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -36,6 +36,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from ..bot.chat import task_buttons
+from ..planfix.client import private_transport
 from .base import (
     Channel,
     ChannelOptions,
@@ -63,6 +64,15 @@ class TelegramOptions(ChannelOptions):
     per_chat_per_s: float = 1.0
     per_group_per_min: float = 20.0
     overall_per_s: float = 30.0
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if private_transport(value):
+            return value
+        raise ValueError(
+            "must be https:// (http:// only to a loopback host): the bot token is part of every URL"
+        )
 
 
 def _retry_after_s(exc: RetryAfter) -> float:

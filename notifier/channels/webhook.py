@@ -27,7 +27,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from ..alerts.events import Event
-from ..planfix.client import is_loopback
+from ..planfix.client import private_transport
 from .base import (
     Channel,
     ChannelOptions,
@@ -52,8 +52,7 @@ class WebhookOptions(ChannelOptions):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        url = httpx.URL(value)
-        if url.scheme == "https" or (url.scheme == "http" and is_loopback(url.host)):
+        if private_transport(value):
             return value
         raise ValueError("a webhook URL must be https:// (http:// only to a loopback host)")
 

@@ -97,12 +97,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def private_transport(address: str) -> bool:
+    """https://, or plain http:// that never leaves this machine: the only ways
+    a key or a token may travel."""
+    url = httpx.URL(address)
+    return url.scheme == "https" or (url.scheme == "http" and is_loopback(url.host))
+
+
 def check_endpoint(endpoint: str) -> httpx.URL:
-    url = httpx.URL(endpoint)
-    if url.scheme == "https":
-        return url
-    if url.scheme == "http" and is_loopback(url.host):
-        return url
+    if private_transport(endpoint):
+        return httpx.URL(endpoint)
     raise ConfigError(
         f"planfix.endpoint {endpoint!r}: PlanFix accepts HTTPS only "
         "(plain http:// is allowed for loopback hosts, e.g. the emulator)"

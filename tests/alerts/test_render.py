@@ -120,3 +120,8 @@ def test_unknown_locale_is_refused() -> None:
 
 def test_one_line() -> None:
     assert one_line("a\r\nb\u2028c\td") == "a b c d"
+
+
+def test_one_line_drops_controls_and_bidi_overrides() -> None:
+    assert one_line("a\u202eexe.txt\u202c\x1b[31m b\r\nc\u2067d") == "aexe.txt[31m b cd"
+    assert one_line("שלום 👨‍👩‍👧 مرحبا") == "שלום 👨‍👩‍👧 مرحبا"  # RTL text and ZWJ stay

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from notifier.channels.base import Delivered, FailedForGood, Message, RetryLater
-from notifier.channels.email import EmailChannel
+from notifier.channels.email import EmailChannel, EmailOptions
 from tests.alerts.samples import channel, event, summary
 from tests.fakes.smtp import SmtpServer
 
@@ -94,3 +97,13 @@ async def test_an_untrusted_certificate_is_refused(smtp: SmtpServer) -> None:
 async def test_check_reaches_the_server(smtp: SmtpServer) -> None:
     assert (await mailer(smtp).check()).ok
     assert not (await mailer(smtp, port=9).check()).ok
+
+
+def test_a_password_never_goes_in_clear_to_a_remote_host() -> None:
+    base = {"type": "email", "sender": "a@example.com", "recipients": ["b@example.com"]}
+    secret = {"username": "robot", "password": "p", "security": "none"}
+    with pytest.raises(ValidationError, match="only over TLS"):
+        EmailOptions.model_validate({**base, **secret, "host": "smtp.example.com"})
+    EmailOptions.model_validate({**base, **secret, "host": "127.0.0.1"})  # a local relay
+    EmailOptions.model_validate({**base, **secret, "host": "smtp.example.com", "security": "tls"})
+    EmailOptions.model_validate({**base, "host": "smtp.example.com", "security": "none"})

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from notifier.channels.base import Channel, Delivered, FailedForGood, Message, RetryLater
-from notifier.channels.telegram import TelegramChannel
+from notifier.channels.telegram import TelegramChannel, TelegramOptions
 from tests.alerts.samples import channel, event, summary
 from tests.fakes.telegram import TelegramServer
 
@@ -140,3 +141,12 @@ async def test_the_token_never_shows(telegram: TelegramServer) -> None:
 async def test_check_reaches_the_bot(bot: Channel) -> None:
     result = await bot.check()
     assert result.ok and "@planfix_test_bot" in result.detail
+
+
+def test_plain_http_to_a_remote_host_is_refused() -> None:
+    """The bot token is part of every Bot API URL."""
+    base = {"type": "telegram", "bot_token": "1:x", "chat_ids": [1]}
+    with pytest.raises(ValidationError, match="https"):
+        TelegramOptions.model_validate({**base, "api_url": "http://bot-api.example.com"})
+    for fine in ("https://bot-api.example.com", "http://127.0.0.1:8081", "http://localhost:8081"):
+        TelegramOptions.model_validate({**base, "api_url": fine})

@@ -52,10 +52,17 @@ class Inbox:
 
 
 class SmtpServer:
-    def __init__(self, security: str, ca: trustme.CA, ca_file: Path) -> None:
+    def __init__(
+        self,
+        security: str,
+        ca: trustme.CA,
+        ca_file: Path,
+        port: int = 0,
+        inbox: Inbox | None = None,
+    ) -> None:
         self.security = security
-        self.inbox = Inbox()
-        self.port = free_port()
+        self.inbox = inbox or Inbox()
+        self.port = port or free_port()
         self.ca_file = ca_file
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
@@ -86,3 +93,8 @@ class SmtpServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.controller.stop()
+
+    def restarted(self, ca: trustme.CA) -> SmtpServer:
+        """The same inbox served again on the same port (after ``__exit__``), with
+        a certificate from ``ca``: another authority's makes the client's TLS fail."""
+        return SmtpServer(self.security, ca, self.ca_file, self.port, self.inbox).__enter__()

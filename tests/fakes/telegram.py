@@ -93,6 +93,7 @@ class FakeTelegram:
     _times: dict[str, deque[float]] = field(default_factory=dict)
     _all: deque[float] = field(default_factory=deque)
     _next_id: int = 1
+    down: bool = False  # set while the server is "down" (see TelegramServer.restarted)
 
     def texts(self, chat_id: object) -> list[str]:
         return [s.text for s in self.sent if s.chat_id == str(chat_id)]
@@ -308,6 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake = self.server.fake
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if fake.down:  # a connection kept alive from before the outage: hang up on it
+            self.close_connection = True
+            return
         parts = self.path.strip("/").split("/")
         if len(parts) != 2 or parts[0] != f"bot{fake.token}":
             status, body, delay = 401, _error(401, "Unauthorized"), 0.0
@@ -329,9 +333,9 @@ class _Handler(BaseHTTPRequestHandler):
 class TelegramServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, fake: FakeTelegram) -> None:
+    def __init__(self, fake: FakeTelegram, port: int = 0) -> None:
         self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
         self._thread = threading.Thread(
             target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -351,3 +355,8 @@ class TelegramServer(ThreadingHTTPServer):
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
         self.server_close()
+
+    def restarted(self) -> TelegramServer:
+        """The same fake listening again on the same port (after ``__exit__``)."""
+        self.fake.down = False
+        return TelegramServer(self.fake, self.server_address[1]).__enter__()

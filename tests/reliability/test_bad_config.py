@@ -75,6 +75,20 @@ CORPUS: list[tuple[str, str, str]] = [
         "channels.x.url: a webhook URL must be https://",
     ),
     (
+        "Telegram API over http",
+        GOOD
+        + '[channels.x]\ntype = "telegram"\nbot_token = "1:x"\nchat_ids = [1]\n'
+        + 'api_url = "http://bot-api.example.com"\n',
+        "channels.x.api_url: must be https://",
+    ),
+    (
+        "SMTP password without TLS",
+        GOOD
+        + '[channels.x]\ntype = "email"\nhost = "smtp.example.com"\nsecurity = "none"\n'
+        + 'username = "u"\npassword = "p"\nsender = "a@example.com"\nrecipients = ["b@example.com"]\n',
+        "channels.x: a password goes only over TLS",
+    ),
+    (
         "route to no channel",
         GOOD + '[[routes]]\nchannels = ["nope"]\n',
         "routes[0].channels: no channel named 'nope'",
