@@ -118,6 +118,7 @@ class Service:
         self.dispatcher = self._alerts(config)
         self._failing: set[tuple[str, str]] = set()
         self._stopped = False
+        self._polling: asyncio.Task[object] | None = None  # the poll round under way
         self.bot: ChatBot | None = None
         self.scheduler = AsyncIOScheduler(timezone=self.tz)
 
@@ -196,18 +197,29 @@ class Service:
         return datetime.fromtimestamp(self.clock(), self.tz)
 
     def wake(self) -> None:
-        """Poll now (a new watch, the quota reset) instead of at the planned time."""
-        self.scheduler.modify_job(POLL_JOB, next_run_time=self._now())
+        """Poll now (a new watch, the quota reset) instead of at the planned time.
+        A round already running needs no wake: it decides afresh before each poll."""
+        if self._polling is None:
+            self.scheduler.modify_job(POLL_JOB, next_run_time=self._now())
 
     def dispatcher_wake(self) -> None:
         self.dispatcher.wake()
 
     async def _poll_job(self) -> None:
+        # A round ends within half a heartbeat, so the heartbeat never finds it
+        # still running; a busy poller simply comes straight back.
+        self._polling = asyncio.current_task()
         try:
-            wake_at = await self.poller.tick()
+            wake_at = await self.poller.tick(until=self.clock() + HEARTBEAT_S / 2)
+        except asyncio.CancelledError:
+            if self._stopped:
+                return  # stop() ends the round; the scheduler must not log it as a failure
+            raise
         except Exception:  # one bad round must not stop the service
             log.exception("poll round failed")
             wake_at = self.clock() + HEARTBEAT_S
+        finally:
+            self._polling = None
         # Never "now": the scheduler would find this very run still going and
         # skip the next one until the heartbeat.
         wake_at = min(max(wake_at, self.clock() + 0.05), self.clock() + HEARTBEAT_S)
@@ -228,6 +240,9 @@ class Service:
         old = self.channels
         await self.dispatcher.stop()
         self.dispatcher = self._alerts(config)
+        for name, channel in self.channels.items():
+            if name in old:
+                channel.carry_over(old[name])
         for channel in old.values():
             await channel.aclose()
         self.dispatcher.start()
@@ -244,6 +259,9 @@ class Service:
         self._stopped = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._polling is not None:  # a poll's answer not yet stored is asked again next start
+            self._polling.cancel()
+            await asyncio.wait([self._polling])
         if self.bot is not None:
             await self.bot.stop()
         await self.dispatcher.stop()

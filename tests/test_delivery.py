@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from notifier.app import Service
 from notifier.config import config_from_dict
@@ -162,6 +163,21 @@ async def test_a_blocked_bot_is_a_dead_letter_and_the_operator_is_told(
     await until(lambda: any("снова доставляет" in m["Subject"] for m in smtp_plain.inbox.messages))
     failing = [m for m in smtp_plain.inbox.messages if "не может доставить" in m["Subject"]]
     assert len(failing) == 1  # once per incident
+
+
+async def test_stop_ends_a_poll_round_under_way(
+    running: Callable[..., Service], control: EmulatorControl
+) -> None:
+    task = control.create_task(title="Медленный ответ", status=1)
+    control.inject("slow", delay_s=30, times=-1)  # the round waits on PlanFix
+    service = running([task["id"]])
+    await until(lambda: service._polling is not None)
+    under_way = service._polling
+    assert under_way is not None
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(service.stop(), 10)
+    assert under_way.done() and service._polling is None
+    assert [e for e in logs if e["log_level"] in ("warning", "error", "critical")] == []
 
 
 def test_killed_during_a_burst_nothing_is_lost(

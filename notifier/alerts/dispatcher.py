@@ -124,15 +124,22 @@ class Dispatcher:
         self._workers.clear()
 
     async def drain(self, timeout_s: float) -> int:
-        """Send what is due until nothing is or ``timeout_s`` passes; return what
-        is still pending (it stays in the outbox for the next start)."""
-        deadline = self.clock() + timeout_s
-        while self.clock() < deadline:
-            waits = [await self.flush(name) for name in self.channels]
-            if not waits or min(waits) > deadline - self.clock() or min(waits) >= IDLE_S:
-                break
-            await asyncio.sleep(max(0.05, min(waits)))
+        """Send what is due, on every channel at once, until nothing is or
+        ``timeout_s`` passes — a send still waiting then (on a rate limit, a
+        slow server) is abandoned; return what is still pending (it stays in
+        the outbox for the next start)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(self._drain(name, timeout_s) for name in self.channels))
         return self.store.outbox_counts().get("pending", 0)
+
+    async def _drain(self, name: str, timeout_s: float) -> None:
+        deadline = self.clock() + timeout_s
+        while True:
+            wait = await self.flush(name)
+            if wait >= min(IDLE_S, deadline - self.clock()):
+                return
+            await asyncio.sleep(max(0.05, wait))
 
     async def _worker(self, name: str) -> None:
         wake = self._wake[name]

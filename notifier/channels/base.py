@@ -118,6 +118,11 @@ class Channel(abc.ABC):
         """Reach the service without sending anything."""
         return CheckResult(True, "nothing to check")
 
+    def carry_over(self, previous: Channel) -> None:
+        """On a reload, keep what the channel of the same name had learned that
+        still holds (a rate limit's recent sends, a migrated chat id)."""
+        return None
+
     async def aclose(self) -> None:
         return None
 

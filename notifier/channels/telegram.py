@@ -123,6 +123,16 @@ class TelegramChannel(Channel):
         for window in self._per_chat[chat]:
             await window.acquire()
 
+    def carry_over(self, previous: Channel) -> None:
+        # Telegram counts per bot and chat: a reload must not start the count afresh.
+        if not isinstance(previous, TelegramChannel) or previous._token != self._token:
+            return
+        limits = ("per_chat_per_s", "per_group_per_min")
+        if all(getattr(previous.opts, k) == getattr(self.opts, k) for k in limits):
+            self._per_chat = previous._per_chat
+        self.migrated = {**previous.migrated, **self.migrated}
+        self.forbidden = {**previous.forbidden, **self.forbidden}
+
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***")
 

@@ -176,13 +176,16 @@ class Poller:
             decision = replace(decision, wake_at=self.ledger.more_plannable_at())
         return decision
 
-    async def tick(self, max_requests: int = 1000) -> float:
-        """Poll whatever is due, until nothing is; return when to come back."""
+    async def tick(self, max_requests: int = 1000, until: float | None = None) -> float:
+        """Poll whatever is due, until nothing is (or ``until`` on the clock);
+        return when to come back."""
         for _ in range(max_requests):
             decision = self.decide()
             if not decision.poll:
                 return decision.wake_at
             await self.poll(decision.poll)
+            if until is not None and self.clock() >= until:
+                break
         return self.clock()
 
     # --- polling ----------------------------------------------------------------------

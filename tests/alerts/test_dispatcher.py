@@ -197,3 +197,12 @@ async def test_drain_sends_what_is_due(store: Store) -> None:
     sender = Dispatcher(store, {"team": team}, DispatchSettings())
     assert await sender.drain(5) == 0
     assert team.titles() == [["Задача 1"]]
+
+
+async def test_drain_keeps_its_deadline_and_drains_channels_side_by_side(store: Store) -> None:
+    stuck, team = Recording("stuck"), Recording("team")
+    stuck.delay_s = 3600  # a send waiting on a rate limit or a hung server
+    enqueue(store, [stuck, team], [titled(1)], time.time())
+    sender = Dispatcher(store, {"stuck": stuck, "team": team}, DispatchSettings())
+    left = await asyncio.wait_for(sender.drain(0.5), 10)  # the guard: a hang fails, not blocks
+    assert left == 1 and team.titles() == [["Задача 1"]] and stuck.sent == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -150,3 +151,18 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
         TelegramOptions.model_validate({**base, "api_url": "http://bot-api.example.com"})
     for fine in ("https://bot-api.example.com", "http://127.0.0.1:8081", "http://localhost:8081"):
         TelegramOptions.model_validate({**base, "api_url": fine})
+
+
+async def test_a_reload_keeps_counting_against_the_group_limit(telegram: TelegramServer) -> None:
+    limits = {"per_chat_per_s": 100, "per_group_per_min": 2}
+    before, after, fresh = (make(telegram, **limits) for _ in range(3))
+    try:
+        for _ in range(2):
+            assert isinstance(await before.send(message(GROUP)), Delivered)
+        after.carry_over(before)  # the reloaded channel of the same name
+        with pytest.raises(TimeoutError):  # the third of the minute must wait
+            await asyncio.wait_for(after.send(message(GROUP)), 1.0)
+        assert isinstance(await fresh.send(message(GROUP)), Delivered)  # without it, at once
+    finally:
+        for made in (before, after, fresh):
+            await made.aclose()
