@@ -38,14 +38,22 @@ WHAT = {
     "test_a_password_never_goes_in_clear_to_a_remote_host": "an SMTP password without TLS to a non-loopback host refused",
     "test_new_file_is_private_and_current": "the state file (and its -wal, -shm) created 0600",
 }
-SOAK = Path("bench/results/soak.json")
+RESULTS = Path("bench/results")
 
 
-def soak_figures() -> str:
-    """The last soak's figures, to show beside its row."""
-    if not SOAK.exists():
+def figures(name: str) -> str:
+    """The last run's figures from the tests that write them, to show in their row."""
+    path = RESULTS / {"test_kill_9_at_random_moments_loses_nothing": "crashes.json",
+                      "test_two_hours_of_polling_leave_memory_and_descriptors_flat": "soak.json"
+                      }.get(name, "-")  # fmt: skip
+    if not path.is_file():
         return ""
-    run = json.loads(SOAK.read_text())
+    run = json.loads(path.read_text())
+    if "kills" in run:
+        return (
+            f" — last run: {run['changes']} changes, {run['alerted']} alerted, "
+            f"{run['duplicates']} duplicates"
+        )
     rss, fds = run["rss_mb"], run["fds"]
     return (
         f" — last run: {run['requests']} requests in {run['minutes']} min, {run['changes']} changes; "
@@ -61,13 +69,7 @@ def rows(xml: Path) -> list[tuple[str, int, int]]:
         tried[name] += 1
         if not any(child.tag in ("failure", "error", "skipped") for child in case):
             held[name] += 1
-    found = []
-    for name in tried:
-        what = WHAT.get(name, name)
-        if name == "test_two_hours_of_polling_leave_memory_and_descriptors_flat":
-            what += soak_figures()
-        found.append((what, tried[name], held[name]))
-    return found
+    return [(WHAT.get(name, name) + figures(name), tried[name], held[name]) for name in tried]
 
 
 def table(found: list[tuple[str, int, int]]) -> str:

@@ -4,6 +4,7 @@ what was in flight at the kills (one message per kill: one event a message)."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from tests.fakes.telegram import TelegramServer
 from tests.test_delivery import CHAT, _toml, settings
 
 KILLS = 30
+RESULTS = Path("bench/results/crashes.json")
 TASKS = 20
 
 
@@ -95,6 +97,12 @@ def test_kill_9_at_random_moments_loses_nothing(
     assert coverage >= 0.95, f"only {coverage:.0%} of {len(wanted)} changes alerted"
     duplicates = sum(count - 1 for count in seen.values())
     assert duplicates <= KILLS, f"{duplicates} duplicates for {KILLS} kills"
-    print(
-        f"\n{len(wanted)} changes, {KILLS} kills: {len(seen)} alerted ({coverage:.1%}), {duplicates} duplicates"
-    )
+    figures = {
+        "changes": len(wanted),
+        "kills": KILLS,
+        "alerted": len(seen),
+        "duplicates": duplicates,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures))
+    print(f"\n{figures}")
