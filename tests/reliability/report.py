@@ -21,7 +21,8 @@ WHAT = {
     "test_a_task_really_deleted_is_told_once": "a task really deleted: one task_unavailable",
     "test_one_clear_line_and_exit_2": "broken configurations (TOML, types, missing keys and secrets, bad channels, routes, bot): one line naming file and key, exit 2, no traceback",
     "test_an_unreadable_file": "an unreadable config file: one line, exit 2",
-    "test_kill_9_at_random_moments_loses_nothing": "kill -9 at 30 seeded random moments during a stream of changes: every change alerted, duplicates ≤ messages in flight",
+    "test_kill_9_at_random_moments_loses_nothing": "kill -9 at 30 seeded random moments during a stream of changes: every change the service "
+    "recorded alerted, the newest title of every task alerted, duplicates ≤ messages in flight",
     "test_a_channel_fault_loses_nothing": "channel fault while alerts are queued for Telegram and e-mail (Telegram 429, 5xx, slower than "
     "the timeout, down; SMTP down, 451, untrusted TLS certificate; for good: Telegram 403, 400, SMTP 550): the other "
     "channel delivers meanwhile, nothing lost, order kept, dead letters with the reason only for the for-good ones",
@@ -51,14 +52,18 @@ def figures(name: str) -> str:
     run = json.loads(path.read_text())
     if "kills" in run:
         return (
-            f" — last run: {run['changes']} changes, {run['alerted']} alerted, "
-            f"{run['duplicates']} duplicates"
+            f" — last run: {run['changes']} changes made, {run['recorded']} recorded by the service, "
+            f"{run['alerted']} alerted, {_count(run['duplicates'], 'duplicate')}"
         )
     rss, fds = run["rss_mb"], run["fds"]
     return (
         f" — last run: {run['requests']} requests in {run['minutes']} min, {run['changes']} changes; "
         f"RSS {rss[0]} → {rss[1]} MB, descriptors {fds[0]} → {fds[1]} after the warm-up"
     )
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def rows(xml: Path) -> list[tuple[str, int, int]]:

@@ -1,6 +1,7 @@
 """kill -9 the service at seeded random moments during a stream of task
-changes: every change is alerted at least once, and duplicates never exceed
-what was in flight at the kills (one message per kill: one event a message)."""
+changes: every change the service recorded is alerted at least once, so is the
+newest title of every task, and duplicates never exceed what was in flight at
+the kills (one message per kill: one event a message)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from notifier.emulator import Emulator, EmulatorControl
+from notifier.store import Store
 from tests.fakes.telegram import TelegramServer
 from tests.test_delivery import CHAT, _toml, settings
 
@@ -93,6 +95,13 @@ def test_kill_9_at_random_moments_loses_nothing(
     }
     missing = sorted(latest - set(seen))
     assert missing == [], f"lost: {missing}"
+    # Nothing written down is lost: every change in the store was delivered.
+    store = Store(tmp_path / "state.sqlite3")
+    recorded = {e.new for _, e in store.events_after(0, limit=100_000) if e.new is not None}
+    outbox = store.outbox_counts()
+    store.close()
+    assert recorded and not recorded - set(seen), f"recorded, not alerted: {recorded - set(seen)}"
+    assert set(outbox) == {"sent"}, outbox
     coverage = len(seen) / len(wanted)
     assert coverage >= 0.95, f"only {coverage:.0%} of {len(wanted)} changes alerted"
     duplicates = sum(count - 1 for count in seen.values())
@@ -100,6 +109,7 @@ def test_kill_9_at_random_moments_loses_nothing(
     figures = {
         "changes": len(wanted),
         "kills": KILLS,
+        "recorded": len(recorded),
         "alerted": len(seen),
         "duplicates": duplicates,
     }
