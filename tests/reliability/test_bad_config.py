@@ -111,19 +111,24 @@ CORPUS: list[tuple[str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "text", "message"), CORPUS, ids=[c[0] for c in CORPUS])
-def test_one_clear_line_and_exit_2(tmp_path: Path, name: str, text: str, message: str) -> None:
-    path = tmp_path / "notifier.toml"
-    path.write_bytes(
-        text.encode() if name != "not UTF-8" else "[planfix]\naccount = 'Привет'".encode("cp1251")
-    )
-    done = subprocess.run(
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    """`planfix-notifier check` on a config file, as an admin would run it."""
+    return subprocess.run(
         [sys.executable, "-m", "notifier", "check", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.parametrize(("name", "text", "message"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_one_clear_line_and_exit_2(tmp_path: Path, name: str, text: str, message: str) -> None:
+    path = tmp_path / "notifier.toml"
+    path.write_bytes(
+        text.encode() if name != "not UTF-8" else "[planfix]\naccount = 'Привет'".encode("cp1251")
+    )
+    done = check(path)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -138,11 +143,5 @@ def test_an_unreadable_file(tmp_path: Path) -> None:
         path.chmod(stat.S_IRUSR | stat.S_IWUSR)
         path.unlink()
         path.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "notifier", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = check(path)
     assert done.returncode == 2 and "cannot read" in done.stderr and "Traceback" not in done.stderr
