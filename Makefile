@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench reliability clean
+.PHONY: run test test-clock lint bench reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -m "not slow"
+
+# The tests that read a clock, run three times side by side with the wall
+# clock of every process moved (time-machine): +400 days, just before midnight
+# in Moscow, and under TZ=America/New_York just before its daylight-saving change.
+test-clock: $(STAMP)
+	$(BIN)/python -m tests.shifted_clock
 
 # The security checks that live beside the code they guard, run again here so
 # the table shows them.

@@ -79,7 +79,7 @@ async def run(alerts: int, n_chats: int) -> dict[str, object]:
                 True,
             )
             event = Event(EventKind.STATUS_CHANGED, at, task.id, task, "Новая", "В работе")
-            store.add_events([event], to_chat(chat_ids[i % n_chats]), now)
+            store.add_events([event], to_chat(chat_ids[i % n_chats]), now, queued_at=now)
         dispatcher = Dispatcher(
             store, {"team": channel}, DispatchSettings(retry_base_s=1, retry_max_s=5)
         )

@@ -210,6 +210,8 @@ class Store:
         polled: Sequence[tuple[TaskRecord, Sequence[Event]]],
         route: Route | None = None,
         due_at: float | None = None,
+        *,
+        queued_at: float,
     ) -> list[tuple[int, Event]]:
         """Tasks' new states, the events they raised and the deliveries those
         need, in one transaction: a crash leaves all or none, so nothing is
@@ -221,25 +223,38 @@ class Store:
                 [_record_row(record) for record, _ in polled],
             )
             events = [event for _, batch in polled for event in batch]
-            return self._insert_events(events, route, due_at)
+            return self._insert_events(events, route, due_at, queued_at)
 
     # --- events ----------------------------------------------------------------------
 
     def add_events(
-        self, events: Sequence[Event], route: Route | None = None, due_at: float | None = None
+        self,
+        events: Sequence[Event],
+        route: Route | None = None,
+        due_at: float | None = None,
+        *,
+        queued_at: float,
     ) -> list[tuple[int, Event]]:
         with _transaction(self._db):
-            return self._insert_events(events, route, due_at)
+            return self._insert_events(events, route, due_at, queued_at)
 
     def _insert_events(
-        self, events: Sequence[Event], route: Route | None, due_at: float | None
+        self,
+        events: Sequence[Event],
+        route: Route | None,
+        due_at: float | None,
+        queued_at: float,
     ) -> list[tuple[int, Event]]:
+        """The events and their deliveries. A delivery's age (what a channel's
+        ``max_age_s`` measures) counts from ``queued_at``, when it was queued,
+        not from when PlanFix changed the task: a change found after days of
+        downtime is still delivered."""
         stored = []
+        first_attempt = queued_at if due_at is None else due_at
         for event in events:
-            created = event.at.timestamp()
             cursor = self._db.execute(
                 "INSERT INTO events (task_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-                (event.task_id, event.kind.value, codec.dumps(event), created),
+                (event.task_id, event.kind.value, codec.dumps(event), event.at.timestamp()),
             )
             event_id = int(cursor.lastrowid or 0)
             stored.append((event_id, event))
@@ -249,7 +264,7 @@ class Store:
                     "(event_id, channel, recipient, next_attempt_at, created_at) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [
-                        (event_id, channel, recipient, due_at or created, created)
+                        (event_id, channel, recipient, first_attempt, queued_at)
                         for channel, recipient in route(event)
                     ],
                 )

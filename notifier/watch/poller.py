@@ -312,8 +312,8 @@ class Poller:
         return now
 
     def _save(self, changed: Sequence[tuple[TaskRecord, list[Event]]]) -> None:
-        due = self.clock() + self.group_wait_s
-        stored = self.store.save_polls(changed, self.route, due)
+        now = self.clock()
+        stored = self.store.save_polls(changed, self.route, now + self.group_wait_s, queued_at=now)
         for record, _ in changed:
             if record.task_id in self.records:
                 self.records[record.task_id] = record
@@ -328,7 +328,8 @@ class Poller:
 
     def raise_events(self, events: Sequence[Event]) -> None:
         """Record events that no poll raised (the operator's) and route them."""
-        stored = self.store.add_events(events, self.route, self.clock() + self.group_wait_s)
+        now = self.clock()
+        stored = self.store.add_events(events, self.route, now + self.group_wait_s, queued_at=now)
         if self.on_events is not None:
             self.on_events(stored)
 

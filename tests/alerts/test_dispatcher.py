@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,18 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=MSK)
 
 
 def enqueue(
-    store: Store, channels: Sequence[Recording], events: Sequence[Event], due: float
+    store: Store,
+    channels: Sequence[Recording],
+    events: Sequence[Event],
+    now: float,
+    wait_s: float = 0.0,
 ) -> None:
+    """Queue ``events`` at ``now`` for every recipient, due ``wait_s`` later."""
+
     def route(ev: Event) -> list[tuple[str, str]]:
         return [(c.name, r) for c in channels for r in c.recipients()]
 
-    store.add_events(events, route, due)
+    store.add_events(events, route, now + wait_s, queued_at=now)
 
 
 def titled(n: int, **fields: Any) -> Event:
@@ -62,7 +69,7 @@ def dispatcher(store: Store, *channels: Channel, clock: FakeClock, **settings: A
 async def test_a_burst_becomes_one_digest_in_order(store: Store) -> None:
     clock = FakeClock(NOW)
     team = Recording("team")
-    enqueue(store, [team], [titled(i) for i in range(20)], clock.now + 30)
+    enqueue(store, [team], [titled(i) for i in range(20)], clock.now, wait_s=30)
     assert await dispatcher(store, team, clock=clock).flush("team") == pytest.approx(30)
     assert team.sent == []  # group_wait: not yet
     clock.advance(30)
@@ -132,6 +139,18 @@ async def test_too_old_becomes_a_dead_letter(store: Store) -> None:
     assert "gave up after" in store.dead_letters()[0][2] and "down" in store.dead_letters()[0][2]
 
 
+async def test_a_change_found_after_days_of_downtime_is_still_delivered(store: Store) -> None:
+    """``max_age_s`` counts from when the delivery was queued, not from when
+    PlanFix changed the task (the event's own time)."""
+    clock = FakeClock(NOW)
+    team = Recording("team", max_age_s=2 * 86400)
+    three_days_ago = datetime.fromtimestamp(clock.now - 3 * 86400, MSK)
+    enqueue(store, [team], [replace(titled(1), at=three_days_ago)], clock.now)
+    await dispatcher(store, team, clock=clock).flush("team")
+    assert team.titles() == [["Задача 1"]]
+    assert store.outbox_counts() == {"sent": 1}
+
+
 async def test_quiet_hours_defer_and_then_send_one_digest(store: Store) -> None:
     clock = FakeClock(datetime(2026, 11, 23, 23, 0, tzinfo=MSK))
     night = Recording("night", quiet_hours="22:00-08:00")
@@ -170,7 +189,7 @@ async def test_a_channel_that_is_down_never_delays_another(store: Store) -> None
     sender = Dispatcher(store, {"slow": slow, "fast": fast}, DispatchSettings())
     sender.start()
     try:
-        enqueue(store, [slow, fast], [titled(1)], time.time())
+        enqueue(store, [slow, fast], [titled(1)], sender.clock())
         sender.wake()
         started = time.monotonic()
         await asyncio.wait_for(fast.delivered.wait(), timeout=2)
@@ -193,8 +212,8 @@ async def test_pending_deliveries_resume_after_a_restart(tmp_path: Path) -> None
 
 async def test_drain_sends_what_is_due(store: Store) -> None:
     team = Recording("team")
-    enqueue(store, [team], [titled(1)], time.time())
-    sender = Dispatcher(store, {"team": team}, DispatchSettings())
+    sender = Dispatcher(store, {"team": team}, DispatchSettings())  # on the real clock
+    enqueue(store, [team], [titled(1)], sender.clock())
     assert await sender.drain(5) == 0
     assert team.titles() == [["Задача 1"]]
 
@@ -202,7 +221,7 @@ async def test_drain_sends_what_is_due(store: Store) -> None:
 async def test_drain_keeps_its_deadline_and_drains_channels_side_by_side(store: Store) -> None:
     stuck, team = Recording("stuck"), Recording("team")
     stuck.delay_s = 3600  # a send waiting on a rate limit or a hung server
-    enqueue(store, [stuck, team], [titled(1)], time.time())
     sender = Dispatcher(store, {"stuck": stuck, "team": team}, DispatchSettings())
+    enqueue(store, [stuck, team], [titled(1)], sender.clock())
     left = await asyncio.wait_for(sender.drain(0.5), 10)  # the guard: a hang fails, not blocks
     assert left == 1 and team.titles() == [["Задача 1"]] and stuck.sent == []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -15,6 +17,8 @@ from notifier.config import config_from_dict
 from notifier.emulator import Emulator, EmulatorControl
 from tests.fakes.telegram import TelegramServer
 from tests.test_delivery import settings, until
+
+MSK = ZoneInfo("Europe/Moscow")
 
 TEAM, STRANGERS, ADMIN, MEMBER, STRANGER = -1001112223334, -1009998887776, 7, 8, 666
 
@@ -94,9 +98,13 @@ async def test_watch_becomes_alerts_in_that_chat(
     control: EmulatorControl,
 ) -> None:
     await bot_service()
-    task = control.create_task(title="Отчёт для чата", status=1, endTime="30-12-2030 18:00")
+    deadline = datetime.now(MSK) + timedelta(days=30)
+    task = control.create_task(
+        title="Отчёт для чата", status=1, endTime=deadline.strftime("%d-%m-%Y 18:00")
+    )
     text = await said(telegram, TEAM, MEMBER, f"/watch #{task['general']}", "Слежу")
-    assert f"#{task['general']} «Отчёт для чата» — Новая, срок: 30.12 18:00" in text
+    shown = deadline.strftime("%d.%m 18:00")
+    assert f"#{task['general']} «Отчёт для чата» — Новая, срок: {shown}" in text
     assert "Проверяется примерно каждые" in text
     control.change_task(task["id"], status=2)
     await until(lambda: any("Новая → В работе" in t for t in replies(telegram, TEAM)), within=20)

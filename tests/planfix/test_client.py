@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -50,11 +50,12 @@ def requests(control: EmulatorControl) -> dict[str, int]:
 
 
 async def test_task_get_reads_the_card(control: EmulatorControl, client: PlanfixClient) -> None:
+    deadline = (datetime.now(MSK) + timedelta(days=400)).replace(hour=18, minute=0, second=0)
     made = control.create_task(
         title="Подготовить отчёт по продажам",
         status=2,
         importance="HIGH",
-        endTime="25-11-2030 18:00",
+        endTime=deadline.strftime("%d-%m-%Y %H:%M"),
         project={"id": 12, "name": "Сайт компании"},
         workers={"users": [{"id": 1, "name": "Иван Петров"}]},
     )
@@ -62,7 +63,7 @@ async def test_task_get_reads_the_card(control: EmulatorControl, client: Planfix
     assert task.id == made["id"] and task.general == made["general"]
     assert task.title == "Подготовить отчёт по продажам"
     assert (task.status, task.importance) == (2, "HIGH")
-    assert task.end_time == datetime(2030, 11, 25, 18, 0, tzinfo=MSK)
+    assert task.end_time == deadline.replace(microsecond=0)
     assert task.project is not None and task.project.name == "Сайт компании"
     assert [u.name for u in task.workers.users] == ["Иван Петров"]
     assert not task.is_overdued

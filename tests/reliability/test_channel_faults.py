@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ def _queue(store: Store, dispatcher: Dispatcher, events: list[Event]) -> None:
     def route(ev: Event) -> list[tuple[str, str]]:
         return [(name, r) for name, c in dispatcher.channels.items() for r in c.recipients()]
 
-    store.add_events(events, route, 0.0)
+    store.add_events(events, route, queued_at=time.time())
     dispatcher.wake()
 
 

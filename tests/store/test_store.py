@@ -50,7 +50,7 @@ def test_new_file_is_private_and_current(tmp_path: Path) -> None:
     store = Store(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert store.schema_version == len(MIGRATIONS)
-    store.save_polls([(TaskRecord(1, TASK), [])])
+    store.save_polls([(TaskRecord(1, TASK), [])], queued_at=100.0)
     for extra in ("-wal", "-shm"):
         side = path.with_name(path.name + extra)
         if side.exists():
@@ -61,7 +61,7 @@ def test_new_file_is_private_and_current(tmp_path: Path) -> None:
 def test_records_and_events_round_trip(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3")
     record = TaskRecord(5, TASK, 100.0, 90.0, "ok", None, 0, False, 1.5, 3600.0, 7)
-    stored = store.save_polls([(record, [EVENT])])
+    stored = store.save_polls([(record, [EVENT])], queued_at=100.0)
     assert [e for _, e in stored] == [EVENT]
     store.close()
     reopened = Store(tmp_path / "s.sqlite3")
@@ -75,7 +75,7 @@ def test_a_failed_save_leaves_nothing(tmp_path: Path) -> None:
         EventKind.STATUS_CHANGED, datetime(2026, 1, 1, tzinfo=UTC), 5, details={"x": object()}
     )
     with pytest.raises(TypeError):
-        store.save_polls([(TaskRecord(5, TASK), [EVENT, bad])])
+        store.save_polls([(TaskRecord(5, TASK), [EVENT, bad])], queued_at=100.0)
     assert store.events_after(0) == []
     assert store.load_records([5]) == {5: TaskRecord(5)}
 

@@ -119,6 +119,20 @@ async def test_restart_repeats_nothing_and_finds_what_changed_while_down(harness
     assert harness.kinds() == ["status_changed", "title_changed"]
 
 
+async def test_a_change_found_after_three_days_down_is_still_delivered(harness: Harness) -> None:
+    task = harness.control.create_task(title="После простоя", status=2)
+    first = harness.service([task["id"]])
+    await harness.settle(first)
+    await first.stop()
+    harness.control.change_task(task["id"], status=3)  # the day the service went down
+    harness.advance(3 * 86400)  # longer than a channel's max_age_s (two days)
+    second = harness.service([task["id"]])
+    await harness.settle(second, 600)
+    assert harness.kinds() == ["status_changed"]
+    await second.dispatcher.flush("console")
+    assert second.store.outbox_counts() == {"sent": 1}
+
+
 async def test_the_servers_remaining_count_is_never_overrun(harness: Harness) -> None:
     harness.control.configure(daily_quota=8)
     task = harness.control.create_task(title="Квота", status=2)
