@@ -236,6 +236,7 @@ class Service:
         ]
         self.store.set_watched("config", config.watch.tasks, self.clock())
         self.poller.reload_watch_set()
+        self.poller.breaker.closed()  # a fixed account or token is tried at once
         self.poller.settings = planner_settings(config)  # decide() keeps a known batch size of 1
         old = self.channels
         await self.dispatcher.stop()

@@ -30,7 +30,7 @@ from .ops import logging as oplog
 from .ops.metrics import MetricsServer
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task
-from .store import Store, StoreError
+from .store import StateLock, Store, StoreError
 from .watch.quota import day_bounds
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(path)
         oplog.REDACTOR.set_secrets(config.secrets())
         if args.command == "run":
-            return asyncio.run(_run(config, path))
+            with StateLock(config.state.path):  # one service per state
+                return asyncio.run(_run(config, path))
         if args.command == "check":
             return asyncio.run(_check(config, path))
         if args.command == "poll":

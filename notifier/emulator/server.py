@@ -50,14 +50,30 @@ class _Handler(BaseHTTPRequestHandler):
             raise ControlError("request too large")
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str],
+        trickle_s: float = 0.0,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if not trickle_s:
+            self.wfile.write(body)
+            return
+        for byte in body:  # a server that answers, but one byte at a time
+            try:
+                self.wfile.write(bytes((byte,)))
+                self.wfile.flush()
+            except OSError:
+                return  # the client gave up
+            time.sleep(trickle_s)
 
     def _json(self, status: int, data: Any) -> None:
         body = json.dumps(data, ensure_ascii=False).encode()
@@ -87,7 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.close()
             return
-        self._send(answer.status, answer.body, answer.content_type, answer.headers)
+        self._send(
+            answer.status, answer.body, answer.content_type, answer.headers, answer.trickle_s
+        )
 
     def _control(self, verb: str) -> None:
         try:

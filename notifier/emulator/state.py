@@ -24,6 +24,7 @@ TASK_FIELDS = frozenset(
         "startTime", "endTime", "isNotAcceptedInTime", "starred", "workers", "members",
         "auditors", "type", "template", "duration", "durationUnit", "isSummary",
         "customData", "periodicity", "access",
+        "garbled",  # {tag: text}: served as is, unchecked (a card PlanFix got wrong)
     }
 )  # fmt: skip
 
@@ -58,6 +59,7 @@ FAULT_KINDS = frozenset(
     {
         "http_error",  # HTTP `status` (default 502) with an HTML page
         "slow",  # answer after `delay_s`
+        "trickle",  # the answer's body one byte every `delay_s`
         "malformed",  # a truncated XML document
         "html",  # HTTP 200 with an HTML page
         "wrong_root",  # well-formed XML, not a <response>

@@ -27,7 +27,8 @@ class Answer:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # before the answer
+    trickle_s: float = 0.0  # between the bytes of its body
     reset: bool = False  # close the connection without answering
     content_type: str = "application/xml; charset=utf-8"
 
@@ -135,6 +136,9 @@ class Renderer:
                 _nested(custom, "customValue", value)
         if task.get("periodicity"):
             _nested(card, "periodicity", task["periodicity"])
+        for tag, text in (task.get("garbled") or {}).items():
+            element = card.find(tag)
+            (element if element is not None else _sub(card, tag)).text = str(text)
         return card
 
 
@@ -188,10 +192,13 @@ class XmlApi:
                 return answer
             task_ids = _requested_task_ids(root)
             fault = account.take_fault(method, task_ids)
-            if fault is not None and fault.kind != "slow" and not _per_task(fault, method):
+            timing = fault is not None and fault.kind in ("slow", "trickle")
+            if fault is not None and not timing and not _per_task(fault, method):
                 return _faulty(fault, answer)
             if fault is not None and fault.kind == "slow":
                 answer.delay_s = fault.delay_s
+            if fault is not None and fault.kind == "trickle":
+                answer.trickle_s = fault.delay_s
             try:
                 self._authenticate(method, root, authorization)
                 answer.body = _document(self._dispatch(method, root, fault))

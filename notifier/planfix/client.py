@@ -187,9 +187,15 @@ class PlanfixClient:
         return root
 
     async def _post(self, method: str, payload: bytes) -> tuple[bytes, int | None]:
+        """One POST. ``timeout_s`` caps the whole exchange — connect, send and
+        every byte of the answer — not each read: a server that trickles its
+        answer must not hold the poller for longer."""
         cap = self.settings.max_response_bytes
         try:
-            async with self._http.stream("POST", self._url, content=payload) as response:
+            async with (
+                asyncio.timeout(self.settings.timeout_s),
+                self._http.stream("POST", self._url, content=payload) as response,
+            ):
                 remaining = _int_header(response.headers, "X-RateLimit-Remaining")
                 declared = _int_header(response.headers, "Content-Length")
                 if declared is not None and declared > cap:
@@ -199,7 +205,7 @@ class PlanfixClient:
                     body += chunk
                     if len(body) > cap:
                         raise BadResponseError(f"larger than {cap} bytes", method=method)
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise TransportError(
                 f"PlanFix did not answer {method} within {self.settings.timeout_s:g} s",
                 method=method,
@@ -343,7 +349,12 @@ class PlanfixClient:
         wanted = set(batch)
         found: dict[int, TaskResult] = {}
         for card in container.iterfind("task"):
-            task = parse_task(card, self.tz)
+            try:  # each card on its own: one PlanFix got wrong fails only its task
+                task = parse_task(card, self.tz)
+            except BadResponseError:
+                # Left out: get_tasks asks for it alone with task.get, whose
+                # error names the task and the field.
+                continue
             if task.id in wanted:
                 found[task.id] = task
         return found

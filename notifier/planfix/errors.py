@@ -118,6 +118,17 @@ class BadResponseError(PlanfixError):
         self.excerpt = excerpt
 
 
+class BadCardError(BadResponseError):
+    """One task's card has a field we cannot read: that task's problem, not
+    the server's (its neighbours in a batch are read as usual)."""
+
+    error_class = ErrorClass.TASK
+
+    def __init__(self, task_id: int, reason: str, *, method: str | None = None) -> None:
+        super().__init__(f"task {task_id}: {reason}", method=method)
+        self.task_id = task_id
+
+
 class ConfigError(PlanfixError):
     """The client was set up in a way that cannot work (e.g. http:// to a remote host)."""
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 
 from .envelope import text_of
-from .errors import BadResponseError
+from .errors import BadCardError, BadResponseError
 
 FINISHED_SYSTEM_STATUSES = frozenset({3, 5, 6, 7})  # completed, rejected, done, canceled
 
@@ -171,7 +171,10 @@ class _Reader:
         raw = self.text(path)
         if raw is None:
             return None, True
-        return parse_datetime(raw, self.tz)
+        try:
+            return parse_datetime(raw, self.tz)
+        except BadResponseError as exc:
+            raise BadResponseError(f"{path}: {exc.reason}") from None
 
     def ref(self, path: str, *, zero_is_none: bool = True) -> Ref | None:
         element = self.card.find(path)
@@ -274,6 +277,13 @@ def parse_task(card: etree._Element, tz: ZoneInfo, *, task_id: int | None = None
         raise BadResponseError("a task card without an id")
     if task_id is not None and own_id != task_id:
         raise BadResponseError(f"asked for task {task_id}, got task {own_id}")
+    try:
+        return _task(card, read, own_id)
+    except BadResponseError as exc:
+        raise BadCardError(own_id, exc.reason) from None
+
+
+def _task(card: etree._Element, read: _Reader, own_id: int) -> Task:
     end_time, end_has_time = read.when("endTime")
     return Task(
         id=own_id,

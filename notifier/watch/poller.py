@@ -19,6 +19,7 @@ from ..planfix.statuses import StatusCatalog
 from ..store import Store
 from ..store.sqlite import Route
 from . import diff
+from .breaker import Breaker, is_server_fault
 from .planner import (
     Budget,
     Candidate,
@@ -97,6 +98,7 @@ class Poller:
         self.records: dict[int, TaskRecord] = {}
         self._candidates: dict[int, Candidate] = {}  # kept between decisions
         self._incident: _Incident | None = None
+        self.breaker = Breaker()  # PlanFix failing as a whole: probe, do not hammer
         self._quota_out = False  # 0007 told; "restored" is told when the day turns
         ledger.on_exhausted = self._quota_exhausted
         self.reload_watch_set()
@@ -168,6 +170,9 @@ class Poller:
         settings = self.settings
         if self.client.multi_supported is False and settings.batch_size > 1:
             self.settings = settings = replace(settings, batch_size=1)
+        probe_at = self.breaker.waiting_until(self.clock())
+        if probe_at is not None:
+            return Decision((), probe_at, "planfix failing")
         if len(self._candidates) != len(self.records):
             for record in self.records.values():
                 self.candidate(record)
@@ -223,6 +228,7 @@ class Poller:
             )  # fmt: skip
             changed.append((updated, events))
         self._track_incident([r.error for r in results], now, at)
+        self._track_breaker([r.error for r in results], now)
         if any(r.outcome in ("ok", "unavailable") for r in results):  # PlanFix answered
             self.last_success_at = now
         if save and changed:
@@ -280,7 +286,12 @@ class Poller:
                 record, last_poll_at=now, last_result="unavailable", last_error=answer.message,
                 failures=0, unavailable=True, polls=record.polls + 1,
             )  # fmt: skip
-        else:  # transient, garbled, fatal: no snapshot change, no alert, back off
+        elif is_server_fault(answer):
+            # PlanFix's fault, not the task's: the breaker paces the retries, and
+            # the task keeps its place in the schedule for when PlanFix is back.
+            events = []
+            updated = replace(record, last_result="error", last_error=answer.message)
+        else:  # the task's own trouble (an unreadable card, 3014): it backs off alone
             events = []
             updated = replace(
                 record, last_poll_at=now, last_result="error", last_error=answer.message,
@@ -341,6 +352,20 @@ class Poller:
         self._operator_event(
             EventKind.QUOTA_EXHAUSTED, at, resets_at=resume.isoformat(), resets_at_local=local
         )
+
+    def _track_breaker(self, errors: Sequence[PlanfixError | None], now: float) -> None:
+        """Any answer from PlanFix closes the breaker; a request that met only
+        faults of the server opens it (or keeps it open, waiting longer)."""
+        faults = [e for e in errors if e is not None and is_server_fault(e)]
+        answered = [e for e in errors if e is None or e.error_class is ErrorClass.TASK]
+        if answered and self.breaker.open:
+            log.info("PlanFix answers again; every task back on its schedule")
+            self.breaker.closed()
+        elif faults and not answered:
+            if not self.breaker.open:
+                log.warning("PlanFix is failing; probing it with one request at a time",
+                            error=faults[0].message)  # fmt: skip
+            self.breaker.failed(now, faults[0])
 
     @property
     def failing_fatally(self) -> str | None:

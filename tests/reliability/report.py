@@ -38,6 +38,15 @@ WHAT = {
     "test_plain_http_to_a_remote_host_is_refused": "http:// to a non-loopback host refused (PlanFix endpoint, webhook, Telegram API)",
     "test_a_password_never_goes_in_clear_to_a_remote_host": "an SMTP password without TLS to a non-loopback host refused",
     "test_new_file_is_private_and_current": "the state file (and its -wal, -shm) created 0600",
+    "test_a_trickling_answer_is_cut_at_timeout_s": "never silent 1: PlanFix trickles its answer a byte every 0.5 s: "
+    "the request is given up after timeout_s (it caps the whole exchange), polling goes on, the change alerted",
+    "test_one_unreadable_card_fails_only_its_task": "never silent 2: one unreadable card in a task.getMulti answer: its "
+    "neighbours alerted, the bad one asked alone with task.get, its error names the task and the field",
+    "test_recovery_after_an_outage_is_at_once": "never silent 3: ten minutes of HTTP errors, HTML, truncated XML and "
+    "resets, then PlanFix is fine: one probe at a time during the outage (≤ 60 s apart), a change right after it "
+    "alerted within 90 s (per-task back-off used to hold it up to an hour)",
+    "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
+    "line naming the first one's PID; `status` works beside it; the lock goes with the process",
 }
 RESULTS = Path("bench/results")
 

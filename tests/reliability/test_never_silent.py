@@ -1,0 +1,115 @@
+"""Ways the service could stop alerting without a word (issue "Never silent"):
+each case is a fault that once silenced it, run against the real emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from notifier.alerts.events import EventKind
+from notifier.emulator import Emulator, EmulatorControl
+from tests.fakes.telegram import TelegramServer
+from tests.reliability.test_planfix_faults import task_events
+from tests.test_delivery import _toml, baselines
+from tests.test_operations import run_cli, service_config, wait_for
+from tests.watch.test_poller import Harness
+
+GUARD_S = 60  # a case that hangs fails here instead of blocking the suite
+
+
+async def test_a_trickling_answer_is_cut_at_timeout_s(harness: Harness) -> None:
+    """``timeout_s`` caps the whole exchange, not each read: a body trickled at
+    one byte every half second (minutes in all) is given up after ``timeout_s``."""
+    task = harness.control.create_task(title="Медленный ответ", status=1)
+    service = harness.service([task["id"]], timeout_s=1)
+    await harness.settle(service, 600)
+    harness.control.change_task(task["id"], status=2)
+    harness.control.inject("trickle", delay_s=0.5, times=1)
+    await asyncio.wait_for(harness.settle(service, 3600), GUARD_S)
+    assert not harness.control.state()["faults"]  # the trickle was served
+    assert task_events(harness) == [EventKind.STATUS_CHANGED]
+
+
+async def test_one_unreadable_card_fails_only_its_task(harness: Harness) -> None:
+    """A card PlanFix got wrong (a date in a shape we cannot read) inside a
+    task.getMulti answer: its neighbours are read and alerted as usual; the bad
+    one is asked alone with task.get and its error names the task and the field."""
+    tasks = [harness.control.create_task(title=f"Пачка {n}", status=1)["id"] for n in range(5)]
+    service = harness.service(tasks)
+    await harness.settle(service, 600)
+    bad = tasks[2]
+    harness.control.change_task(bad, garbled={"endTime": "завтра к обеду"})
+    for task_id in tasks:
+        harness.control.change_task(task_id, status=2)
+    await harness.settle(service, 3600)
+    changed = sorted(e.task_id or 0 for e in harness.events if e.kind is EventKind.STATUS_CHANGED)
+    assert changed == sorted(set(tasks) - {bad})
+    record = service.poller.records[bad]
+    assert record.last_result == "error"
+    assert f"task {bad}" in (record.last_error or "") and "endTime" in (record.last_error or "")
+    asked_alone = harness.control.state()["requests"].get("task.get", 0)
+    assert asked_alone >= 1
+
+
+def test_a_second_instance_on_one_state_is_refused(
+    emulator: Emulator, control: EmulatorControl, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """Two services on one state file sent every alert twice and under-counted
+    the quota. The second one now exits 2 with one line naming the first's PID;
+    the read-only ``status`` still works beside the running service."""
+    task = control.create_task(title="Один экземпляр", status=1)["id"]
+    config = tmp_path / "notifier.toml"
+    data = service_config(emulator, telegram, tmp_path, [task], metrics={"listen": ""})
+    config.write_text(_toml(data))
+    first = subprocess.Popen(
+        [sys.executable, "-m", "notifier", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: baselines(tmp_path / "state.sqlite3") == 1)
+        second = run_cli("run", "--config", str(config))
+        assert second.returncode == 2
+        (line,) = second.stderr.strip().splitlines()
+        assert f"PID {first.pid}" in line and "state.sqlite3" in line
+        status = run_cli("status", "--config", str(config))
+        assert status.returncode == 0 and "Один экземпляр" in status.stdout
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+    assert first.returncode == 0
+    again = subprocess.Popen(  # the lock went with the process that held it
+        [sys.executable, "-m", "notifier", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(3)
+        assert again.poll() is None
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(timeout=30)
+
+
+async def test_recovery_after_an_outage_is_at_once(harness: Harness) -> None:
+    """Ten minutes of garbage from PlanFix, then it is fine: a change made then
+    is alerted within 90 s (per-task back-off held every task 10, 20, 40, 80,
+    160, 320 s … up to an hour after the outage), and the outage itself was
+    probed with one request at a time, at most 60 s apart."""
+    tasks = [harness.control.create_task(title=f"Сбой {n}", status=1)["id"] for n in range(30)]
+    service = harness.service(tasks, requests_per_second=20, timeout_s=0.3)
+    await harness.settle(service, 600)
+    before = sum(harness.control.state()["requests"].values())
+    for kind in ("http_error", "html", "malformed", "reset"):
+        harness.control.inject(kind, times=-1)
+        await harness.settle(service, 150)
+        harness.control.clear_faults()
+    during = sum(harness.control.state()["requests"].values()) - before
+    assert during <= 15  # probes 10, 20, 40, 60, 60 … s apart, not a request per task
+    harness.control.change_task(tasks[7], status=2)
+    await harness.settle(service, 90)
+    assert task_events(harness) == [EventKind.STATUS_CHANGED]
