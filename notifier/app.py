@@ -237,6 +237,7 @@ class Service:
         self.store.set_watched("config", config.watch.tasks, self.clock())
         self.poller.reload_watch_set()
         self.poller.breaker.closed()  # a fixed account or token is tried at once
+        self.ledger.reset_block()  # a stale quota block too: the next request finds out
         self.poller.settings = planner_settings(config)  # decide() keeps a known batch size of 1
         old = self.channels
         await self.dispatcher.stop()
@@ -328,8 +329,9 @@ class Service:
         poll has succeeded for too long while there is something to watch."""
         if self.poller.failing_fatally:
             return False, f"PlanFix refuses us: {self.poller.failing_fatally}"
-        if self.ledger.exhausted:
-            return False, "the daily PlanFix quota is spent"
+        blocked = self.ledger.blocked()
+        if blocked:
+            return False, blocked
         limit = self.config.metrics.unhealthy_after_s
         last = self.poller.last_success_at
         if self.poller.records and last is not None and self.clock() - last > limit:

@@ -31,7 +31,7 @@ from .ops.metrics import MetricsServer
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task
 from .store import StateLock, Store, StoreError
-from .watch.quota import day_bounds
+from .watch.quota import QuotaLedger, day_bounds
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = oplog.get("notifier.cli")
@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     command(
         "status", "watched tasks, last polls, quota, outbox and dead letters (from the state file)"
     )
+    quota = command("quota", "the day's PlanFix request count, and what blocks polling if anything")
+    quota.add_argument(
+        "--reset", action="store_true",
+        help="forget a stale block (a 0007 from before a plan change, a header saying 0)",
+    )  # fmt: skip
     demo = command("demo", "the emulator with a scripted, changing account, watched", config=False)
     demo.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     demo.add_argument("--pace", type=float, default=1.0, help="script speed (0.2 = 5x faster)")
@@ -102,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_test_alert(config, args.channel))
         if args.command == "status":
             return _status(config)
+        if args.command == "quota":
+            return _quota(config, reset=args.reset)
     except (ConfigError, StoreError) as exc:
         print(f"planfix-notifier: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -260,6 +267,34 @@ def _print_status(store: Store, config: Config) -> int:
           f"{counts.get('dead', 0)} dead letters")  # fmt: skip
     for channel, recipient, reason, when_dead in store.dead_letters(10):
         print(f"  dead  {_local(when_dead, tz)}  {channel} → {recipient}: {reason}")
+    return EXIT_OK
+
+
+def _quota(config: Config, *, reset: bool) -> int:
+    """The day's ledger; with ``reset``, forget a block. A running service
+    keeps its own ledger in memory, so the reset is its to do: a SIGHUP."""
+    lock = StateLock(config.state.path)
+    if reset:
+        try:
+            lock.acquire()
+        except StoreError as exc:
+            hint = "a running service resets its quota block on reload (SIGHUP)"
+            print(f"planfix-notifier: {exc}; {hint}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        store = Store(config.state.path)
+        ledger = QuotaLedger(store, daily_quota=config.planfix.daily_quota,
+                             timezone=config.planfix.timezone)  # fmt: skip
+        if reset:
+            ledger.reset_block()
+        row = ledger.today()
+        print(f"quota {row.day} ({config.planfix.timezone}): {row.used} of "
+              f"{ledger.daily_quota} used, {ledger.remaining} left")  # fmt: skip
+        blocked = ledger.blocked()
+        print(f"blocked: {blocked}" if blocked else "not blocked: polling may go on")
+        store.close()
+    finally:
+        lock.release()
     return EXIT_OK
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from notifier.emulator import Emulator, EmulatorControl
+from notifier.store import StateLock, Store
+from notifier.watch.quota import QuotaLedger
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,3 +75,26 @@ def test_help_for_every_command() -> None:
     for command in ("run", "poll", "demo", "emulator"):
         done = run(command, "--help")
         assert done.returncode == 0 and "usage:" in done.stdout
+
+
+def test_quota_shows_a_block_and_reset_forgets_it(tmp_path: Path) -> None:
+    config = tmp_path / "notifier.toml"
+    state = tmp_path / "state.sqlite3"
+    config.write_text(
+        f'[planfix]\naccount = "acme"\napi_key = "k"\ntoken = "t"\n[state]\npath = "{state}"\n'
+    )
+    store = Store(state)
+    ledger = QuotaLedger(store, daily_quota=5000, timezone="Europe/Moscow")
+    row = ledger.today()
+    row.used, row.exhausted = 12, True  # a 0007 from before the plan was raised
+    store.save_quota(row)
+    store.close()
+    shown = run("quota", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "12 of 5000 used" in shown.stdout and "blocked: PlanFix answered 0007" in shown.stdout
+    reset = run("quota", "--reset", "--config", str(config))
+    assert reset.returncode == 0, reset.stderr
+    assert "not blocked" in reset.stdout and "12 of 5000 used" in reset.stdout
+    with StateLock(state):  # as a running service holds it
+        refused = run("quota", "--reset", "--config", str(config))
+    assert refused.returncode == 2 and "SIGHUP" in refused.stderr

@@ -60,6 +60,7 @@ FAULT_KINDS = frozenset(
         "http_error",  # HTTP `status` (default 502) with an HTML page
         "slow",  # answer after `delay_s`
         "trickle",  # the answer's body one byte every `delay_s`
+        "stale_remaining",  # a good answer whose X-RateLimit-Remaining says 0
         "malformed",  # a truncated XML document
         "html",  # HTTP 200 with an HTML page
         "wrong_root",  # well-formed XML, not a <response>

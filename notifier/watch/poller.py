@@ -99,8 +99,8 @@ class Poller:
         self._candidates: dict[int, Candidate] = {}  # kept between decisions
         self._incident: _Incident | None = None
         self.breaker = Breaker()  # PlanFix failing as a whole: probe, do not hammer
-        self._quota_out = False  # 0007 told; "restored" is told when the day turns
-        ledger.on_exhausted = self._quota_exhausted
+        self._quota_out = False  # the block told; "restored" is told when it ends
+        ledger.on_exhausted = self._check_quota
         self.reload_watch_set()
 
     @property
@@ -162,11 +162,7 @@ class Poller:
         )
 
     def decide(self) -> Decision:
-        if self._quota_out and not self.ledger.exhausted:
-            self._quota_out = False
-            self._operator_event(
-                EventKind.QUOTA_RESTORED, datetime.fromtimestamp(self.clock(), UTC)
-            )
+        self._check_quota()
         settings = self.settings
         if self.client.multi_supported is False and settings.batch_size > 1:
             self.settings = settings = replace(settings, batch_size=1)
@@ -344,14 +340,26 @@ class Poller:
         if self.on_events is not None:
             self.on_events(stored)
 
-    def _quota_exhausted(self, resets_at: float) -> None:
-        self._quota_out = True
+    def _check_quota(self, *_: object) -> None:
+        """Whenever the ledger blocks polling, for any reason (0007, our own
+        count, PlanFix's header), the operator hears of it once, with a
+        WARNING; the end of the block is told too."""
+        blocked = self.ledger.blocked()
         at = datetime.fromtimestamp(self.clock(), UTC)
-        resume = datetime.fromtimestamp(resets_at, UTC)
-        local = datetime.fromtimestamp(resets_at, self.ledger.tz).strftime("%d.%m %H:%M")
-        self._operator_event(
-            EventKind.QUOTA_EXHAUSTED, at, resets_at=resume.isoformat(), resets_at_local=local
-        )
+        if blocked and not self._quota_out:
+            self._quota_out = True
+            resumes = min(self.ledger.next_probe_at() or self.ledger.resets_at,
+                          self.ledger.resets_at)  # fmt: skip
+            local = datetime.fromtimestamp(resumes, self.ledger.tz).strftime("%d.%m %H:%M")
+            log.warning("polling blocked by the quota", reason=blocked)
+            self._operator_event(
+                EventKind.QUOTA_EXHAUSTED, at, reason=blocked, resets_at_local=local,
+                resets_at=datetime.fromtimestamp(resumes, UTC).isoformat(),
+            )  # fmt: skip
+        elif not blocked and self._quota_out:
+            self._quota_out = False
+            log.info("polling unblocked: requests may go again")
+            self._operator_event(EventKind.QUOTA_RESTORED, at)
 
     def _track_breaker(self, errors: Sequence[PlanfixError | None], now: float) -> None:
         """Any answer from PlanFix closes the breaker; a request that met only

@@ -2,8 +2,10 @@
 
 Every request counts (log-ins and failures too); the count is kept per quota
 day in the store, so it survives restarts; the day ends at midnight in the
-configured zone. ``X-RateLimit-Remaining`` wins when it says less than our
-count does. Error 0007 pauses everything until the reset. Requests are paced
+configured zone. ``X-RateLimit-Remaining`` is advice: PlanFix refreshes it
+only about every ten minutes, so it caps our count only until the next probe,
+``SERVER_ADVICE_S`` after it was seen (and never across a restart). Error 0007
+is PlanFix's word: it pauses everything until the reset. Requests are paced
 to ``requests_per_second``. A reserve (default 5 %) is kept for on-demand
 polls; it is held in proportion to what is left of the day, so that by
 midnight the planner has spent it too.
@@ -27,6 +29,8 @@ from ..planfix.errors import ErrorClass, PlanfixApiError, QuotaExhaustedError
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+SERVER_ADVICE_S = 600.0  # how long one X-RateLimit-Remaining is taken as a cap
 
 _on_demand: contextvars.ContextVar[bool] = contextvars.ContextVar("on_demand", default=False)
 
@@ -90,6 +94,7 @@ class QuotaLedger:
         self._last_sent: float | None = None
         self._pace_lock = asyncio.Lock()
         self._recent: deque[float] = deque()  # send times within the last hour
+        self._advice_at: float | None = None  # when this process last saw the header
 
     # --- the day's figures --------------------------------------------------------------
 
@@ -110,9 +115,39 @@ class QuotaLedger:
         if row.exhausted:
             return 0
         left = self.daily_quota - row.used
-        if row.server_remaining is not None:
+        if row.server_remaining is not None and self._advice_fresh():
             left = min(left, row.server_remaining - (row.used - row.used_at_server))
         return max(0, left)
+
+    def _advice_fresh(self) -> bool:
+        at = self._advice_at
+        return at is not None and self.clock() - at < SERVER_ADVICE_S
+
+    def blocked(self) -> str | None:
+        """Why no request may go now, for /healthz and the operator; None when one may."""
+        row = self.today()
+        until = datetime.fromtimestamp(self.resets_at, self.tz).strftime("%d.%m %H:%M %Z")
+        if row.exhausted:
+            return f"PlanFix answered 0007: the day's quota is spent until {until}"
+        if row.used >= self.daily_quota:
+            return f"all {self.daily_quota} requests of planfix.daily_quota used; more at {until}"
+        if self.remaining <= 0 and self._advice_at is not None:
+            probe = datetime.fromtimestamp(self._advice_at + SERVER_ADVICE_S, self.tz)
+            return f"PlanFix's X-RateLimit-Remaining says 0; probing again at {probe:%H:%M %Z}"
+        return None
+
+    def next_probe_at(self) -> float | None:
+        """While the server's advice alone blocks, when it expires."""
+        if self._advice_at is None or not self._advice_fresh():
+            return None
+        return self._advice_at + SERVER_ADVICE_S
+
+    def reset_block(self) -> None:
+        """Forget a block that is stale (a 0007 from before a plan change, a
+        header): the next request finds out afresh."""
+        row = self.today()
+        row.exhausted, row.server_remaining, self._advice_at = False, None, None
+        self.store.save_quota(row)
 
     @property
     def plannable(self) -> int:
@@ -126,6 +161,9 @@ class QuotaLedger:
         shrinks through the day, or at the reset."""
         remaining, reset = self.remaining, self.resets_at
         per_second = self.daily_quota * self.reserve_fraction / 86400.0
+        probe = self.next_probe_at()
+        if remaining <= 0 and probe is not None:
+            return min(probe, reset)
         if remaining <= 0 or per_second <= 0:
             return reset
         # reserve_now() rounds up: it is below `remaining` once the seconds
@@ -188,6 +226,7 @@ class QuotaLedger:
         if record.rate_limit_remaining is not None:
             row.server_remaining = record.rate_limit_remaining
             row.used_at_server = row.used
+            self._advice_at = self.clock()
         error = record.error
         if isinstance(error, PlanfixApiError) and error.error_class is ErrorClass.QUOTA:
             first = not row.exhausted

@@ -45,6 +45,9 @@ WHAT = {
     "test_recovery_after_an_outage_is_at_once": "never silent 3: ten minutes of HTTP errors, HTML, truncated XML and "
     "resets, then PlanFix is fine: one probe at a time during the outage (≤ 60 s apart), a change right after it "
     "alerted within 90 s (per-task back-off used to hold it up to an hour)",
+    "test_one_remaining_zero_header_is_advice_not_a_day_off": "never silent 5: one stale `X-RateLimit-Remaining: 0`: "
+    "polling blocked only until a probe 10 minutes later, /healthz 503 with the reason meanwhile, one quota_exhausted "
+    "and one quota_restored, then the change alerted",
     "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
     "line naming the first one's PID; `status` works beside it; the lock goes with the process",
 }

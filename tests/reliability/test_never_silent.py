@@ -113,3 +113,22 @@ async def test_recovery_after_an_outage_is_at_once(harness: Harness) -> None:
     harness.control.change_task(tasks[7], status=2)
     await harness.settle(service, 90)
     assert task_events(harness) == [EventKind.STATUS_CHANGED]
+
+
+async def test_one_remaining_zero_header_is_advice_not_a_day_off(harness: Harness) -> None:
+    """PlanFix refreshes X-RateLimit-Remaining only every ~10 minutes: one
+    stale 0 used to stop polling until midnight, silently, and across a
+    restart. Now it blocks until the next probe, and while it blocks /healthz
+    says why and the operator hears of it once."""
+    task = harness.control.create_task(title="Заголовок", status=1)["id"]
+    service = harness.service([task], requests_per_second=20)
+    await harness.settle(service, 600)
+    harness.control.inject("stale_remaining", times=1)
+    await harness.settle(service, 120)
+    healthy, reason = service.health()
+    assert not healthy and "X-RateLimit-Remaining" in reason
+    assert harness.kinds() == ["quota_exhausted"]
+    harness.control.change_task(task, status=2)
+    await harness.settle(service, 15 * 60)  # the probe goes within ten minutes
+    assert harness.kinds() == ["quota_exhausted", "quota_restored", "status_changed"]
+    assert service.health() == (True, "")
