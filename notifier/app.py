@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -75,6 +76,16 @@ def planner_settings(config: Config) -> PlannerSettings:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Alerts:
+    """What turns events into messages, for one configuration."""
+
+    renderer: Renderer
+    channels: dict[str, Channel]
+    router: Router
+    dispatcher: Dispatcher
+
+
 class Service:
     def __init__(
         self,
@@ -114,38 +125,36 @@ class Service:
             on_events=self._events_stored,
             on_polled=self._observe_poll,
         )
-        self.channels: dict[str, Channel] = {}
-        self.dispatcher = self._alerts(config)
+        self._install(self._alerts(config), config)
         self._failing: set[tuple[str, str]] = set()
         self._stopped = False
         self._polling: asyncio.Task[object] | None = None  # the poll round under way
         self.bot: ChatBot | None = None
         self.scheduler = AsyncIOScheduler(timezone=self.tz)
 
-    def _alerts(self, config: Config) -> Dispatcher:
-        """Channels, routes and the dispatcher for ``config`` (at start, on reload)."""
+    def _alerts(self, config: Config) -> Alerts:
+        """Channels, routes and the dispatcher for ``config``, built completely
+        (templates compiled and tried on a sample of every event, channels
+        constructed) without touching the running ones: a reload swaps them
+        in only when all of it worked."""
         alerts = config.alerts
-        self.renderer = renderer_for(config)
-        self.channels = build_channels(config, self.renderer)
-        self.router = Router(
+        renderer = renderer_for(config)
+        renderer.check()
+        channels = build_channels(config, renderer)
+        if config.bot.channel in channels:
+            bot_channel = channels[config.bot.channel]
+            if isinstance(bot_channel, TelegramChannel):
+                bot_channel.callback_buttons = True
+        router = Router(
             config.routes,
-            self.channels,
+            channels,
             default_events=config.watch.events,
             subscribers=self.store.subscribers,
             bot_channel=config.bot.channel or None,
         )
-        if config.bot.channel in self.channels:
-            bot_channel = self.channels[config.bot.channel]
-            if isinstance(bot_channel, TelegramChannel):
-                bot_channel.callback_buttons = True
-        self.poller.route = self.router.deliveries
-        self.poller.wanted = self.router.wanted() or frozenset(TASK_EVENT_KINDS)
-        self.poller.group_wait_s = alerts.group_wait_s
-        self.poller.repeat_overdue_s = alerts.repeat_overdue_s
-        self.poller.failing_after_s = alerts.planfix_failing_after_s
-        return Dispatcher(
+        dispatcher = Dispatcher(
             self.store,
-            self.channels,
+            channels,
             DispatchSettings(
                 retry_base_s=alerts.retry_base_s,
                 retry_max_s=alerts.retry_max_s,
@@ -158,6 +167,16 @@ class Service:
             on_delivered=self._channel_delivered,
             on_result=lambda channel, result: self.metrics.deliveries.labels(channel, result).inc(),
         )
+        return Alerts(renderer, channels, router, dispatcher)
+
+    def _install(self, built: Alerts, config: Config) -> None:
+        self.renderer, self.channels, self.router = built.renderer, built.channels, built.router
+        self.dispatcher = built.dispatcher
+        self.poller.route = self.router.deliveries
+        self.poller.wanted = self.router.wanted() or frozenset(TASK_EVENT_KINDS)
+        self.poller.group_wait_s = config.alerts.group_wait_s
+        self.poller.repeat_overdue_s = config.alerts.repeat_overdue_s
+        self.poller.failing_after_s = config.alerts.planfix_failing_after_s
 
     # --- running -----------------------------------------------------------------------
 
@@ -234,6 +253,7 @@ class Service:
             for section in ("planfix", "state", "metrics", "bot")
             if getattr(config, section) != getattr(self.config, section)
         ]
+        built = self._alerts(config)  # may raise: then nothing has changed
         self.store.set_watched("config", config.watch.tasks, self.clock())
         self.poller.reload_watch_set()
         self.poller.breaker.closed()  # a fixed account or token is tried at once
@@ -241,7 +261,7 @@ class Service:
         self.poller.settings = planner_settings(config)  # decide() keeps a known batch size of 1
         old = self.channels
         await self.dispatcher.stop()
-        self.dispatcher = self._alerts(config)
+        self._install(built, config)
         for name, channel in self.channels.items():
             if name in old:
                 channel.carry_over(old[name])

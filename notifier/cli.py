@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from . import __version__
 from .alerts.events import TASK_EVENT_KINDS, Event, EventKind, TaskSummary
+from .alerts.render import TemplateProblem
 from .app import Service, build_channels, renderer_for
 from .channels.base import Delivered, Message
 from .config import Config, ConfigError, config_from_dict, find_config, load_config
@@ -112,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StoreError) as exc:
         print(f"planfix-notifier: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except TemplateProblem as exc:
+        print(f"planfix-notifier: alerts.templates: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return EXIT_USAGE
@@ -163,13 +167,16 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
 async def _reload(service: Service, path: Path) -> None:
     """SIGHUP: a bad new config is refused and the running one kept."""
     notify("RELOADING=1")
+    refused = "new configuration refused; the running one is kept"
     try:
         config = load_config(path)
-    except ConfigError as exc:
-        log.error("new configuration refused; the running one is kept", error=str(exc))
-    else:
         oplog.REDACTOR.set_secrets([*config.secrets(), *service.config.secrets()])
         later = await service.reload(config)
+    except (ConfigError, TemplateProblem) as exc:
+        log.error(refused, error=str(exc))
+    except Exception as exc:  # a channel that cannot be built, …
+        log.error(refused, error=f"{type(exc).__name__}: {exc}")
+    else:
         if later:
             log.warning("these sections change only after a restart", sections=later)
     notify("READY=1")
@@ -184,6 +191,9 @@ async def _check(config: Config, path: Path) -> int:
         service = Service(config)
     except StoreError as exc:
         rows.append(("state file", False, str(exc)))
+        return _table(rows)
+    except TemplateProblem as exc:
+        rows.append(("templates", False, str(exc)))
         return _table(rows)
     try:
         rows.append(_state_writable(service.store, config))

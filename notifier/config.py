@@ -333,6 +333,8 @@ def _read_secret_files(
         for key in keys:
             file_key = f"{key}_file"
             if file_key not in values:
+                if isinstance(values.get(key), str) and not values[key].strip():
+                    raise ConfigError(f"{source}: {section}.{key}: empty (a secret cannot be)")
                 continue
             path = Path(str(values.pop(file_key)))
             if not path.is_absolute():
@@ -344,6 +346,8 @@ def _read_secret_files(
                 raise ConfigError(
                     f"{source}: {section}.{file_key}: cannot read {path}: {exc.strerror}"
                 ) from None
+            if not values[key]:
+                raise ConfigError(f"{source}: {section}.{file_key}: {path} is empty")
 
 
 def _one_line(source: str, exc: ValidationError) -> str:

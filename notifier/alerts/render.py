@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import jinja2
 
-from .events import Event, TaskSummary
+from .events import Event, EventKind, TaskSummary
 
 TITLE_LIMIT = 300  # a title longer than this is cut (with …) in messages
 LOCALES = ("ru", "en")
@@ -157,6 +157,77 @@ class Renderer:
     def email(self, events: Sequence[Event]) -> EmailParts:
         subject = one_line(self._render("subject.txt.j2", events))[:200]
         return EmailParts(subject, self.text(events), self._render("email.html.j2", events))
+
+    def check(self) -> None:
+        """Compile every template of the locale and render a sample event of
+        each kind through every output, so that an override that cannot work
+        is refused when the config is loaded, not found by every alert later.
+        Raises TemplateProblem naming the file and the line."""
+        name = "?"
+        try:
+            for name in TEMPLATES:
+                self._template(name)
+            for event in sample_events():
+                for name in TEMPLATES[1:]:  # each renders the headline of its items
+                    self._render(name, [event])
+            name = "a digest of every kind"
+            self.telegram_parts(sample_events())
+            self.email(sample_events())
+        except jinja2.TemplateSyntaxError as exc:
+            where = exc.filename or f"{self.locale}/{exc.name or name}"
+            raise TemplateProblem(f"{where}:{exc.lineno}: {exc.message}") from None
+        except Exception as exc:  # any failure of a user's template
+            line = _template_line(exc)
+            raise TemplateProblem(
+                f"{self._where(name)}{line}: cannot render a sample alert "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _where(self, name: str) -> str:
+        try:
+            return self._template(name).filename or f"{self.locale}/{name}"
+        except jinja2.TemplateError:
+            return f"{self.locale}/{name}"
+
+
+class TemplateProblem(ValueError):
+    """A template that does not compile or cannot render; the text names the
+    file and the line."""
+
+
+TEMPLATES = (
+    "headline.txt.j2", "message.txt.j2", "telegram.html.j2", "subject.txt.j2", "email.html.j2",
+)  # fmt: skip
+
+
+def _template_line(exc: BaseException) -> str:
+    """The line of the template the exception was raised in, when Jinja2 says."""
+    tb = exc.__traceback__
+    found = ""
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+            found = f":{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+def sample_events() -> list[Event]:
+    """One event of every kind, with the details the real ones carry."""
+    task = TaskSummary(
+        1, 418, "Образец: подготовить отчёт", 2, "В работе", "HIGH", "Образец",
+        ("Иван Петров",), datetime(2000, 1, 1, 18, 0, tzinfo=UTC), True,
+    )  # fmt: skip
+    at = datetime(2000, 1, 1, 12, 0, tzinfo=UTC)
+    details: dict[str, object] = {
+        "reminder": False, "code": "3001", "error": "HTTP 502", "error_class": "transient",
+        "since": at.isoformat(), "resets_at": at.isoformat(), "resets_at_local": "01.01 00:00",
+        "reason": "a sample", "channel": "team", "recipient": "-100", "test": True,
+    }  # fmt: skip
+    events = []
+    for kind in EventKind:
+        about, summary = (None, None) if kind.operator else (1, task)
+        events.append(Event(kind, at, about, summary, "Новая", "В работе", dict(details)))
+    return events
 
 
 # --- splitting HTML for Telegram -------------------------------------------------------

@@ -48,6 +48,12 @@ WHAT = {
     "test_one_remaining_zero_header_is_advice_not_a_day_off": "never silent 5: one stale `X-RateLimit-Remaining: 0`: "
     "polling blocked only until a probe 10 minutes later, /healthz 503 with the reason meanwhile, one quota_exhausted "
     "and one quota_restored, then the change alerted",
+    "test_a_reload_to_a_broken_channel_keeps_the_running_one": "never silent 8: SIGHUP to a config with an empty bot "
+    "token file, then to a template that cannot render: each refused in one log line naming the key or the "
+    "file:line, the running channels keep delivering",
+    "test_a_template_that_cannot_work_fails_check_and_run": "never silent 9: a template override that does not "
+    "compile, or compiles but cannot render a sample of every event: `check` fails naming file:line, `run` exits 2 "
+    "in one line",
     "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
     "line naming the first one's PID; `status` works beside it; the lock goes with the process",
 }

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from notifier.alerts.events import EventKind
 from notifier.emulator import Emulator, EmulatorControl
 from tests.fakes.telegram import TelegramServer
@@ -132,3 +134,88 @@ async def test_one_remaining_zero_header_is_advice_not_a_day_off(harness: Harnes
     await harness.settle(service, 15 * 60)  # the probe goes within ten minutes
     assert harness.kinds() == ["quota_exhausted", "quota_restored", "status_changed"]
     assert service.health() == (True, "")
+
+
+def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "notifier", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+BROKEN_TEMPLATES = {
+    "syntax": ("{% if %}\n", "Expected an expression"),
+    "render": ("{{ items[0].event.details.nope.upper() }}\n", "cannot render a sample alert"),
+}
+
+
+def test_a_reload_to_a_broken_channel_keeps_the_running_one(
+    emulator: Emulator, control: EmulatorControl, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """A SIGHUP to a config whose bot token file is empty, or whose template
+    override cannot render, used to stop every delivery: reload stopped the
+    workers before building the new channels. Now the new config is built
+    completely first; on any error the running one stays, with one log line."""
+    task = control.create_task(title="Перезагрузка", status=1)["id"]
+    data = service_config(emulator, telegram, tmp_path, [task], metrics={"listen": ""})
+    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
+    config.write_text(_toml(data))
+    service = _start(config, log)
+    try:
+        wait_for(lambda: baselines(tmp_path / "state.sqlite3") == 1)
+        (tmp_path / "empty_token").write_text("\n")
+        broken = {**data["channels"]["team"], "bot_token_file": str(tmp_path / "empty_token")}
+        del broken["bot_token"]
+        config.write_text(_toml({**data, "channels": {"team": broken}}))
+        service.send_signal(signal.SIGHUP)
+        wait_for(lambda: "refused" in log.read_text())
+        templates = tmp_path / "templates" / "ru"
+        templates.mkdir(parents=True)
+        (templates / "telegram.html.j2").write_text(BROKEN_TEMPLATES["render"][0])
+        config.write_text(
+            _toml({**data, "alerts": {**data["alerts"], "templates": str(templates.parent)}})
+        )
+        service.send_signal(signal.SIGHUP)
+        wait_for(lambda: log.read_text().count("refused") == 2)
+        control.change_task(task, status=2)
+        wait_for(lambda: any("Перезагрузка" in m.text for m in telegram.fake.sent), within=30)
+    finally:
+        _stop(service)
+    refusals = [line for line in log.read_text().splitlines() if "refused" in line]
+    assert "channels.team.bot_token_file" in refusals[0] and "is empty" in refusals[0]
+    assert "telegram.html.j2:1" in refusals[1]
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_TEMPLATES))
+def test_a_template_that_cannot_work_fails_check_and_run(
+    broken: str, emulator: Emulator, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """An override that does not compile, or compiles but cannot render an
+    alert, passed check and reload; every alert then failed for two days."""
+    text, said = BROKEN_TEMPLATES[broken]
+    templates = tmp_path / "templates"
+    (templates / "ru").mkdir(parents=True)
+    (templates / "ru" / "message.txt.j2").write_text("первая строка\n" + text)
+    data = service_config(emulator, telegram, tmp_path, [1], metrics={"listen": ""})
+    data["alerts"]["templates"] = str(templates)
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    check = run_cli("check", "--config", str(config))
+    assert check.returncode == 1
+    assert f"{templates / 'ru' / 'message.txt.j2'}:2" in check.stdout and said in check.stdout
+    run = run_cli("run", "--config", str(config))
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert "alerts.templates" in line and "message.txt.j2:2" in line
