@@ -260,7 +260,7 @@ class Service:
         self.ledger.reset_block()  # a stale quota block too: the next request finds out
         self.poller.settings = planner_settings(config)  # decide() keeps a known batch size of 1
         old = self.channels
-        await self.dispatcher.stop()
+        await self.dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
         self._install(built, config)
         for name, channel in self.channels.items():
             if name in old:
@@ -286,8 +286,10 @@ class Service:
             await asyncio.wait([self._polling])
         if self.bot is not None:
             await self.bot.stop()
-        await self.dispatcher.stop()
-        left = await self.dispatcher.drain(drain_s) if drain_s > 0 else 0
+        started = time.monotonic()
+        await self.dispatcher.stop(grace_s=drain_s)  # sends under way finish, not resent
+        drain_left_s = drain_s - (time.monotonic() - started)
+        left = await self.dispatcher.drain(drain_left_s) if drain_left_s > 0 else 0
         for channel in self.channels.values():
             await channel.aclose()
         await self.client.aclose()

@@ -101,6 +101,7 @@ class Dispatcher:
         self.rng = random.Random(seed)  # noqa: S311 - jitter, not a secret
         self._wake: dict[str, asyncio.Event] = {}
         self._workers: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     # --- running -------------------------------------------------------------------------
 
@@ -115,13 +116,23 @@ class Dispatcher:
             if channel is None or name == channel:
                 event.set()
 
-    async def stop(self) -> None:
-        for worker in self._workers:
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop the workers. No new send starts; one under way may finish for
+        up to ``grace_s`` — cancelled, it would be sent again later (its
+        result never recorded), a duplicate the receiver sees."""
+        self._stopping = True
+        for wake in self._wake.values():
+            wake.set()
+        pending = set(self._workers)
+        if pending and grace_s > 0:
+            _, pending = await asyncio.wait(pending, timeout=grace_s)
+        for worker in pending:
             worker.cancel()
-        for worker in self._workers:
+        for worker in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         self._workers.clear()
+        self._stopping = False  # drain() may send again
 
     async def drain(self, timeout_s: float) -> int:
         """Send what is due, on every channel at once, until nothing is or
@@ -143,12 +154,14 @@ class Dispatcher:
 
     async def _worker(self, name: str) -> None:
         wake = self._wake[name]
-        while True:
+        while not self._stopping:
             try:
                 wait = await self.flush(name)
             except Exception:  # a bug must not end deliveries for good
                 log.exception("outbox flush failed", channel=name)
                 wait = IDLE_S
+            if self._stopping:
+                return
             wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=max(wait, 0.01))
@@ -180,7 +193,7 @@ class Dispatcher:
         rows = self._outside_quiet_hours(channel, rows, now)
         batches = [rows] if channel.options.group else [[row] for row in rows]
         for batch in batches:
-            if not batch:
+            if not batch or self._stopping:
                 continue
             result = await self._send(channel, batch)
             if not isinstance(result, Delivered):

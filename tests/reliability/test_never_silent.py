@@ -16,7 +16,7 @@ from notifier.alerts.events import EventKind
 from notifier.emulator import Emulator, EmulatorControl
 from tests.fakes.telegram import TelegramServer
 from tests.reliability.test_planfix_faults import task_events
-from tests.test_delivery import _toml, baselines
+from tests.test_delivery import CHAT, _toml, baselines
 from tests.test_operations import run_cli, service_config, wait_for
 from tests.watch.test_poller import Harness
 
@@ -219,3 +219,26 @@ def test_a_template_that_cannot_work_fails_check_and_run(
     assert run.returncode == 2
     (line,) = run.stderr.strip().splitlines()
     assert "alerts.templates" in line and "message.txt.j2:2" in line
+
+
+def test_sigterm_during_a_send_lets_it_finish_instead_of_sending_it_twice(
+    emulator: Emulator, control: EmulatorControl, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """SIGTERM while Telegram was slowly answering a send: stop cancelled the
+    send and the drain sent it again (two copies, three with a slower one)."""
+    task = control.create_task(title="Остановка посреди отправки", status=1)["id"]
+    data = service_config(emulator, telegram, tmp_path, [task], metrics={"listen": ""})
+    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
+    config.write_text(_toml(data))
+    service = _start(config, log)
+    try:
+        wait_for(lambda: baselines(tmp_path / "state.sqlite3") == 1)
+        telegram.fake.inject("slow", CHAT, delay_s=2.0, times=-1)
+        control.change_task(task, status=2)
+        wait_for(lambda: len(telegram.fake.texts(CHAT)) == 1)  # received, not yet answered
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=30)
+    finally:
+        _stop(service)
+    assert service.returncode == 0
+    assert len(telegram.fake.texts(CHAT)) == 1
