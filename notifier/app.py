@@ -354,6 +354,11 @@ class Service:
         blocked = self.ledger.blocked()
         if blocked:
             return False, blocked
+        if self.dispatcher.unrecorded:
+            return False, (
+                f"the state file cannot be written: {self.dispatcher.unrecorded} deliveries "
+                "sent but not recorded"
+            )
         limit = self.config.metrics.unhealthy_after_s
         last = self.poller.last_success_at
         if self.poller.records and last is not None and self.clock() - last > limit:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,9 @@ class Dispatcher:
         self._wake: dict[str, asyncio.Event] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Delivered, but the store could not record it (a full disk): held as
+        # sent here, so the record is retried and never the send.
+        self._unrecorded: dict[int, float] = {}
 
     # --- running -------------------------------------------------------------------------
 
@@ -171,9 +175,11 @@ class Dispatcher:
     async def flush(self, name: str) -> float:
         """Deliver what is due on one channel; return seconds until the next is."""
         channel = self.channels[name]
+        self._record_held()
         by_recipient: dict[str, list[OutboxRow]] = {}
         for row in self.store.outbox_pending(name):
-            by_recipient.setdefault(row.recipient, []).append(row)
+            if row.id not in self._unrecorded:
+                by_recipient.setdefault(row.recipient, []).append(row)
         waits = await asyncio.gather(
             *(self._recipient(channel, rows) for rows in by_recipient.values())
         )
@@ -235,7 +241,7 @@ class Dispatcher:
         if self.on_result is not None:
             self.on_result(channel.name, kind)
         if isinstance(result, Delivered):
-            self.store.outbox_sent(ids, now)
+            self._record_sent(ids, now)
             if self.on_delivered is not None:
                 self.on_delivered(channel.name, recipient)
         elif isinstance(result, RetryLater):
@@ -250,6 +256,33 @@ class Dispatcher:
             self.store.outbox_dead(ids, result.reason, now)
             self._failed(channel.name, recipient, result.reason)
         return result
+
+    @property
+    def unrecorded(self) -> int:
+        """Deliveries sent but not yet recorded as sent (for health)."""
+        return len(self._unrecorded)
+
+    def _record_sent(self, ids: Sequence[int], now: float) -> None:
+        try:
+            self.store.outbox_sent(ids, now)
+        except sqlite3.Error as exc:
+            if not self._unrecorded:
+                log.error("sent, but the state cannot record it; holding it as sent and "
+                          "retrying the record", error=str(exc))  # fmt: skip
+            self._unrecorded.update(dict.fromkeys(ids, now))
+
+    def _record_held(self) -> None:
+        if not self._unrecorded:
+            return
+        try:
+            for sent_at in sorted(set(self._unrecorded.values())):
+                ids = [i for i, at in self._unrecorded.items() if at == sent_at]
+                self.store.outbox_sent(ids, sent_at)
+                for i in ids:
+                    del self._unrecorded[i]
+        except sqlite3.Error:
+            return  # still cannot write: kept, tried again on the next pass
+        log.info("the state records deliveries again")
 
     def _failed(self, channel: str, recipient: str, reason: str) -> None:
         log.warning("channel cannot deliver", channel=channel, recipient=recipient, error=reason)

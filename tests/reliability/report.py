@@ -54,6 +54,11 @@ WHAT = {
     "test_a_template_that_cannot_work_fails_check_and_run": "never silent 9: a template override that does not "
     "compile, or compiles but cannot render a sample of every event: `check` fails naming file:line, `run` exits 2 "
     "in one line",
+    "test_sigterm_during_a_send_lets_it_finish_instead_of_sending_it_twice": "never silent 13: SIGTERM while "
+    "Telegram slowly answers a send: the send finishes within the drain deadline, the receiver gets one copy",
+    "test_a_send_whose_result_cannot_be_recorded_is_not_sent_again": "never silent 11: the disk fills while a "
+    "delivery is in flight (recording it as sent fails 3 times): held as sent in memory, the record retried, "
+    "one copy sent",
     "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
     "line naming the first one's PID; `status` works beside it; the lock goes with the process",
 }

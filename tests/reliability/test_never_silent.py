@@ -4,20 +4,29 @@ each case is a fault that once silenced it, run against the real emulator."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from notifier.alerts.dispatcher import Dispatcher, DispatchSettings
 from notifier.alerts.events import EventKind
 from notifier.emulator import Emulator, EmulatorControl
+from notifier.store import Store
+from tests.alerts.recording import Recording
+from tests.alerts.samples import MSK, event
 from tests.fakes.telegram import TelegramServer
 from tests.reliability.test_planfix_faults import task_events
 from tests.test_delivery import CHAT, _toml, baselines
 from tests.test_operations import run_cli, service_config, wait_for
+from tests.watch.clock import FakeClock
 from tests.watch.test_poller import Harness
 
 GUARD_S = 60  # a case that hangs fails here instead of blocking the suite
@@ -242,3 +251,35 @@ def test_sigterm_during_a_send_lets_it_finish_instead_of_sending_it_twice(
         _stop(service)
     assert service.returncode == 0
     assert len(telegram.fake.texts(CHAT)) == 1
+
+
+class DiskFullStore(Store):
+    """The state file on a disk that fills up: recording a delivery as sent
+    fails the way SQLite does when the disk is full, ``full_for`` times. (A
+    full disk cannot be made safely on a shared machine; the store's other
+    writes and every read are real.)"""
+
+    full_for = 0
+
+    def outbox_sent(self, ids: Sequence[int], now: float) -> None:
+        if self.full_for > 0:
+            self.full_for -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        super().outbox_sent(ids, now)
+
+
+async def test_a_send_whose_result_cannot_be_recorded_is_not_sent_again(tmp_path: Path) -> None:
+    """The disk filled while a delivery was in flight: marking it sent failed,
+    and the same alert went out again on every pass until space returned."""
+    clock = FakeClock(datetime(2026, 11, 23, 12, 0, tzinfo=MSK))
+    store = DiskFullStore(tmp_path / "state.sqlite3")
+    team = Recording("team")
+    sender = Dispatcher(store, {"team": team}, DispatchSettings(), clock=clock)
+    store.add_events([event()], lambda _: [("team", "r1")], queued_at=clock.now)
+    store.full_for = 3
+    for _ in range(5):
+        with contextlib.suppress(sqlite3.Error):
+            await sender.flush("team")
+        clock.advance(60)
+    assert len(team.sent) == 1
+    assert store.outbox_counts() == {"sent": 1}  # recorded once the disk had room
