@@ -235,6 +235,11 @@ class Dispatcher:
             log.exception("the channel raised while sending", channel=channel.name)
             result = RetryLater(f"the channel failed: {type(exc).__name__}")
         now = self.clock()
+        if not isinstance(result, Delivered) and result.sent_events:
+            # Sent in parts and cut short: what did go out is recorded as
+            # sent, so that a retry (or a dead letter) is only for the rest.
+            self._record_sent([r.id for r in batch[: result.sent_events]], now)
+            batch = batch[result.sent_events :]
         ids = [r.id for r in batch]
         kind = {Delivered: "delivered", RetryLater: "retry", FailedForGood: "dead"}[type(result)]
         log.debug("delivery", channel=channel.name, events=len(batch), result=kind)

@@ -142,17 +142,26 @@ class Renderer:
     def telegram_parts(self, events: Sequence[Event], limit: int = 4096) -> list[str]:
         """The message, or a digest cut into messages of at most ``limit``
         between events; only a single event too long on its own is split."""
+        return [text for text, _ in self.telegram_chunks(events, limit)]
+
+    def telegram_chunks(self, events: Sequence[Event], limit: int = 4096) -> list[tuple[str, int]]:
+        """The parts of :meth:`telegram_parts`, each with how many of the
+        events (from the first) are complete once it is sent — so that a
+        digest cut short by a failure records what did go out."""
         whole = self.telegram(events)
         if telegram_length(whole) <= limit or len(events) == 1:
-            return split_html(whole, limit)
-        parts: list[str] = []
-        for block in (self.telegram([e]) for e in events):
-            candidate = f"{parts[-1]}\n\n{block}" if parts else block
-            if parts and telegram_length(candidate) <= limit:
-                parts[-1] = candidate
+            pieces = split_html(whole, limit)
+            return [(p, len(events) if i == len(pieces) - 1 else 0) for i, p in enumerate(pieces)]
+        chunks: list[tuple[str, int]] = []
+        for done, block in enumerate((self.telegram([e]) for e in events), start=1):
+            candidate = f"{chunks[-1][0]}\n\n{block}" if chunks else block
+            if chunks and telegram_length(candidate) <= limit:
+                chunks[-1] = (candidate, done)
             else:
-                parts.extend(split_html(block, limit))
-        return parts
+                pieces = split_html(block, limit)
+                last = len(pieces) - 1
+                chunks += [(p, done if i == last else done - 1) for i, p in enumerate(pieces)]
+        return chunks
 
     def email(self, events: Sequence[Event]) -> EmailParts:
         subject = one_line(self._render("subject.txt.j2", events))[:200]

@@ -47,11 +47,13 @@ class Delivered:
 class RetryLater:
     reason: str
     after_s: float | None = None  # the service said when; None = our back-off
+    sent_events: int = 0  # a message sent in parts: its first N events went out
 
 
 @dataclass(frozen=True, slots=True)
 class FailedForGood:
     reason: str
+    sent_events: int = 0  # as for RetryLater
 
 
 SendResult = Delivered | RetryLater | FailedForGood

@@ -143,27 +143,30 @@ class TelegramChannel(Channel):
 
     async def send(self, message: Message) -> SendResult:
         chat = self.migrated.get(message.recipient, message.recipient)
-        parts = self.renderer.telegram_parts(message.events, TELEGRAM_LIMIT)
+        parts = self.renderer.telegram_chunks(message.events, TELEGRAM_LIMIT)
         markup = self._buttons(message)
+        done = 0  # events complete in the parts sent so far: a retry starts after them
         try:
             await self._ensure_ready()
-            for index, part in enumerate(parts):
+            for index, (part, complete) in enumerate(parts):
                 last = index == len(parts) - 1
                 chat = await self._send_part(
                     chat, part, message.recipient, markup if last else None
                 )
+                done = complete
         except RetryAfter as exc:
-            return RetryLater("Telegram asked to slow down", _retry_after_s(exc))
+            return RetryLater("Telegram asked to slow down", _retry_after_s(exc), done)
         except Forbidden as exc:
             reason = f"the bot cannot write to chat {chat}: {self._scrub(exc.message)}"
             self.forbidden[message.recipient] = reason
-            return FailedForGood(reason)
+            return FailedForGood(reason, done)
         except InvalidToken:
             return FailedForGood("Telegram rejected the bot token")
         except BadRequest as exc:
-            return FailedForGood(f"Telegram refused the message: {self._scrub(exc.message)}")
+            reason = f"Telegram refused the message: {self._scrub(exc.message)}"
+            return FailedForGood(reason, done)
         except (TimedOut, TelegramError) as exc:  # network trouble, 5xx
-            return RetryLater(f"Telegram unreachable: {self._scrub(exc.message)}")
+            return RetryLater(f"Telegram unreachable: {self._scrub(exc.message)}", None, done)
         self.forbidden.pop(message.recipient, None)
         return Delivered(f"{len(parts)} message(s)")
 

@@ -66,6 +66,7 @@ class Fault:
     kind: str  # retry_after | forbidden | bad_request | server_error | slow | migrate
     chat_id: str | None = None  # None: any chat
     times: int = 1  # -1: until cleared
+    after: int = 0  # let this many matching messages through first
     retry_after: int = 1
     delay_s: float = 0.0
     migrate_to: int = 0
@@ -139,6 +140,9 @@ class FakeTelegram:
     def _fault(self, chat: str | None) -> Fault | None:
         for fault in self.faults:
             if fault.times != 0 and (fault.chat_id is None or fault.chat_id == chat):
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
                 if fault.times > 0:
                     fault.times -= 1
                 return fault

@@ -59,6 +59,9 @@ WHAT = {
     "test_a_send_whose_result_cannot_be_recorded_is_not_sent_again": "never silent 11: the disk fills while a "
     "delivery is in flight (recording it as sent fails 3 times): held as sent in memory, the record retried, "
     "one copy sent",
+    "test_a_digest_cut_short_records_the_parts_that_went_out": "never silent 12: a digest in several Telegram "
+    "messages with a 429 or a block on part 3: the parts that went out are recorded, nothing sent twice, only the "
+    "rest retried or dead-lettered",
     "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
     "line naming the first one's PID; `status` works beside it; the lock goes with the process",
 }

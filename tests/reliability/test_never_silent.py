@@ -21,7 +21,7 @@ from notifier.alerts.events import EventKind
 from notifier.emulator import Emulator, EmulatorControl
 from notifier.store import Store
 from tests.alerts.recording import Recording
-from tests.alerts.samples import MSK, event
+from tests.alerts.samples import MSK, channel, event, summary
 from tests.fakes.telegram import TelegramServer
 from tests.reliability.test_planfix_faults import task_events
 from tests.test_delivery import CHAT, _toml, baselines
@@ -283,3 +283,35 @@ async def test_a_send_whose_result_cannot_be_recorded_is_not_sent_again(tmp_path
         clock.advance(60)
     assert len(team.sent) == 1
     assert store.outbox_counts() == {"sent": 1}  # recorded once the disk had room
+
+
+@pytest.mark.parametrize("fault", ["retry_after", "forbidden"])
+async def test_a_digest_cut_short_records_the_parts_that_went_out(
+    fault: str, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """A digest split into several Telegram messages, with a 429 (or a block)
+    on part 3: parts 1-2 used to be sent again (5 messages, 3 distinct), and
+    a failure for good dead-lettered events that had been delivered."""
+    clock = FakeClock(datetime(2026, 11, 23, 12, 0, tzinfo=MSK))
+    store = Store(tmp_path / "state.sqlite3")
+    team = channel("team", {"type": "telegram", "bot_token": telegram.fake.token,
+                            "chat_ids": [CHAT], "api_url": telegram.url, "per_chat_per_s": 50})  # fmt: skip
+    sender = Dispatcher(store, {"team": team}, DispatchSettings(retry_base_s=1), clock=clock)
+    events = [event(task_id=3000 + n, task=summary(3000 + n, title=f"Пункт {n} " + "ж" * 150))
+              for n in range(60)]  # fmt: skip
+    parts = team.renderer.telegram_chunks(events, 4096)
+    assert len(parts) >= 4
+    store.add_events(events, lambda _: [("team", str(CHAT))], queued_at=clock.now)
+    telegram.fake.inject(fault, CHAT, after=2, times=1, retry_after=1)
+    for _ in range(4):
+        await sender.flush("team")
+        clock.advance(5)
+    sent = telegram.fake.texts(CHAT)
+    assert len(sent) == len(set(sent))  # nothing went out twice
+    delivered_first = parts[1][1]  # events complete in parts 1-2
+    counts = store.outbox_counts()
+    if fault == "retry_after":
+        assert len(sent) == len(parts) and counts == {"sent": 60}
+    else:
+        assert counts == {"sent": delivered_first, "dead": 60 - delivered_first}
+    await team.aclose()
