@@ -11,6 +11,8 @@ channel. One process, one asyncio loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -129,7 +131,9 @@ class Service:
         self._failing: set[tuple[str, str]] = set()
         self._stopped = False
         self._polling: asyncio.Task[object] | None = None  # the poll round under way
+        self._store_error: str | None = None  # the last poll round could not save
         self.bot: ChatBot | None = None
+        self._bot_retry: asyncio.Task[None] | None = None  # the bot, retried in the background
         self.scheduler = AsyncIOScheduler(timezone=self.tz)
 
     def _alerts(self, config: Config) -> Alerts:
@@ -207,10 +211,42 @@ class Service:
         self.dispatcher.start()
 
     async def start_bot(self) -> None:
-        """The chat bot, when ``bot.channel`` names a Telegram channel."""
-        if self.config.bot.channel and self.bot is None:
-            self.bot = ChatBot(self)
-            await self.bot.start()
+        """The chat bot, when ``bot.channel`` names a Telegram channel. If
+        Telegram cannot be reached now, the service goes on without it (polling
+        and the other channels must not wait for a chat bot): the operator is
+        told through the channels that work, and the bot is retried in the
+        background with back-off until it starts."""
+        if not self.config.bot.channel or self.bot is not None or self._bot_retry is not None:
+            return
+        error = await self._try_bot()
+        if error is None:
+            return
+        log.warning("the Telegram bot cannot start; going on without it, retrying", error=error)
+        self._channel_failed(self.config.bot.channel, "the bot (getUpdates)", error)
+        self._bot_retry = asyncio.create_task(self._retry_bot(), name="bot-retry")
+
+    async def _try_bot(self) -> str | None:
+        """Start the bot; None when it runs, else why not."""
+        bot = ChatBot(self)
+        try:
+            await bot.start()
+        except Exception as exc:  # Telegram unreachable, the token refused, …
+            with contextlib.suppress(Exception):
+                await bot.stop()
+            return f"{type(exc).__name__}: {exc}"
+        self.bot = bot
+        return None
+
+    async def _retry_bot(self, first_s: float = 10.0, most_s: float = 600.0) -> None:
+        wait = first_s
+        while True:
+            await asyncio.sleep(wait)
+            if await self._try_bot() is None:
+                break
+            wait = min(wait * 2, most_s)
+        log.info("the Telegram bot is up")
+        self._channel_delivered(self.config.bot.channel, "the bot (getUpdates)")
+        self._bot_retry = None
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), self.tz)
@@ -228,15 +264,27 @@ class Service:
         # A round ends within half a heartbeat, so the heartbeat never finds it
         # still running; a busy poller simply comes straight back.
         self._polling = asyncio.current_task()
+        round_started = self.clock()
         try:
             wake_at = await self.poller.tick(until=self.clock() + HEARTBEAT_S / 2)
         except asyncio.CancelledError:
             if self._stopped:
                 return  # stop() ends the round; the scheduler must not log it as a failure
             raise
+        except sqlite3.Error as exc:  # the state file cannot be used: say so, try again
+            if self._store_error is None:
+                log.error("the state file cannot be written; polling goes on trying",
+                          error=str(exc))  # fmt: skip
+            self._store_error = f"the state file cannot be written: {exc}"
+            wake_at = self.clock() + HEARTBEAT_S
         except Exception:  # one bad round must not stop the service
             log.exception("poll round failed")
             wake_at = self.clock() + HEARTBEAT_S
+        else:
+            saved = self.poller.last_saved_at
+            if self._store_error is not None and saved is not None and saved >= round_started:
+                log.info("the state file can be written again")
+                self._store_error = None
         finally:
             self._polling = None
         # Never "now": the scheduler would find this very run still going and
@@ -284,6 +332,10 @@ class Service:
         if self._polling is not None:  # a poll's answer not yet stored is asked again next start
             self._polling.cancel()
             await asyncio.wait([self._polling])
+        if self._bot_retry is not None:
+            self._bot_retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._bot_retry
         if self.bot is not None:
             await self.bot.stop()
         started = time.monotonic()
@@ -354,6 +406,8 @@ class Service:
         blocked = self.ledger.blocked()
         if blocked:
             return False, blocked
+        if self._store_error is not None:
+            return False, self._store_error
         if self.dispatcher.unrecorded:
             return False, (
                 f"the state file cannot be written: {self.dispatcher.unrecorded} deliveries "

@@ -128,9 +128,15 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
     service = Service(config)
     metrics: MetricsServer | None = None
     if config.metrics.listen:
-        metrics = MetricsServer(
-            config.metrics.listen, service.metrics, service.health, lambda: None
-        )
+        try:
+            metrics = MetricsServer(
+                config.metrics.listen, service.metrics, service.health, lambda: None
+            )
+        except OSError as exc:
+            await service.stop()
+            raise ConfigError(
+                f"metrics.listen {config.metrics.listen}: cannot listen there ({exc.strerror})"
+            ) from None
         metrics.start()
     service.start()
     await service.start_bot()

@@ -52,12 +52,18 @@ class Store:
 
     def _open(self) -> sqlite3.Connection:
         if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Created 0600 before SQLite touches it; SQLite gives the -wal and
-            # -shm files the same mode.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            os.chmod(self.path, 0o600)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Created 0600 before SQLite touches it; SQLite gives the -wal
+                # and -shm files the same mode.
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+                os.chmod(self.path, 0o600)
+            except OSError as exc:
+                raise StoreError(
+                    f"state file {self.path}: cannot open it ({exc.strerror}); state.path "
+                    "must be a file in a folder this user can write"
+                ) from None
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             version = int(db.execute("PRAGMA user_version").fetchone()[0])

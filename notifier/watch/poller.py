@@ -94,6 +94,7 @@ class Poller:
         self.failing_after_s = failing_after_s
         self.on_polled = on_polled
         self.last_success_at: float | None = None  # the last poll PlanFix answered
+        self.last_saved_at: float | None = None  # the last poll the store took
         self.catalog = StatusCatalog.empty()
         self.records: dict[int, TaskRecord] = {}
         self._candidates: dict[int, Candidate] = {}  # kept between decisions
@@ -225,10 +226,10 @@ class Poller:
             changed.append((updated, events))
         self._track_incident([r.error for r in results], now, at)
         self._track_breaker([r.error for r in results], now)
+        if save and changed:
+            self._save(changed)  # may raise: then this poll was no success
         if any(r.outcome in ("ok", "unavailable") for r in results):  # PlanFix answered
             self.last_success_at = now
-        if save and changed:
-            self._save(changed)
         if self.on_polled is not None:
             self.on_polled(results, now - started)
         log.debug(
@@ -321,6 +322,7 @@ class Poller:
     def _save(self, changed: Sequence[tuple[TaskRecord, list[Event]]]) -> None:
         now = self.clock()
         stored = self.store.save_polls(changed, self.route, now + self.group_wait_s, queued_at=now)
+        self.last_saved_at = now
         for record, _ in changed:
             if record.task_id in self.records:
                 self.records[record.task_id] = record

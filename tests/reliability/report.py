@@ -62,6 +62,13 @@ WHAT = {
     "test_a_digest_cut_short_records_the_parts_that_went_out": "never silent 12: a digest in several Telegram "
     "messages with a 429 or a block on part 3: the parts that went out are recorded, nothing sent twice, only the "
     "rest retried or dead-lettered",
+    "test_telegram_unreachable_at_start_does_not_stop_the_service": "never silent 7: [bot] set and Telegram "
+    "unreachable at start: the service runs without the bot, polls, alerts by e-mail, tells the operator there, "
+    "retries the bot in the background; no traceback",
+    "test_every_start_up_failure_is_one_line_and_exit_2": "never silent 10: a state path that is a folder, a state "
+    "folder that cannot be written, a metrics port taken: exit 2 with one line, no traceback",
+    "test_a_state_file_that_cannot_be_written_turns_health_503": "never silent 10: the state file cannot be written "
+    "under a running service: /healthz 503 with the reason, one log line, healthy again once it saves",
     "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
     "line naming the first one's PID; `status` works beside it; the lock goes with the process",
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from notifier.alerts.dispatcher import Dispatcher, DispatchSettings
-from notifier.alerts.events import EventKind
+from notifier.alerts.events import Event, EventKind
 from notifier.emulator import Emulator, EmulatorControl
 from notifier.store import Store
 from tests.alerts.recording import Recording
 from tests.alerts.samples import MSK, channel, event, summary
+from tests.fakes.smtp import SmtpServer, free_port
 from tests.fakes.telegram import TelegramServer
 from tests.reliability.test_planfix_faults import task_events
 from tests.test_delivery import CHAT, _toml, baselines
@@ -315,3 +317,90 @@ async def test_a_digest_cut_short_records_the_parts_that_went_out(
     else:
         assert counts == {"sent": delivered_first, "dead": 60 - delivered_first}
     await team.aclose()
+
+
+def test_telegram_unreachable_at_start_does_not_stop_the_service(
+    emulator: Emulator,
+    control: EmulatorControl,
+    telegram: TelegramServer,
+    smtp_plain: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    """With [bot] set and Telegram unreachable at start, run died with a
+    110-line traceback (under Restart=on-failure: a loop that also stopped
+    polling and e-mail). Now it starts without the bot, retries the bot in the
+    background and tells the operator through the channels that work."""
+    task = control.create_task(title="Без бота", status=1)["id"]
+    data = service_config(emulator, telegram, tmp_path, [task], metrics={"listen": ""})
+    data["channels"]["team"]["api_url"] = f"http://127.0.0.1:{free_port()}"  # nobody there
+    data["channels"]["mail"] = smtp_plain.options(group=False)
+    data["bot"] = {"channel": "team", "allowed_chats": [CHAT], "poll_timeout_s": 1}
+    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
+    config.write_text(_toml(data))
+    service = _start(config, log)
+    try:
+        wait_for(lambda: baselines(tmp_path / "state.sqlite3") == 1, within=30)
+        control.change_task(task, status=2)
+        wait_for(lambda: len(smtp_plain.inbox.messages) >= 2, within=30)
+        subjects = " ".join(str(m["Subject"]) for m in smtp_plain.inbox.messages)
+        assert "Без бота" in subjects and "team" in subjects  # the alert, and the bot's trouble
+        assert service.poll() is None
+    finally:
+        _stop(service)
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("trap", ["state is a folder", "state folder unwritable", "port taken"])
+def test_every_start_up_failure_is_one_line_and_exit_2(
+    trap: str, emulator: Emulator, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """A state path that is a folder, a state folder that cannot be written
+    and a metrics port already taken gave a traceback and exit 1."""
+    data = service_config(emulator, telegram, tmp_path, [1])
+    with contextlib.ExitStack() as stack:
+        if trap == "state is a folder":
+            (tmp_path / "folder").mkdir()
+            data["state"]["path"] = str(tmp_path / "folder")
+            said = "folder"
+        elif trap == "state folder unwritable":
+            data["state"]["path"] = "/proc/planfix-notifier/state.sqlite3"  # not even root may
+            said = "/proc/planfix-notifier/state.sqlite3"
+        else:
+            taken = stack.enter_context(socket.socket())
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            data["metrics"]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+            said = "metrics.listen"
+        config = tmp_path / "notifier.toml"
+        config.write_text(_toml(data))
+        done = run_cli("run", "--config", str(config))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert said in line and "Traceback" not in done.stderr
+
+
+async def test_a_state_file_that_cannot_be_written_turns_health_503(harness: Harness) -> None:
+    """A state file that broke under a running service: it went on without a
+    word while /healthz said 200. (SQLite keeps serving a damaged file from its
+    cache for a while, so the store here fails the way SQLite then does.)"""
+    task = harness.control.create_task(title="Порча", status=1)["id"]
+    service = harness.service([task])
+    service.start()
+    await service._poll_job()
+    assert service.health() == (True, "")
+    real = service.store.save_polls
+
+    def broken(*args: object, **kwargs: object) -> list[tuple[int, Event]]:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    service.store.save_polls = broken  # type: ignore[method-assign]
+    harness.control.change_task(task, status=2)
+    harness.advance(600)
+    await service._poll_job()
+    healthy, reason = service.health()
+    assert not healthy and "state file cannot be written" in reason and "malformed" in reason
+    service.store.save_polls = real  # type: ignore[method-assign]
+    harness.advance(600)
+    await service._poll_job()
+    assert service.health() == (True, "")
+    assert harness.kinds() == ["status_changed"]  # found again once it could be saved
