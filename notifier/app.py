@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +46,7 @@ log = oplog.get(__name__)
 POLL_JOB = "poll"
 HEARTBEAT_S = 60  # the poll job runs at least this often, whatever it asked for
 GAUGES_S = 15
+ROUND_STALLED_S = 300.0  # /healthz: 503 when no poll round ended this long (heartbeat 60 s)
 
 
 def build_channels(config: Config, renderer: Renderer) -> dict[str, Channel]:
@@ -97,9 +99,11 @@ class Service:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.monotonic = monotonic  # ages and waits: a wall-clock step must not move them
         self.tz = ZoneInfo(config.planfix.timezone)
         self.metrics = metrics or Metrics()
         self.store = Store(config.state.path)
@@ -132,6 +136,9 @@ class Service:
         self._stopped = False
         self._polling: asyncio.Task[object] | None = None  # the poll round under way
         self._store_error: str | None = None  # the last poll round could not save
+        self._round_done_at = monotonic()  # health: the poll loop is turning
+        self._beat_at = -math.inf  # the last heartbeat GET
+        self._beat_failing = False
         self.bot: ChatBot | None = None
         self._bot_retry: asyncio.Task[None] | None = None  # the bot, retried in the background
         self.scheduler = AsyncIOScheduler(timezone=self.tz)
@@ -287,10 +294,12 @@ class Service:
                 self._store_error = None
         finally:
             self._polling = None
+            self._round_done_at = self.monotonic()
         # Never "now": the scheduler would find this very run still going and
         # skip the next one until the heartbeat.
         wake_at = min(max(wake_at, self.clock() + 0.05), self.clock() + HEARTBEAT_S)
         self.scheduler.modify_job(POLL_JOB, next_run_time=datetime.fromtimestamp(wake_at, self.tz))
+        await self._heartbeat()
 
     async def reload(self, config: Config) -> list[str]:
         """Apply a new configuration without losing state; return the sections
@@ -413,8 +422,36 @@ class Service:
                 f"the state file cannot be written: {self.dispatcher.unrecorded} deliveries "
                 "sent but not recorded"
             )
+        stuck = self.dispatcher.stuck(self.config.metrics.channel_stuck_after_s)
+        if stuck:
+            channel, age = stuck[0]
+            return False, f"channel {channel}: failing, nothing delivered for {age / 60:.0f} min"
+        stalled = self.monotonic() - self._round_done_at
+        if self.scheduler.running and stalled > ROUND_STALLED_S:
+            return False, f"no poll round has completed for {stalled:.0f} s"
         limit = self.config.metrics.unhealthy_after_s
         last = self.poller.last_success_at
         if self.poller.records and last is not None and self.clock() - last > limit:
             return False, f"no successful poll for {self.clock() - last:.0f} s"
         return True, ""
+
+    async def _heartbeat(self) -> None:
+        """A dead man's switch for cron monitors: a GET to ``heartbeat_url``
+        after a healthy round, at most once a minute; a dead host is then
+        noticed from outside. A failing monitor is logged, once."""
+        url = self.config.metrics.heartbeat_url
+        now = self.monotonic()
+        if not url or now - self._beat_at < HEARTBEAT_S or not self.health()[0]:
+            return
+        self._beat_at = now
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                (await http.get(url)).raise_for_status()
+        except httpx.HTTPError as exc:
+            if not self._beat_failing:
+                log.warning("the heartbeat URL does not answer", error=type(exc).__name__)
+            self._beat_failing = True
+        else:
+            if self._beat_failing:
+                log.info("the heartbeat URL answers again")
+            self._beat_failing = False

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from .alerts.events import ALL_EVENT_KINDS, TASK_EVENT_KINDS
 from .channels.base import ChannelOptions, channel_types
-from .planfix.client import ClientSettings, check_endpoint
+from .planfix.client import ClientSettings, check_endpoint, private_transport
 from .planfix.errors import ConfigError as PlanfixConfigError
 
 ENV_PREFIX = "PLANFIX_NOTIFIER_"
@@ -171,12 +171,21 @@ class BotSection(_Section):
 class MetricsSection(_Section):
     listen: str = "127.0.0.1:9464"  # "" turns the endpoint off
     unhealthy_after_s: float = Field(1800.0, gt=0)  # /healthz: 503 without a good poll this long
+    heartbeat_url: str = ""  # a GET after each healthy poll round, at most once a minute
+    channel_stuck_after_s: float = Field(3600.0, gt=0)  # /healthz: 503 when due, undelivered
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         if value and not value.rpartition(":")[2].isdigit():
             raise ValueError('"host:port" (e.g. "127.0.0.1:9464"), or "" for none')
+        return value
+
+    @field_validator("heartbeat_url")
+    @classmethod
+    def _heartbeat(cls, value: str) -> str:
+        if value and not private_transport(value):
+            raise ValueError("https:// (plain http:// only to a loopback host)")
         return value
 
 

@@ -106,6 +106,11 @@ class Dispatcher:
         # Delivered, but the store could not record it (a full disk): held as
         # sent here, so the record is retried and never the send.
         self._unrecorded: dict[int, float] = {}
+        # Health: when each channel last made progress (delivered, or had
+        # nothing due), and the channels whose sends are being retried.
+        self.monotonic: Callable[[], float] = time.monotonic
+        self._progress: dict[str, float] = dict.fromkeys(channels, self.monotonic())
+        self._retrying: set[str] = set()
 
     # --- running -------------------------------------------------------------------------
 
@@ -180,6 +185,8 @@ class Dispatcher:
         for row in self.store.outbox_pending(name):
             if row.id not in self._unrecorded:
                 by_recipient.setdefault(row.recipient, []).append(row)
+        if not any(row.attempts for rows in by_recipient.values() for row in rows):
+            self._progress[name] = self.monotonic()  # nothing failing: not stuck
         waits = await asyncio.gather(
             *(self._recipient(channel, rows) for rows in by_recipient.values())
         )
@@ -245,6 +252,7 @@ class Dispatcher:
         log.debug("delivery", channel=channel.name, events=len(batch), result=kind)
         if self.on_result is not None:
             self.on_result(channel.name, kind)
+        self._note_progress(channel.name, result)
         if isinstance(result, Delivered):
             self._record_sent(ids, now)
             if self.on_delivered is not None:
@@ -261,6 +269,25 @@ class Dispatcher:
             self.store.outbox_dead(ids, result.reason, now)
             self._failed(channel.name, recipient, result.reason)
         return result
+
+    def _note_progress(self, name: str, result: SendResult) -> None:
+        """One log line when a channel starts failing to deliver, one when it
+        delivers again (a retry forever used to write nothing at WARNING)."""
+        if isinstance(result, Delivered):
+            self._progress[name] = self.monotonic()
+            if name in self._retrying:
+                self._retrying.discard(name)
+                log.info("channel delivers again", channel=name)
+        elif isinstance(result, RetryLater) and name not in self._retrying:
+            self._retrying.add(name)
+            log.warning("channel cannot deliver now; retrying", channel=name, error=result.reason)
+
+    def stuck(self, after_s: float) -> list[tuple[str, float]]:
+        """Channels whose deliveries have been failing, with none delivered,
+        for over ``after_s`` (deliveries held on purpose — group wait, quiet
+        hours — have no failed attempt and do not count)."""
+        now = self.monotonic()
+        return [(n, now - at) for n, at in self._progress.items() if now - at > after_s]
 
     @property
     def unrecorded(self) -> int:

@@ -69,6 +69,11 @@ WHAT = {
     "folder that cannot be written, a metrics port taken: exit 2 with one line, no traceback",
     "test_a_state_file_that_cannot_be_written_turns_health_503": "never silent 10: the state file cannot be written "
     "under a running service: /healthz 503 with the reason, one log line, healthy again once it saves",
+    "test_the_heartbeat_url_hears_of_healthy_rounds_at_most_once_a_minute": "health: `heartbeat_url` gets a GET "
+    "after a healthy round, once a minute however many rounds run",
+    "test_a_channel_that_delivers_nothing_while_due_is_unhealthy": "health: a channel retried for over "
+    "`channel_stuck_after_s` with nothing delivered: /healthz 503, one WARNING when it starts failing, one line "
+    "when it delivers again",
     "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
     "line naming the first one's PID; `status` works beside it; the lock goes with the process",
 }

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import structlog
 
 from notifier.alerts.dispatcher import Dispatcher, DispatchSettings
 from notifier.alerts.events import Event, EventKind
+from notifier.channels.base import RetryLater
 from notifier.emulator import Emulator, EmulatorControl
 from notifier.store import Store
 from tests.alerts.recording import Recording
@@ -404,3 +408,64 @@ async def test_a_state_file_that_cannot_be_written_turns_health_503(harness: Har
     await service._poll_job()
     assert service.health() == (True, "")
     assert harness.kinds() == ["status_changed"]  # found again once it could be saved
+
+
+def test_the_heartbeat_url_hears_of_healthy_rounds_at_most_once_a_minute(
+    emulator: Emulator, control: EmulatorControl, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """A dead man's switch: a monitor that hears nothing knows the host died."""
+    beats: list[str] = []
+
+    class Monitor(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            beats.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    monitor = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Monitor)
+    threading.Thread(target=monitor.serve_forever, daemon=True).start()
+    task = control.create_task(title="Пульс", status=1)["id"]
+    url = f"http://127.0.0.1:{monitor.server_address[1]}/ping/abc"
+    data = service_config(
+        emulator, telegram, tmp_path, [task], metrics={"listen": "", "heartbeat_url": url}
+    )
+    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
+    config.write_text(_toml(data))
+    service = _start(config, log)
+    try:
+        wait_for(lambda: beats == ["/ping/abc"], within=30)
+        time.sleep(5)  # many poll rounds (min_interval_s = 1), still one beat a minute
+        assert beats == ["/ping/abc"]
+    finally:
+        _stop(service)
+        monitor.shutdown()
+
+
+async def test_a_channel_that_delivers_nothing_while_due_is_unhealthy(tmp_path: Path) -> None:
+    """A delivery retried forever wrote nothing at WARNING and /healthz stayed 200."""
+    clock = FakeClock(datetime(2026, 11, 23, 12, 0, tzinfo=MSK))
+    store = Store(tmp_path / "state.sqlite3")
+    team = Recording("team")
+    team.script = [RetryLater("Telegram unreachable")] * 40
+    sender = Dispatcher(store, {"team": team}, DispatchSettings(retry_max_s=300), clock=clock)
+    sender.monotonic = clock
+    sender._progress["team"] = clock.now
+    store.add_events([event()], lambda _: [("team", "r1")], queued_at=clock.now)
+    with structlog.testing.capture_logs() as logged:
+        for _ in range(15):
+            await sender.flush("team")
+            clock.advance(300)
+        assert [name for name, _ in sender.stuck(3600)] == ["team"]
+        team.script = []
+        clock.advance(400)  # past the longest back-off (300 s and its jitter)
+        await sender.flush("team")
+    assert sender.stuck(3600) == [] and store.outbox_counts() == {"sent": 1}
+    said = [(e["log_level"], e["event"]) for e in logged if e["log_level"] != "debug"]
+    assert said == [
+        ("warning", "channel cannot deliver now; retrying"),
+        ("info", "channel delivers again"),
+    ]
