@@ -19,7 +19,7 @@ from telegram.ext import Application, CallbackQueryHandler, CommandHandler, Cont
 
 from ..alerts.events import TASK_EVENT_KINDS
 from ..ops import logging as oplog
-from ..planfix.errors import PlanfixError, is_task_gone
+from ..planfix.errors import PlanfixError, QuotaExhaustedError, is_task_gone
 from ..planfix.model import Task
 from ..watch.planner import polls_per_day_estimate
 from .resolve import TaskRef, parse_duration, parse_task
@@ -139,6 +139,8 @@ class ChatBot:
                 if ref.is_id:
                     return await service.client.get_task(ref.value)
                 return await service.client.get_task_by_number(ref.value)
+        except QuotaExhaustedError as exc:
+            return f"Сейчас нельзя спросить PlanFix: {exc.message}. Попробуйте позже."
         except PlanfixError as exc:
             if is_task_gone(exc):
                 return "Не нашёл такую задачу (или у робота нет к ней доступа)."

@@ -66,4 +66,6 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 2: when a still-overdue task was last told (alerts.repeat_overdue_every)
     ["ALTER TABLE task_state ADD COLUMN reminded_at REAL"],
+    # 3: requests spent on demand (poll, /watch, pushes), capped at the reserve
+    ["ALTER TABLE quota ADD COLUMN on_demand INTEGER NOT NULL DEFAULT 0"],
 ]

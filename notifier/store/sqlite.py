@@ -348,23 +348,26 @@ class Store:
 
     def load_quota(self, day: date) -> LedgerDay | None:
         row = self._db.execute(
-            "SELECT used, server_remaining, used_at_server, exhausted FROM quota WHERE day = ?",
+            "SELECT used, server_remaining, used_at_server, exhausted, on_demand FROM quota "
+            "WHERE day = ?",
             (day.isoformat(),),
         ).fetchone()
         if row is None:
             return None
-        return LedgerDay(day, row[0], row[1], row[2], bool(row[3]))
+        return LedgerDay(day, row[0], row[1], row[2], bool(row[3]), row[4])
 
     def save_quota(self, row: LedgerDay) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO quota (day, used, server_remaining, used_at_server, exhausted) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO quota "
+            "(day, used, server_remaining, used_at_server, exhausted, on_demand) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (
                 row.day.isoformat(),
                 row.used,
                 row.server_remaining,
                 row.used_at_server,
                 int(row.exhausted),
+                row.on_demand,
             ),
         )
 

@@ -57,6 +57,7 @@ class LedgerDay:
     server_remaining: int | None = None  # the last X-RateLimit-Remaining seen…
     used_at_server: int = 0  # …and our count when we saw it
     exhausted: bool = False  # 0007 seen: nothing more today
+    on_demand: int = 0  # of `used`, spent on demand (capped at the reserve)
 
 
 class LedgerStore(Protocol):
@@ -171,6 +172,20 @@ class QuotaLedger:
         return max(self.clock(), reset - (remaining - 1) / per_second)
 
     @property
+    def on_demand_cap(self) -> int:
+        """On-demand reads a day: the reserve, never the planner's share."""
+        return int(self.daily_quota * self.reserve_fraction + 0.999)
+
+    def blocked_on_demand(self) -> str | None:
+        """Why an on-demand read must wait for the planner now; None when it may go."""
+        if self.today().on_demand >= self.on_demand_cap:
+            return (
+                f"the on-demand reserve ({self.on_demand_cap} requests a day) is spent "
+                "today; such reads wait for the planner"
+            )
+        return self.blocked()
+
+    @property
     def daily_plannable(self) -> int:
         return int(self.daily_quota * (1 - self.reserve_fraction))
 
@@ -201,7 +216,10 @@ class QuotaLedger:
 
     async def before_request(self, method: str) -> None:
         async with self._pace_lock:
-            allowed = self.remaining if _on_demand.get() else self.plannable
+            on_demand = _on_demand.get()
+            if on_demand and (why := self.blocked_on_demand()) is not None:
+                raise QuotaExhaustedError(why, method=method)
+            allowed = self.remaining if on_demand else self.plannable
             if allowed <= 0:
                 raise QuotaExhaustedError(
                     f"daily request budget spent ({self.today().used}/{self.daily_quota}); "
@@ -217,6 +235,7 @@ class QuotaLedger:
             self._recent.append(now)
             row = self.today()
             row.used += 1  # counted before it is sent: a crash never under-counts
+            row.on_demand += on_demand
             self.store.save_quota(row)
 
     def after_request(self, record: RequestRecord) -> None:

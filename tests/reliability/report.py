@@ -74,6 +74,8 @@ WHAT = {
     "test_a_channel_that_delivers_nothing_while_due_is_unhealthy": "health: a channel retried for over "
     "`channel_stuck_after_s` with nothing delivered: /healthz 503, one WARNING when it starts failing, one line "
     "when it delivers again",
+    "test_on_demand_reads_are_capped_at_the_reserve": "never silent 15: on-demand reads of 50 ids that do not "
+    "exist with a 200-request day: 10 spent (the 5 % reserve), 190 left to the planner",
     "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
     "line naming the first one's PID; `status` works beside it; the lock goes with the process",
 }

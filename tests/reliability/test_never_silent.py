@@ -24,6 +24,7 @@ from notifier.alerts.dispatcher import Dispatcher, DispatchSettings
 from notifier.alerts.events import Event, EventKind
 from notifier.channels.base import RetryLater
 from notifier.emulator import Emulator, EmulatorControl
+from notifier.planfix.errors import PlanfixError, QuotaExhaustedError
 from notifier.store import Store
 from tests.alerts.recording import Recording
 from tests.alerts.samples import MSK, channel, event, summary
@@ -469,3 +470,23 @@ async def test_a_channel_that_delivers_nothing_while_due_is_unhealthy(tmp_path: 
         ("warning", "channel cannot deliver now; retrying"),
         ("info", "channel delivers again"),
     ]
+
+
+async def test_on_demand_reads_are_capped_at_the_reserve(harness: Harness) -> None:
+    """`poll` and the bot's /watch could spend the whole day's quota (200 of
+    200 went on ids that do not exist), not only the reserve (5 %) the README
+    promises. Now they stop at the reserve, and the planner keeps the rest."""
+    harness.control.configure(daily_quota=200)
+    service = harness.service([], daily_quota=200, requests_per_second=20)
+    spent = 0
+    with service.ledger.on_demand():
+        for missing in range(900_000, 900_050):
+            try:
+                await service.client.get_task(missing)
+            except PlanfixError as exc:
+                if isinstance(exc, QuotaExhaustedError):
+                    break
+            spent += 1
+    assert spent == 10  # 5 % of 200
+    assert service.ledger.remaining == 190
+    assert "reserve" in (service.ledger.blocked_on_demand() or "")
