@@ -108,6 +108,9 @@ def main(args: Sequence[str]) -> int:
             )
             command = [sys.executable, "-m", "pytest", "-q"]
             command += ["-p", "no:cacheprovider", "-m", "not slow", f"--basetemp={tmp}/{n}"]
+            # time-machine is imported before pytest (sitecustomize), too early
+            # for pytest to rewrite its plugin's asserts: harmless, and said.
+            command += ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
             command += list(args or TIME_TESTS)
             log = files.enter_context(Path(tmp, f"{n}.log").open("w+"))
             shown = f"{now + timedelta(seconds=shift_s):%Y-%m-%d %H:%M:%S} UTC"
