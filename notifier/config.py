@@ -166,6 +166,8 @@ class BotSection(_Section):
     allowed_chats: list[int] = Field(default_factory=list)  # chats that may subscribe
     admins: list[int] = Field(default_factory=list)  # Telegram user ids: anywhere, anything
     poll_timeout_s: float = Field(20.0, ge=0, le=60)  # long polling of getUpdates
+    watch_per_hour: int = Field(30, ge=1)  # /watch per chat per hour (each reads PlanFix)
+    max_subscriptions: int = Field(100, ge=1)  # tasks one chat may watch
 
 
 class MetricsSection(_Section):

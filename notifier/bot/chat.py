@@ -10,6 +10,7 @@ subscribe; anyone else gets a polite refusal, and the attempt is logged.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,9 @@ class ChatBot:
         token = channel.options.bot_token.get_secret_value()  # type: ignore[attr-defined]
         api_url = channel.options.api_url.rstrip("/")  # type: ignore[attr-defined]
         self.poll_timeout_s = options.poll_timeout_s
+        self.watch_per_hour = options.watch_per_hour
+        self.max_subscriptions = options.max_subscriptions
+        self._watches: dict[int, deque[float]] = {}  # chat → its recent /watch (monotonic)
         self.app = (
             Application.builder().token(token).base_url(f"{api_url}/bot").job_queue(None).build()
         )
@@ -203,10 +207,13 @@ class ChatBot:
         unknown = [e for e in events if e not in TASK_EVENT_KINDS]
         if unknown:
             return await self.reply(update, f"Не знаю событий: {', '.join(unknown)}.\n{HELP}")
+        assert update.effective_chat is not None
+        refusal = None if self.admin(update) else self.over_limits(update.effective_chat.id)
+        if refusal is not None:
+            return await self.reply(update, refusal)
         found = await self.fetch(ref)
         if isinstance(found, str):
             return await self.reply(update, found)
-        assert update.effective_chat is not None
         service = self.service
         user = update.effective_user
         service.store.subscribe(
@@ -223,6 +230,27 @@ class ChatBot:
             update,
             f"Слежу: {self.describe(found)}.\nПроверяется примерно каждые {self.every(found.id)}.",
         )
+
+    def over_limits(self, chat_id: int) -> str | None:
+        """Each /watch reads PlanFix from the day's small reserve: a chat may
+        watch ``max_subscriptions`` tasks and ask ``watch_per_hour`` times."""
+        if len(self.service.store.subscriptions(chat_id)) >= self.max_subscriptions:
+            return (
+                f"Этот чат уже следит за {self.max_subscriptions} задачами — это предел "
+                "(bot.max_subscriptions). Уберите ненужные: /list, /unwatch."
+            )
+        now = time.monotonic()
+        recent = self._watches.setdefault(chat_id, deque())
+        while recent and recent[0] < now - 3600:
+            recent.popleft()
+        if len(recent) >= self.watch_per_hour:
+            minutes = int((recent[0] + 3600 - now) / 60) + 1
+            return (
+                f"Слишком часто: не больше {self.watch_per_hour} /watch в час в этом чате "
+                f"(bot.watch_per_hour). Попробуйте через {minutes} мин."
+            )
+        recent.append(now)
+        return None
 
     async def unwatch(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not self.allowed(update):

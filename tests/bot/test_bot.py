@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -26,18 +27,19 @@ TEAM, STRANGERS, ADMIN, MEMBER, STRANGER = -1001112223334, -1009998887776, 7, 8,
 @pytest.fixture
 async def bot_service(
     emulator: Emulator, control: EmulatorControl, telegram: TelegramServer, tmp_path: Path
-) -> AsyncIterator[Callable[[], Awaitable[Service]]]:
+) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
     control.configure(daily_quota=100_000)
     emulator.account.settings.daily_quota = 100_000
     running: list[Service] = []
 
-    async def start() -> Service:
+    async def start(**bot: Any) -> Service:
         data = settings(emulator, telegram, tmp_path / "state.sqlite3", [])
         data["bot"] = {
             "channel": "team",
             "allowed_chats": [TEAM],
             "admins": [ADMIN],
             "poll_timeout_s": 1,
+            **bot,
         }
         service = Service(config_from_dict(data, source="test", environ={}))
         service.start()
@@ -213,3 +215,25 @@ def test_task_references_and_durations() -> None:
         parse_duration("90"),
     ) == (1800, 7200, 86400, 5400)
     assert parse_duration("soon") is None
+
+
+async def test_a_chat_is_held_to_its_watch_rate_and_subscription_cap(
+    bot_service: Callable[..., Awaitable[Service]],
+    telegram: TelegramServer,
+    control: EmulatorControl,
+) -> None:
+    """Each /watch reads PlanFix from the day's small reserve: one chat could
+    spend all of it. Past the limits it gets a clear reply and costs nothing."""
+    service = await bot_service(watch_per_hour=2, max_subscriptions=2)
+    tasks = [control.create_task(title=f"Предел {n}", status=1)["general"] for n in range(4)]
+    for number in tasks[:2]:
+        await said(telegram, TEAM, MEMBER, f"/watch {number}", "Слежу")
+    reply = await said(telegram, TEAM, MEMBER, f"/watch {tasks[2]}", "предел")
+    assert "bot.max_subscriptions" in reply
+    await said(telegram, TEAM, MEMBER, f"/unwatch {tasks[0]}", "Больше не слежу")
+    asked = sum(control.state()["requests"].values())
+    reply = await said(telegram, TEAM, MEMBER, f"/watch {tasks[3]}", "Слишком часто")
+    assert "bot.watch_per_hour" in reply
+    assert sum(control.state()["requests"].values()) == asked  # refused without a request
+    assert await said(telegram, TEAM, ADMIN, f"/watch {tasks[3]}", "Слежу")  # admins are not held
+    assert len(service.store.subscriptions(TEAM)) == 2
