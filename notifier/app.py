@@ -36,7 +36,7 @@ from .ops import logging as oplog
 from .ops.metrics import Metrics
 from .ops.systemd import notify
 from .planfix.client import PlanfixClient, RequestRecord
-from .store import Store
+from .store import Store, StoreError
 from .watch.planner import PlannerSettings
 from .watch.poller import Poller, PollResult
 from .watch.quota import QuotaLedger
@@ -136,6 +136,8 @@ class Service:
         self._stopped = False
         self._polling: asyncio.Task[object] | None = None  # the poll round under way
         self._store_error: str | None = None  # the last poll round could not save
+        self._reloading = asyncio.Lock()
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._round_done_at = monotonic()  # health: the poll loop is turning
         self._beat_at = -math.inf  # the last heartbeat GET
         self._beat_failing = False
@@ -177,6 +179,7 @@ class Service:
             on_failed=self._channel_failed,
             on_delivered=self._channel_delivered,
             on_result=lambda channel, result: self.metrics.deliveries.labels(channel, result).inc(),
+            monotonic=self.monotonic,
         )
         return Alerts(renderer, channels, router, dispatcher)
 
@@ -240,7 +243,8 @@ class Service:
         except Exception as exc:  # Telegram unreachable, the token refused, …
             with contextlib.suppress(Exception):
                 await bot.stop()
-            return f"{type(exc).__name__}: {exc}"
+            # It goes into an alert and the state: PTB names a refused token.
+            return oplog.REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
         self.bot = bot
         return None
 
@@ -289,7 +293,9 @@ class Service:
             wake_at = self.clock() + HEARTBEAT_S
         else:
             saved = self.poller.last_saved_at
-            if self._store_error is not None and saved is not None and saved >= round_started:
+            if self._store_error is not None and (
+                (saved is not None and saved >= round_started) or self._store_writable()
+            ):
                 log.info("the state file can be written again")
                 self._store_error = None
         finally:
@@ -299,7 +305,8 @@ class Service:
         # skip the next one until the heartbeat.
         wake_at = min(max(wake_at, self.clock() + 0.05), self.clock() + HEARTBEAT_S)
         self.scheduler.modify_job(POLL_JOB, next_run_time=datetime.fromtimestamp(wake_at, self.tz))
-        await self._heartbeat()
+        if self._heartbeat_task is None or self._heartbeat_task.done():  # not in the poll's way
+            self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
 
     async def reload(self, config: Config) -> list[str]:
         """Apply a new configuration without losing state; return the sections
@@ -310,22 +317,29 @@ class Service:
             for section in ("planfix", "state", "metrics", "bot")
             if getattr(config, section) != getattr(self.config, section)
         ]
-        built = self._alerts(config)  # may raise: then nothing has changed
-        self.store.set_watched("config", config.watch.tasks, self.clock())
-        self.poller.reload_watch_set()
-        self.poller.breaker.closed()  # a fixed account or token is tried at once
-        self.ledger.reset_block()  # a stale quota block too: the next request finds out
-        self.poller.settings = planner_settings(config)  # decide() keeps a known batch size of 1
-        old = self.channels
-        await self.dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
-        self._install(built, config)
-        for name, channel in self.channels.items():
-            if name in old:
-                channel.carry_over(old[name])
-        for channel in old.values():
-            await channel.aclose()
-        self.dispatcher.start()
-        self.config = config
+        async with self._reloading:  # one reload at a time, and none once stopping
+            if self._stopped:
+                return later
+            built = self._alerts(config)  # may raise: then nothing has changed
+            self.store.set_watched("config", config.watch.tasks, self.clock())
+            self.poller.reload_watch_set()
+            self.poller.breaker.closed()  # a fixed account or token is tried at once
+            self.ledger.reset_block()  # a stale quota block too: the next request finds out
+            self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
+            old, old_dispatcher = self.channels, self.dispatcher
+            await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
+            try:
+                self._install(built, config)
+                self.dispatcher.carry_over(old_dispatcher)
+                for name, channel in self.channels.items():
+                    if name in old:
+                        channel.carry_over(old[name])
+                for channel in old.values():
+                    with contextlib.suppress(Exception):
+                        await channel.aclose()
+            finally:
+                self.dispatcher.start()  # whatever happened, something sends
+            self.config = config
         self.wake()
         log.info("configuration reloaded", watched=len(self.poller.records), restart_needed=later)
         return later
@@ -336,6 +350,10 @@ class Service:
         if self._stopped:
             return 0
         self._stopped = True
+        async with self._reloading:  # a reload under way finishes first
+            pass
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self._polling is not None:  # a poll's answer not yet stored is asked again next start
@@ -434,6 +452,13 @@ class Service:
         if self.poller.records and last is not None and self.clock() - last > limit:
             return False, f"no successful poll for {self.clock() - last:.0f} s"
         return True, ""
+
+    def _store_writable(self) -> bool:
+        try:
+            self.store.check_writable()
+        except StoreError:
+            return False
+        return True
 
     async def _heartbeat(self) -> None:
         """A dead man's switch for cron monitors: a GET to ``heartbeat_url``

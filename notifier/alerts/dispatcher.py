@@ -91,6 +91,7 @@ class Dispatcher:
         on_delivered: Callable[[str, str], None] | None = None,
         on_result: Callable[[str, str], None] | None = None,
         seed: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -106,11 +107,9 @@ class Dispatcher:
         # Delivered, but the store could not record it (a full disk): held as
         # sent here, so the record is retried and never the send.
         self._unrecorded: dict[int, float] = {}
-        # Health: when each channel last made progress (delivered, or had
-        # nothing due), and the channels whose sends are being retried.
-        self.monotonic: Callable[[], float] = time.monotonic
-        self._progress: dict[str, float] = dict.fromkeys(channels, self.monotonic())
-        self._retrying: set[str] = set()
+        # Health: since when each failing channel has delivered nothing.
+        self.monotonic = monotonic
+        self._failing_since: dict[str, float] = {}
 
     # --- running -------------------------------------------------------------------------
 
@@ -185,8 +184,6 @@ class Dispatcher:
         for row in self.store.outbox_pending(name):
             if row.id not in self._unrecorded:
                 by_recipient.setdefault(row.recipient, []).append(row)
-        if not any(row.attempts for rows in by_recipient.values() for row in rows):
-            self._progress[name] = self.monotonic()  # nothing failing: not stuck
         waits = await asyncio.gather(
             *(self._recipient(channel, rows) for rows in by_recipient.values())
         )
@@ -274,20 +271,25 @@ class Dispatcher:
         """One log line when a channel starts failing to deliver, one when it
         delivers again (a retry forever used to write nothing at WARNING)."""
         if isinstance(result, Delivered):
-            self._progress[name] = self.monotonic()
-            if name in self._retrying:
-                self._retrying.discard(name)
+            if self._failing_since.pop(name, None) is not None:
                 log.info("channel delivers again", channel=name)
-        elif isinstance(result, RetryLater) and name not in self._retrying:
-            self._retrying.add(name)
+        elif isinstance(result, RetryLater) and name not in self._failing_since:
+            self._failing_since[name] = self.monotonic()
             log.warning("channel cannot deliver now; retrying", channel=name, error=result.reason)
 
     def stuck(self, after_s: float) -> list[tuple[str, float]]:
-        """Channels whose deliveries have been failing, with none delivered,
-        for over ``after_s`` (deliveries held on purpose — group wait, quiet
-        hours — have no failed attempt and do not count)."""
+        """Channels that have failed to deliver, with nothing delivered since,
+        for over ``after_s``."""
         now = self.monotonic()
-        return [(n, now - at) for n, at in self._progress.items() if now - at > after_s]
+        return [(n, now - at) for n, at in self._failing_since.items() if now - at > after_s]
+
+    def carry_over(self, old: Dispatcher) -> None:
+        """A reload's new dispatcher keeps what the old one knew: deliveries
+        sent but not yet recorded (else sent again) and failing channels."""
+        self._unrecorded.update(old._unrecorded)
+        self._failing_since.update(
+            {n: at for n, at in old._failing_since.items() if n in self.channels}
+        )
 
     @property
     def unrecorded(self) -> int:

@@ -53,8 +53,10 @@ class Breaker:
 
     def failed(self, now: float, error: PlanfixError) -> None:
         self.failures += 1
-        cap = self.fatal_wait_s if error.error_class is ErrorClass.FATAL_CONFIG else self.max_wait_s
-        wait = min(self.first_wait_s * 2 ** min(self.failures - 1, 20), cap)
+        if error.error_class is ErrorClass.FATAL_CONFIG:
+            wait = self.fatal_wait_s  # only the operator can fix it; a reload tries at once
+        else:
+            wait = min(self.first_wait_s * 2 ** min(self.failures - 1, 20), self.max_wait_s)
         self.probe_at = now + wait
 
     def closed(self) -> None:

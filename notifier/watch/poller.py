@@ -226,6 +226,8 @@ class Poller:
             changed.append((updated, events))
         self._track_incident([r.error for r in results], now, at)
         self._track_breaker([r.error for r in results], now)
+        if any(r.outcome in ("ok", "unavailable") for r in results):
+            self._check_quota(answered=True)  # told before this poll's own events
         if save and changed:
             self._save(changed)  # may raise: then this poll was no success
         if any(r.outcome in ("ok", "unavailable") for r in results):  # PlanFix answered
@@ -342,12 +344,14 @@ class Poller:
         if self.on_events is not None:
             self.on_events(stored)
 
-    def _check_quota(self, *_: object) -> None:
+    def _check_quota(self, *_: object, answered: bool = False) -> None:
         """Whenever the ledger blocks polling, for any reason (0007, our own
         count, PlanFix's header), the operator hears of it once, with a
         WARNING; the end of the block is told too."""
         blocked = self.ledger.blocked()
         at = datetime.fromtimestamp(self.clock(), UTC)
+        if blocked is None and self._quota_out and not answered:
+            return  # a block that lapsed (a stale header, the reset) ends when PlanFix answers
         if blocked and not self._quota_out:
             self._quota_out = True
             resumes = min(self.ledger.next_probe_at() or self.ledger.resets_at,

@@ -106,7 +106,8 @@ def test_a_second_instance_on_one_state_is_refused(
         stderr=subprocess.PIPE,
     )
     try:
-        time.sleep(3)
+        lock = tmp_path / "state.sqlite3.lock"
+        wait_for(lambda: lock.read_text().strip() == str(again.pid), within=30)
         assert again.poll() is None
     finally:
         again.send_signal(signal.SIGTERM)
@@ -366,7 +367,7 @@ def test_every_start_up_failure_is_one_line_and_exit_2(
         if trap == "state is a folder":
             (tmp_path / "folder").mkdir()
             data["state"]["path"] = str(tmp_path / "folder")
-            said = "folder"
+            said = f"{tmp_path / 'folder'}: cannot open it"
         elif trap == "state folder unwritable":
             data["state"]["path"] = "/proc/planfix-notifier/state.sqlite3"  # not even root may
             said = "/proc/planfix-notifier/state.sqlite3"
@@ -390,7 +391,9 @@ async def test_a_state_file_that_cannot_be_written_turns_health_503(harness: Har
     cache for a while, so the store here fails the way SQLite then does.)"""
     task = harness.control.create_task(title="Порча", status=1)["id"]
     service = harness.service([task])
-    service.start()
+    # The poll job as the scheduler runs it, on the harness's clock (the real
+    # scheduler would run on the real one).
+    service.scheduler.modify_job = lambda *args, **kwargs: None
     await service._poll_job()
     assert service.health() == (True, "")
     real = service.store.save_polls
@@ -452,9 +455,9 @@ async def test_a_channel_that_delivers_nothing_while_due_is_unhealthy(tmp_path: 
     store = Store(tmp_path / "state.sqlite3")
     team = Recording("team")
     team.script = [RetryLater("Telegram unreachable")] * 40
-    sender = Dispatcher(store, {"team": team}, DispatchSettings(retry_max_s=300), clock=clock)
-    sender.monotonic = clock
-    sender._progress["team"] = clock.now
+    sender = Dispatcher(
+        store, {"team": team}, DispatchSettings(retry_max_s=300), clock=clock, monotonic=clock
+    )
     store.add_events([event()], lambda _: [("team", "r1")], queued_at=clock.now)
     with structlog.testing.capture_logs() as logged:
         for _ in range(15):
