@@ -13,9 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -172,6 +173,22 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+@contextlib.contextmanager
+def running(
+    data: dict[str, Any], tmp_path: Path, tasks: int = 1
+) -> Iterator[tuple[Path, Path, subprocess.Popen[bytes]]]:
+    """``run`` on ``data`` as a process, once it holds its tasks' baselines:
+    (config file, log file, process); stopped on the way out."""
+    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
+    config.write_text(_toml(data))
+    process = _start(config, log)
+    try:
+        wait_for(lambda: baselines(tmp_path / "state.sqlite3") == tasks, within=30)
+        yield config, log, process
+    finally:
+        _stop(process)
+
+
 BROKEN_TEMPLATES = {
     "syntax": ("{% if %}\n", "Expected an expression"),
     "render": ("{{ items[0].event.details.nope.upper() }}\n", "cannot render a sample alert"),
@@ -187,11 +204,7 @@ def test_a_reload_to_a_broken_channel_keeps_the_running_one(
     completely first; on any error the running one stays, with one log line."""
     task = control.create_task(title="Перезагрузка", status=1)["id"]
     data = service_config(emulator, telegram, tmp_path, [task], metrics={"listen": ""})
-    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
-    config.write_text(_toml(data))
-    service = _start(config, log)
-    try:
-        wait_for(lambda: baselines(tmp_path / "state.sqlite3") == 1)
+    with running(data, tmp_path) as (config, log, service):
         (tmp_path / "empty_token").write_text("\n")
         broken = {**data["channels"]["team"], "bot_token_file": str(tmp_path / "empty_token")}
         del broken["bot_token"]
@@ -208,8 +221,6 @@ def test_a_reload_to_a_broken_channel_keeps_the_running_one(
         wait_for(lambda: log.read_text().count("refused") == 2)
         control.change_task(task, status=2)
         wait_for(lambda: any("Перезагрузка" in m.text for m in telegram.fake.sent), within=30)
-    finally:
-        _stop(service)
     refusals = [line for line in log.read_text().splitlines() if "refused" in line]
     assert "channels.team.bot_token_file" in refusals[0] and "is empty" in refusals[0]
     assert "telegram.html.j2:1" in refusals[1]
@@ -245,18 +256,12 @@ def test_sigterm_during_a_send_lets_it_finish_instead_of_sending_it_twice(
     send and the drain sent it again (two copies, three with a slower one)."""
     task = control.create_task(title="Остановка посреди отправки", status=1)["id"]
     data = service_config(emulator, telegram, tmp_path, [task], metrics={"listen": ""})
-    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
-    config.write_text(_toml(data))
-    service = _start(config, log)
-    try:
-        wait_for(lambda: baselines(tmp_path / "state.sqlite3") == 1)
+    with running(data, tmp_path) as (_, _, service):
         telegram.fake.inject("slow", CHAT, delay_s=2.0, times=-1)
         control.change_task(task, status=2)
         wait_for(lambda: len(telegram.fake.texts(CHAT)) == 1)  # received, not yet answered
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=30)
-    finally:
-        _stop(service)
     assert service.returncode == 0
     assert len(telegram.fake.texts(CHAT)) == 1
 
@@ -341,18 +346,12 @@ def test_telegram_unreachable_at_start_does_not_stop_the_service(
     data["channels"]["team"]["api_url"] = f"http://127.0.0.1:{free_port()}"  # nobody there
     data["channels"]["mail"] = smtp_plain.options(group=False)
     data["bot"] = {"channel": "team", "allowed_chats": [CHAT], "poll_timeout_s": 1}
-    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
-    config.write_text(_toml(data))
-    service = _start(config, log)
-    try:
-        wait_for(lambda: baselines(tmp_path / "state.sqlite3") == 1, within=30)
+    with running(data, tmp_path) as (_, log, service):
         control.change_task(task, status=2)
         wait_for(lambda: len(smtp_plain.inbox.messages) >= 2, within=30)
         subjects = " ".join(str(m["Subject"]) for m in smtp_plain.inbox.messages)
         assert "Без бота" in subjects and "team" in subjects  # the alert, and the bot's trouble
         assert service.poll() is None
-    finally:
-        _stop(service)
     assert "Traceback" not in log.read_text()
 
 
@@ -437,15 +436,12 @@ def test_the_heartbeat_url_hears_of_healthy_rounds_at_most_once_a_minute(
     data = service_config(
         emulator, telegram, tmp_path, [task], metrics={"listen": "", "heartbeat_url": url}
     )
-    config, log = tmp_path / "notifier.toml", tmp_path / "service.log"
-    config.write_text(_toml(data))
-    service = _start(config, log)
     try:
-        wait_for(lambda: beats == ["/ping/abc"], within=30)
-        time.sleep(5)  # many poll rounds (min_interval_s = 1), still one beat a minute
-        assert beats == ["/ping/abc"]
+        with running(data, tmp_path):
+            wait_for(lambda: beats == ["/ping/abc"], within=30)
+            time.sleep(5)  # many poll rounds (min_interval_s = 1), still one beat a minute
+            assert beats == ["/ping/abc"]
     finally:
-        _stop(service)
         monitor.shutdown()
 
 
