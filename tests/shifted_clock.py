@@ -46,6 +46,7 @@ TIME_TESTS = (
     "tests/test_operations.py",  # status and health: the quota day, ages
 )
 LEAD_S = 90
+RUN_LIMIT_S = 900.0  # all three together; they take about three minutes
 ROOT = Path(__file__).resolve().parent.parent
 SITE = (
     ROOT / "tests" / "shifted_clock_site"
@@ -120,7 +121,11 @@ def main(args: Sequence[str]) -> int:
             )))  # fmt: skip
         rows = []
         for name, shown, log, process in running:
-            code = process.wait()
+            try:
+                code = process.wait(timeout=max(1.0, started + RUN_LIMIT_S - time.monotonic()))
+            except subprocess.TimeoutExpired:  # a hang fails the run, not CI's whole budget
+                process.kill()
+                code = process.wait()
             log.seek(0)
             output = log.read()
             print(f"--- {name}: the clock read {shown} at the start", flush=True)
