@@ -101,7 +101,7 @@ class Poller:
         self._incident: _Incident | None = None
         self.breaker = Breaker()  # PlanFix failing as a whole: probe, do not hammer
         self._quota_out = False  # the block told; "restored" is told when it ends
-        ledger.on_exhausted = self._check_quota
+        ledger.on_exhausted = lambda _resets_at: self._check_quota()  # 0007: told at once
         self.reload_watch_set()
 
     @property
@@ -344,7 +344,7 @@ class Poller:
         if self.on_events is not None:
             self.on_events(stored)
 
-    def _check_quota(self, *_: object, answered: bool = False) -> None:
+    def _check_quota(self, *, answered: bool = False) -> None:
         """Whenever the ledger blocks polling, for any reason (0007, our own
         count, PlanFix's header), the operator hears of it once, with a
         WARNING; the end of the block is told too."""
