@@ -28,11 +28,12 @@ from .config import Config, ConfigError, config_from_dict, find_config, load_con
 from .emulator import Account, Emulator, Settings, populate
 from .emulator.scenario import Scenario, build
 from .ops import logging as oplog
-from .ops.metrics import MetricsServer
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task
 from .store import StateLock, Store, StoreError
 from .watch.quota import QuotaLedger, day_bounds
+from .web.ops import ops_routes
+from .web.server import HttpServer
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = oplog.get("notifier.cli")
@@ -126,18 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(config: Config, path: Path | None, seconds: float | None = None) -> int:
     service = Service(config)
-    metrics: MetricsServer | None = None
+    web: HttpServer | None = None
     if config.metrics.listen:
+        web = HttpServer(config.metrics.listen, ops_routes(service.metrics, service.health))
         try:
-            metrics = MetricsServer(
-                config.metrics.listen, service.metrics, service.health, lambda: None
-            )
+            await web.start()
         except OSError as exc:
             await service.stop()
             raise ConfigError(
                 f"metrics.listen {config.metrics.listen}: cannot listen there ({exc.strerror})"
             ) from None
-        metrics.start()
     service.start()
     await service.start_bot()
     pinger = None
@@ -164,8 +163,8 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
         left = await service.stop(drain_s=config.alerts.shutdown_drain_s)
         if pinger is not None:
             pinger.cancel()
-        if metrics is not None:
-            metrics.stop()
+        if web is not None:
+            await web.stop()
         log.info("stopped", undelivered=left)
     return EXIT_OK
 

@@ -78,6 +78,10 @@ WHAT = {
     "exist with a 200-request day: 10 spent (the 5 % reserve), 190 left to the planner",
     "test_a_second_instance_on_one_state_is_refused": "never silent 6: a second `run` on the same state: exit 2 with one "
     "line naming the first one's PID; `status` works beside it; the lock goes with the process",
+    "test_idle_and_vanishing_http_clients_hold_nothing_and_log_only_json": "never silent 14: 400 idle half-open "
+    "connections to /metrics and 200 clients that reset before the answer: no thread per connection, /healthz "
+    "answers at once, the oldest idle ones are closed beyond 100, a silent client is cut after 10 s, every log line "
+    "is JSON",
 }
 RESULTS = Path("bench/results")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import json
 import signal
 import socket
 import sqlite3
@@ -33,7 +34,7 @@ from tests.fakes.smtp import SmtpServer, free_port
 from tests.fakes.telegram import TelegramServer
 from tests.reliability.test_planfix_faults import task_events
 from tests.test_delivery import CHAT, _toml, baselines
-from tests.test_operations import run_cli, service_config, wait_for
+from tests.test_operations import get, run_cli, service_config, wait_for
 from tests.watch.clock import FakeClock
 from tests.watch.test_poller import Harness
 
@@ -489,3 +490,65 @@ async def test_on_demand_reads_are_capped_at_the_reserve(harness: Harness) -> No
     assert spent == 10  # 5 % of 200
     assert service.ledger.remaining == 190
     assert "reserve" in (service.ledger.blocked_on_demand() or "")
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("Threads:")[1].split()[0])
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """The server hung up on ``sock`` (whatever it said before)."""
+    sock.setblocking(False)
+    try:
+        while chunk := sock.recv(65536):
+            del chunk
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+def test_idle_and_vanishing_http_clients_hold_nothing_and_log_only_json(
+    emulator: Emulator, control: EmulatorControl, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """400 idle half-open connections to /metrics held 404 threads for more than
+    60 s, and clients that hung up mid-answer wrote raw tracebacks into the JSON
+    log. Now the server runs on the event loop: no thread per connection, a
+    scrape gets through the crowd, idle clients are cut off, and every line of
+    the log is JSON."""
+    task = control.create_task(title="Метрики", status=1)["id"]
+    data = service_config(emulator, telegram, tmp_path, [task])
+    host, port = data["metrics"]["listen"].split(":")
+    address = (host, int(port))
+    with running(data, tmp_path) as (_, log, service):
+        threads_before = _threads(service.pid)
+        idle = []
+        for _ in range(400):
+            sock = socket.create_connection(address, timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the end
+            idle.append(sock)
+        started = time.monotonic()
+        assert get(f"http://{data['metrics']['listen']}/healthz")[0] == 200
+        assert time.monotonic() - started < 5
+        assert _threads(service.pid) <= threads_before + 2
+        for _ in range(200):  # ask, then vanish with a reset before the answer is read
+            sock = socket.create_connection(address, timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            sock.close()
+        wait_for(lambda: all(_closed_by_peer(sock) for sock in idle), within=5)  # crowded out
+        late = [socket.create_connection(address, timeout=5) for _ in range(5)]
+        for sock in late:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        wait_for(lambda: all(_closed_by_peer(sock) for sock in late), within=40)  # timed out
+        for sock in idle + late:
+            sock.close()
+        assert get(f"http://{data['metrics']['listen']}/metrics")[0] == 200
+    lines = log.read_text().splitlines()
+    assert lines and all(line.startswith("{") and json.loads(line) for line in lines), [
+        line for line in lines if not line.startswith("{")
+    ][:5]

@@ -1,0 +1,1 @@
+"""The HTTP side: /metrics, /healthz (and, next, the status page and the push endpoint)."""
