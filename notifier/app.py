@@ -33,6 +33,7 @@ from .channels.console import ConsoleOptions
 from .channels.telegram import TelegramChannel
 from .config import Config
 from .ops import logging as oplog
+from .ops.clock import StepWatch, steady
 from .ops.metrics import Metrics
 from .ops.systemd import notify
 from .planfix.client import PlanfixClient, RequestRecord
@@ -99,7 +100,7 @@ class Service:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: Metrics | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = steady,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -117,6 +118,7 @@ class Service:
             clock=clock,
             sleep=sleep,
             observe=self._observe_request,
+            monotonic=monotonic,
         )
         self.client = PlanfixClient(
             config.planfix.client_settings(), gate=self.ledger, transport=transport
@@ -139,6 +141,9 @@ class Service:
         self._reloading = asyncio.Lock()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._round_done_at = monotonic()  # health: the poll loop is turning
+        self._answered_at: float | None = None  # health: PlanFix last answered a poll
+        self._steps = StepWatch(clock, monotonic)
+        self._clock_task: asyncio.Task[None] | None = None
         self._beat_at = -math.inf  # the last heartbeat GET
         self._beat_failing = False
         self.bot: ChatBot | None = None
@@ -219,6 +224,7 @@ class Service:
         )  # fmt: skip
         self.scheduler.start()
         self.dispatcher.start()
+        self._clock_task = asyncio.create_task(self._watch_clock(), name="clock-steps")
 
     async def start_bot(self) -> None:
         """The chat bot, when ``bot.channel`` names a Telegram channel. If
@@ -277,7 +283,7 @@ class Service:
         self._polling = asyncio.current_task()
         round_started = self.clock()
         try:
-            wake_at = await self.poller.tick(until=self.clock() + HEARTBEAT_S / 2)
+            wake_at = await self.poller.tick(for_s=HEARTBEAT_S / 2)
         except asyncio.CancelledError:
             if self._stopped:
                 return  # stop() ends the round; the scheduler must not log it as a failure
@@ -352,8 +358,9 @@ class Service:
         self._stopped = True
         async with self._reloading:  # a reload under way finishes first
             pass
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
+        for task in (self._heartbeat_task, self._clock_task):
+            if task is not None:
+                task.cancel()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         if self._polling is not None:  # a poll's answer not yet stored is asked again next start
@@ -374,6 +381,32 @@ class Service:
         await self.client.aclose()
         self.store.close()
         return left
+
+    # --- the wall clock stepping ---------------------------------------------------------
+
+    async def _watch_clock(self, every_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)  # the loop's own clock is monotonic
+            step = self._steps.check()
+            if step:
+                self.clock_stepped(step)
+
+    def clock_stepped(self, step: float) -> None:
+        """The wall clock jumped by ``step`` seconds: every moment remembered
+        in wall time (last polls, pending retries, the scheduler's next runs)
+        moves with it, so that "polled 30 s ago" stays true, a step back does
+        not freeze the schedule and a step forward does not expire it."""
+        log.warning("the wall clock stepped; the schedule follows it", step_s=round(step, 1))
+        self.poller.clock_stepped(step)
+        self.store.outbox_shift(step)
+        now = self._now()
+        for job in self.scheduler.get_jobs():
+            if job.id == "quota_reset":  # that one is at a wall-clock time: it stays
+                continue
+            if job.id == POLL_JOB and self._polling is not None:
+                continue  # the round under way sets its next run itself
+            job.modify(next_run_time=now)
+        self.dispatcher.wake()
 
     # --- incidents the operator hears of ------------------------------------------------
 
@@ -410,6 +443,7 @@ class Service:
             self.metrics.polls.labels(result.outcome).inc()
         if any(r.task is not None for r in results):
             self.metrics.last_poll.set(self.clock())
+            self._answered_at = self.monotonic()
 
     def refresh_gauges(self) -> None:
         counts = self.store.outbox_counts()
@@ -448,9 +482,9 @@ class Service:
         if self.scheduler.running and stalled > ROUND_STALLED_S:
             return False, f"no poll round has completed for {stalled:.0f} s"
         limit = self.config.metrics.unhealthy_after_s
-        last = self.poller.last_success_at
-        if self.poller.records and last is not None and self.clock() - last > limit:
-            return False, f"no successful poll for {self.clock() - last:.0f} s"
+        last = self._answered_at
+        if self.poller.records and last is not None and self.monotonic() - last > limit:
+            return False, f"no successful poll for {self.monotonic() - last:.0f} s"
         return True, ""
 
     def _store_writable(self) -> bool:

@@ -153,10 +153,10 @@ class Dispatcher:
         return self.store.outbox_counts().get("pending", 0)
 
     async def _drain(self, name: str, timeout_s: float) -> None:
-        deadline = self.clock() + timeout_s
+        deadline = self.monotonic() + timeout_s
         while True:
             wait = await self.flush(name)
-            if wait >= min(IDLE_S, deadline - self.clock()):
+            if wait >= min(IDLE_S, deadline - self.monotonic()):
                 return
             await asyncio.sleep(max(0.05, wait))
 

@@ -307,6 +307,16 @@ class Store:
             ids,
         )
 
+    def outbox_shift(self, step: float) -> None:
+        """The wall clock stepped: pending deliveries keep their age (for
+        ``max_age_s``) and the wait before their next attempt."""
+        with _transaction(self._db):
+            self._db.execute(
+                "UPDATE outbox SET created_at = created_at + ?, next_attempt_at = "
+                "next_attempt_at + ? WHERE state = 'pending'",
+                (step, step),
+            )
+
     def outbox_dead(self, ids: Sequence[int], reason: str, now: float) -> None:
         self._outbox_update(
             "state = 'dead', done_at = ?, last_error = ?, attempts = attempts + 1",

@@ -63,6 +63,11 @@ class Breaker:
         self.failures = 0
         self.probe_at = 0.0
 
+    def shift(self, step: float) -> None:
+        """The wall clock stepped: the next probe stays as far ahead as it was."""
+        if self.open:
+            self.probe_at += step
+
     def waiting_until(self, now: float) -> float | None:
         """When the next probe may go, while that is still ahead; else None."""
         return self.probe_at if self.open and now < self.probe_at else None

@@ -122,7 +122,11 @@ class Poller:
         self.records = {
             task_id: self.records.get(task_id) or TaskRecord(task_id) for task_id in ids
         }
-        self.records.update(self.store.load_records(missing))
+        now = self.clock()
+        for task_id, record in self.store.load_records(missing).items():
+            if record.last_poll_at is not None and record.last_poll_at > now:
+                record.last_poll_at = now  # saved before the wall clock stepped back
+            self.records[task_id] = record
         self._candidates = {k: v for k, v in self._candidates.items() if k in self.records}
 
     def candidate(self, record: TaskRecord) -> Candidate:
@@ -148,6 +152,19 @@ class Poller:
             rate_per_day=rate_per_day(record.changes, record.observed_s),
         )
         return made
+
+    def clock_stepped(self, step: float) -> None:
+        """The wall clock jumped by ``step``: the moments remembered in wall
+        time move with it (see ops/clock.py)."""
+        for record in self.records.values():
+            if record.last_poll_at is not None:
+                record.last_poll_at += step
+        if self.last_success_at is not None:
+            self.last_success_at += step
+        if self._incident is not None:
+            self._incident.since += step
+        self.breaker.shift(step)
+        self._candidates.clear()
 
     # --- deciding ---------------------------------------------------------------------
 
@@ -178,15 +195,16 @@ class Poller:
             decision = replace(decision, wake_at=self.ledger.more_plannable_at())
         return decision
 
-    async def tick(self, max_requests: int = 1000, until: float | None = None) -> float:
-        """Poll whatever is due, until nothing is (or ``until`` on the clock);
-        return when to come back."""
+    async def tick(self, max_requests: int = 1000, for_s: float | None = None) -> float:
+        """Poll whatever is due, until nothing is (or ``for_s`` seconds have
+        passed, on the monotonic clock); return when to come back."""
+        until = None if for_s is None else time.monotonic() + for_s
         for _ in range(max_requests):
             decision = self.decide()
             if not decision.poll:
                 return decision.wake_at
             await self.poll(decision.poll)
-            if until is not None and self.clock() >= until:
+            if until is not None and time.monotonic() >= until:
                 break
         return self.clock()
 

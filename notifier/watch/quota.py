@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from ..ops.clock import steady
 from ..planfix.client import RequestRecord
 from ..planfix.errors import ErrorClass, PlanfixApiError, QuotaExhaustedError
 
@@ -81,18 +82,20 @@ class QuotaLedger:
         sleep: Sleep = asyncio.sleep,
         on_exhausted: Callable[[float], None] | None = None,
         observe: Callable[[RequestRecord], None] | None = None,
+        monotonic: Clock = steady,
     ) -> None:
         self.store = store
         self.daily_quota = daily_quota
         self.tz = ZoneInfo(timezone)
         self.min_gap = 1.0 / requests_per_second
         self.reserve_fraction = reserve_fraction
-        self.clock = clock
+        self.clock = clock  # the quota day, and what a person reads
+        self.monotonic = monotonic  # pacing and the age of advice: a wall-clock step moves neither
         self.sleep = sleep
         self.on_exhausted = on_exhausted
         self.observe = observe  # metrics
         self._row: LedgerDay | None = None
-        self._last_sent: float | None = None
+        self._last_sent: float | None = None  # on the monotonic clock, as are these:
         self._pace_lock = asyncio.Lock()
         self._recent: deque[float] = deque()  # send times within the last hour
         self._advice_at: float | None = None  # when this process last saw the header
@@ -122,7 +125,11 @@ class QuotaLedger:
 
     def _advice_fresh(self) -> bool:
         at = self._advice_at
-        return at is not None and self.clock() - at < SERVER_ADVICE_S
+        return at is not None and self.monotonic() - at < SERVER_ADVICE_S
+
+    def _wall(self, steady_at: float) -> float:
+        """A moment on the monotonic clock, as wall time now."""
+        return self.clock() + (steady_at - self.monotonic())
 
     def blocked(self) -> str | None:
         """Why no request may go now, for /healthz and the operator; None when one may."""
@@ -133,7 +140,7 @@ class QuotaLedger:
         if row.used >= self.daily_quota:
             return f"all {self.daily_quota} requests of planfix.daily_quota used; more at {until}"
         if self.remaining <= 0 and self._advice_at is not None:
-            probe = datetime.fromtimestamp(self._advice_at + SERVER_ADVICE_S, self.tz)
+            probe = datetime.fromtimestamp(self._wall(self._advice_at + SERVER_ADVICE_S), self.tz)
             return f"PlanFix's X-RateLimit-Remaining says 0; probing again at {probe:%H:%M %Z}"
         return None
 
@@ -141,7 +148,7 @@ class QuotaLedger:
         """While the server's advice alone blocks, when it expires."""
         if self._advice_at is None or not self._advice_fresh():
             return None
-        return self._advice_at + SERVER_ADVICE_S
+        return self._wall(self._advice_at + SERVER_ADVICE_S)
 
     def reset_block(self) -> None:
         """Forget a block that is stale (a 0007 from before a plan change, a
@@ -195,10 +202,11 @@ class QuotaLedger:
 
     @property
     def last_request_at(self) -> float | None:
-        return self._last_sent
+        """When the last request went, as wall time now (the planner's time line)."""
+        return None if self._last_sent is None else self._wall(self._last_sent)
 
     def requests_last_hour(self) -> int:
-        cutoff = self.clock() - 3600.0
+        cutoff = self.monotonic() - 3600.0
         while self._recent and self._recent[0] < cutoff:
             self._recent.popleft()
         return len(self._recent)
@@ -227,10 +235,10 @@ class QuotaLedger:
                     method=method,
                 )
             if self._last_sent is not None:
-                wait = self._last_sent + self.min_gap - self.clock()
+                wait = self._last_sent + self.min_gap - self.monotonic()
                 if wait > 0:
                     await self.sleep(wait)
-            now = self.clock()
+            now = self.monotonic()
             self._last_sent = now
             self._recent.append(now)
             row = self.today()
@@ -245,7 +253,7 @@ class QuotaLedger:
         if record.rate_limit_remaining is not None:
             row.server_remaining = record.rate_limit_remaining
             row.used_at_server = row.used
-            self._advice_at = self.clock()
+            self._advice_at = self.monotonic()
         error = record.error
         if isinstance(error, PlanfixApiError) and error.error_class is ErrorClass.QUOTA:
             first = not row.exhausted

@@ -82,6 +82,9 @@ WHAT = {
     "connections to /metrics and 200 clients that reset before the answer: no thread per connection, /healthz "
     "answers at once, the oldest idle ones are closed beyond 100, a silent client is cut after 10 s, every log line "
     "is JSON",
+    "test_a_wall_clock_step_neither_freezes_polling_nor_turns_health_red": "never silent 4: the wall clock steps "
+    "back 10 minutes, then forward across midnight, under a running service: a change after each alerted within "
+    "seconds (a step back used to freeze polling for its length), /healthz stays 200, the new day has a fresh quota",
 }
 RESULTS = Path("bench/results")
 

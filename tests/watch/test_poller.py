@@ -51,7 +51,7 @@ class Harness:
             source="test",
             environ={},
         )
-        made = Service(config, clock=self.clock, sleep=self.clock.sleep)
+        made = Service(config, clock=self.clock, sleep=self.clock.sleep, monotonic=self.clock)
         made.poller.on_events = self.collect
         self.services.append(made)
         return made

@@ -23,6 +23,7 @@ def ledger(store: Store, clock: FakeClock, quota: int = 100, **kw: object) -> Qu
         timezone="Europe/Moscow",
         clock=clock,
         sleep=clock.sleep,
+        monotonic=clock,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -115,3 +116,20 @@ async def test_the_reserve_is_for_on_demand_polls(store: Store) -> None:
         await spend(book, 10)
     with book.on_demand(), pytest.raises(QuotaExhaustedError):
         await book.before_request("task.get")
+
+
+async def test_pacing_ignores_a_wall_clock_step(store: Store) -> None:
+    """The gap between requests is kept on the monotonic clock: a wall clock
+    stepped back 10 minutes used to hold the next request for those 10 minutes."""
+    steady = FakeClock(datetime(2026, 11, 23, 12, 0, tzinfo=MSK))
+    wall = FakeClock(datetime(2026, 11, 23, 12, 0, tzinfo=MSK))
+    book = QuotaLedger(
+        store, daily_quota=100, timezone="Europe/Moscow", clock=wall, sleep=steady.sleep,
+        monotonic=steady,
+    )  # fmt: skip
+    await spend(book, 1)
+    wall.advance(-600)
+    await spend(book, 1)
+    assert steady.slept == [pytest.approx(1.0)]
+    assert book.last_request_at == pytest.approx(wall())
+    assert book.requests_last_hour() == 2
