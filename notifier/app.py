@@ -334,6 +334,8 @@ class Service:
             self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
             old, old_dispatcher = self.channels, self.dispatcher
             await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
+            # A channel the operator had to fix is tried at once with the new options.
+            self.store.outbox_due_now(list(old_dispatcher.misconfigured), self.clock())
             try:
                 self._install(built, config)
                 self.dispatcher.carry_over(old_dispatcher)
@@ -474,6 +476,10 @@ class Service:
                 f"the state file cannot be written: {self.dispatcher.unrecorded} deliveries "
                 "sent but not recorded"
             )
+        misconfigured = sorted(self.dispatcher.misconfigured.items())
+        if misconfigured:
+            name, reason = misconfigured[0]
+            return False, f"channel {name}: {reason}"
         stuck = self.dispatcher.stuck(self.config.metrics.channel_stuck_after_s)
         if stuck:
             channel, age = stuck[0]

@@ -31,6 +31,7 @@ from ..channels.base import (
     Delivered,
     FailedForGood,
     Message,
+    Misconfigured,
     RetryLater,
     SendResult,
     quiet_window,
@@ -42,6 +43,7 @@ from .events import Event
 
 log = oplog.get(__name__)
 IDLE_S = 60.0
+MISCONFIGURED_RETRY_S = 600.0  # a channel the operator must fix is tried this rarely
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ class Dispatcher:
         # Health: since when each failing channel has delivered nothing.
         self.monotonic = monotonic
         self._failing_since: dict[str, float] = {}
+        self._misconfigured: dict[str, str] = {}  # channel → what the operator must fix
 
     # --- running -------------------------------------------------------------------------
 
@@ -245,7 +248,12 @@ class Dispatcher:
             self._record_sent([r.id for r in batch[: result.sent_events]], now)
             batch = batch[result.sent_events :]
         ids = [r.id for r in batch]
-        kind = {Delivered: "delivered", RetryLater: "retry", FailedForGood: "dead"}[type(result)]
+        kind = {
+            Delivered: "delivered",
+            RetryLater: "retry",
+            FailedForGood: "dead",
+            Misconfigured: "misconfigured",
+        }[type(result)]
         log.debug("delivery", channel=channel.name, events=len(batch), result=kind)
         if self.on_result is not None:
             self.on_result(channel.name, kind)
@@ -265,14 +273,22 @@ class Dispatcher:
         elif isinstance(result, FailedForGood):
             self.store.outbox_dead(ids, result.reason, now)
             self._failed(channel.name, recipient, result.reason)
+        else:  # Misconfigured: kept, not a failed attempt; tried again rarely, or after a reload
+            self.store.outbox_retry(ids, now + MISCONFIGURED_RETRY_S, result.reason, attempt=False)
+            self._failed(channel.name, recipient, result.reason, logged=True)  # _note_progress
         return result
 
     def _note_progress(self, name: str, result: SendResult) -> None:
         """One log line when a channel starts failing to deliver, one when it
         delivers again (a retry forever used to write nothing at WARNING)."""
         if isinstance(result, Delivered):
-            if self._failing_since.pop(name, None) is not None:
+            was_failing = self._failing_since.pop(name, None) is not None
+            if self._misconfigured.pop(name, None) is not None or was_failing:
                 log.info("channel delivers again", channel=name)
+        elif isinstance(result, Misconfigured) and name not in self._misconfigured:
+            self._misconfigured[name] = result.reason
+            log.error("channel misconfigured; its deliveries wait for a fixed configuration",
+                      channel=name, error=result.reason)  # fmt: skip
         elif isinstance(result, RetryLater) and name not in self._failing_since:
             self._failing_since[name] = self.monotonic()
             log.warning("channel cannot deliver now; retrying", channel=name, error=result.reason)
@@ -282,6 +298,11 @@ class Dispatcher:
         for over ``after_s``."""
         now = self.monotonic()
         return [(n, now - at) for n, at in self._failing_since.items() if now - at > after_s]
+
+    @property
+    def misconfigured(self) -> dict[str, str]:
+        """Channels that need the operator: name → the reason, naming the key."""
+        return dict(self._misconfigured)
 
     def carry_over(self, old: Dispatcher) -> None:
         """A reload's new dispatcher keeps what the old one knew: deliveries
@@ -318,7 +339,10 @@ class Dispatcher:
             return  # still cannot write: kept, tried again on the next pass
         log.info("the state records deliveries again")
 
-    def _failed(self, channel: str, recipient: str, reason: str) -> None:
-        log.warning("channel cannot deliver", channel=channel, recipient=recipient, error=reason)
+    def _failed(self, channel: str, recipient: str, reason: str, *, logged: bool = False) -> None:
+        if not logged:
+            log.warning(
+                "channel cannot deliver", channel=channel, recipient=recipient, error=reason
+            )
         if self.on_failed is not None:
             self.on_failed(channel, recipient, reason)

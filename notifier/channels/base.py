@@ -3,9 +3,10 @@
 A channel is a small class: it is built from its ``[channels.NAME]`` options
 (a pydantic model it declares), sends one :class:`Message` — one event or a
 digest of several for one recipient — and says what happened: delivered,
-retry later (perhaps at a time the service gave), or failed for good (with
-the reason). Everything around that — the outbox, retries, grouping, quiet
-hours — is the dispatcher's, not the channel's.
+retry later (perhaps at a time the service gave), failed for good (with
+the reason), or misconfigured (the operator must fix its options).
+Everything around that — the outbox, retries, grouping, quiet hours — is
+the dispatcher's, not the channel's.
 
 Third-party channels register under the entry-point group
 ``planfix_notifier.channels``::
@@ -56,7 +57,18 @@ class FailedForGood:
     sent_events: int = 0  # as for RetryLater
 
 
-SendResult = Delivered | RetryLater | FailedForGood
+@dataclass(frozen=True, slots=True)
+class Misconfigured:
+    """The channel cannot work until the operator fixes its options (a bot
+    token Telegram refuses, a login the mail server does not offer or
+    refuses). Its deliveries wait, none is dead-lettered for it; the channel is
+    tried again rarely, and at once after a reload. ``reason`` names the key."""
+
+    reason: str
+    sent_events: int = 0  # as for RetryLater
+
+
+SendResult = Delivered | RetryLater | FailedForGood | Misconfigured
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ task's thread id, so mail clients keep a task's alerts together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.policy
 import ssl
 from email.message import EmailMessage
@@ -28,6 +29,7 @@ from .base import (
     Delivered,
     FailedForGood,
     Message,
+    Misconfigured,
     RetryLater,
     SendResult,
 )
@@ -59,6 +61,10 @@ class EmailOptions(ChannelOptions):
                 "(or send through a relay on this machine)"
             )
         return self
+
+
+class _OptionsRefused(Exception):
+    """The mail server cannot work with these options: the operator's to fix."""
 
 
 class EmailChannel(Channel):
@@ -102,36 +108,72 @@ class EmailChannel(Channel):
             context.load_verify_locations(cafile=str(self.opts.ca_file))
         return context
 
-    def _connection(self) -> dict[str, Any]:
+    def _misconfigured(self, what: str) -> _OptionsRefused:
+        return _OptionsRefused(
+            f"{what}; a configuration error: check channels.{self.name} "
+            "(security, username, password)"
+        )
+
+    async def _session(self) -> aiosmtplib.SMTP:
+        """Connected, with TLS as ``security`` asks, and logged in where a
+        username is set. A server that does not offer what the options need
+        (STARTTLS, AUTH) or refuses the login raises :class:`_OptionsRefused`:
+        only the operator can fix that, retrying cannot."""
         opts = self.opts
-        return {
-            "hostname": opts.host,
-            "port": opts.port,
-            "username": opts.username,
-            "password": opts.password.get_secret_value() if opts.password else None,
-            "use_tls": opts.security == "tls",
-            "start_tls": opts.security == "starttls",  # required, never opportunistic
-            "tls_context": self._tls(),
-            "timeout": opts.timeout_s,
-        }
+        smtp = aiosmtplib.SMTP(
+            hostname=opts.host,
+            port=opts.port,
+            use_tls=opts.security == "tls",
+            start_tls=False,  # below, and required: never opportunistic
+            tls_context=self._tls(),
+            timeout=opts.timeout_s,
+        )
+        await smtp.connect()
+        try:
+            await smtp.ehlo()
+            if opts.security == "starttls":
+                if not smtp.supports_extension("starttls"):
+                    raise self._misconfigured("the mail server does not offer STARTTLS")
+                await smtp.starttls()
+            if opts.username:
+                if not smtp.supports_extension("auth"):
+                    raise self._misconfigured(
+                        f"the mail server does not offer AUTH, yet channels.{self.name}.username "
+                        "is set"
+                    )
+                password = opts.password.get_secret_value() if opts.password else ""
+                try:
+                    await smtp.login(opts.username, password)
+                except aiosmtplib.SMTPAuthenticationError as exc:
+                    if 500 <= exc.code < 600:
+                        raise self._misconfigured(
+                            f"the mail server refuses the login ({exc.code})"
+                        ) from None
+                    raise
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     async def send(self, message: Message) -> SendResult:
         raw = self.build(message).as_bytes(policy=WIRE_POLICY)
         try:
             async with asyncio.timeout(self.opts.timeout_s):
-                await aiosmtplib.send(
-                    raw,
-                    sender=self.opts.sender,
-                    recipients=[message.recipient],
-                    **self._connection(),
-                )
+                smtp = await self._session()
+                try:
+                    await smtp.sendmail(self.opts.sender, [message.recipient], raw)
+                finally:
+                    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                        await smtp.quit()
+        except _OptionsRefused as exc:
+            return Misconfigured(str(exc))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             if all(500 <= c < 600 for c in codes):
                 return FailedForGood(f"the mail server refused {message.recipient}: {codes}")
             return RetryLater(f"the mail server deferred {message.recipient}: {codes}")
         except aiosmtplib.SMTPAuthenticationError as exc:
-            return RetryLater(f"SMTP login failed ({exc.code}); check username and password")
+            return RetryLater(f"SMTP login deferred ({exc.code})")
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:
                 return FailedForGood(f"the mail server refused the message: {exc.code}")
@@ -141,14 +183,14 @@ class EmailChannel(Channel):
         return Delivered()
 
     async def check(self) -> CheckResult:
-        connection = self._connection()
-        smtp = aiosmtplib.SMTP(**connection)
+        where = f"{self.opts.host}:{self.opts.port}"
         try:
             async with asyncio.timeout(self.opts.timeout_s):
-                await smtp.connect()
-                if connection["username"]:
-                    await smtp.login(connection["username"], connection["password"])
-                await smtp.quit()
+                smtp = await self._session()
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                    await smtp.quit()
+        except _OptionsRefused as exc:
+            return CheckResult(False, f"{where}: {exc}")
         except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            return CheckResult(False, f"{self.opts.host}:{self.opts.port}: {type(exc).__name__}")
-        return CheckResult(True, f"{self.opts.host}:{self.opts.port} ({self.opts.security})")
+            return CheckResult(False, f"{where}: {type(exc).__name__}")
+        return CheckResult(True, f"{where} ({self.opts.security})")

@@ -44,6 +44,7 @@ from .base import (
     Delivered,
     FailedForGood,
     Message,
+    Misconfigured,
     RetryLater,
     SendResult,
 )
@@ -161,7 +162,11 @@ class TelegramChannel(Channel):
             self.forbidden[message.recipient] = reason
             return FailedForGood(reason, done)
         except InvalidToken:
-            return FailedForGood("Telegram rejected the bot token")
+            return Misconfigured(
+                "Telegram refuses the bot token (401); a configuration error: check "
+                f"channels.{self.name}.bot_token",
+                done,
+            )
         except BadRequest as exc:
             reason = f"Telegram refused the message: {self._scrub(exc.message)}"
             return FailedForGood(reason, done)

@@ -35,6 +35,7 @@ from .base import (
     Delivered,
     FailedForGood,
     Message,
+    Misconfigured,
     RetryLater,
     SendResult,
 )
@@ -114,6 +115,11 @@ class WebhookChannel(Channel):
         if status == 429 or status >= 500:
             retry = response.headers.get("Retry-After", "")
             return RetryLater(f"HTTP {status}", float(retry) if retry.isdigit() else None)
+        if status in (401, 403):
+            return Misconfigured(
+                f"the webhook refuses us: HTTP {status}; a configuration error: check "
+                f"channels.{self.name}.headers and secret"
+            )
         return FailedForGood(f"the webhook refused the message: HTTP {status}")
 
     async def check(self) -> CheckResult:

@@ -24,6 +24,7 @@ class ErrorInfo:
     code: str
     message: str
     error_class: ErrorClass
+    key: str = ""  # the configuration key to fix, where one is the cause
 
 
 _E = ErrorClass
@@ -33,18 +34,18 @@ ERROR_CODES: dict[str, ErrorInfo] = {
     info.code: info
     for info in (
         ErrorInfo("0000", "unknown error on the PlanFix side", _E.TRANSIENT),
-        ErrorInfo("0001", "invalid API key", _E.FATAL_CONFIG),
+        ErrorInfo("0001", "invalid API key", _E.FATAL_CONFIG, "planfix.api_key"),
         ErrorInfo("0002", "the application is blocked", _E.FATAL_CONFIG),
         ErrorInfo("0003", "PlanFix could not parse our request XML", _E.BUG),
-        ErrorInfo("0004", "unknown account", _E.FATAL_CONFIG),
+        ErrorInfo("0004", "unknown account", _E.FATAL_CONFIG, "planfix.account"),
         ErrorInfo("0005", "session expired", _E.TRANSIENT),
-        ErrorInfo("0006", "invalid request signature (check signature_key)", _E.FATAL_CONFIG),
+        ErrorInfo("0006", "invalid request signature", _E.FATAL_CONFIG, "planfix.signature_key"),
         ErrorInfo("0007", "daily request limit exceeded", _E.QUOTA),
         ErrorInfo("0008", "unknown API function", _E.FATAL_CONFIG),
         ErrorInfo("0009", "a required parameter is missing", _E.BUG),
         ErrorInfo("0010", "the account is frozen", _E.FATAL_CONFIG),
         ErrorInfo("0011", "PlanFix is being updated", _E.TRANSIENT),
-        ErrorInfo("0012", "no such session or token", _E.FATAL_CONFIG),
+        ErrorInfo("0012", "no such session or token", _E.FATAL_CONFIG, "planfix.token"),
         ErrorInfo("0014", "the API user is inactive", _E.FATAL_CONFIG),
         ErrorInfo("0020", "the API function is forbidden for this user", _E.FATAL_CONFIG),
         ErrorInfo("0021", "too many objects requested at once", _E.BUG),
@@ -57,8 +58,11 @@ ERROR_CODES: dict[str, ErrorInfo] = {
             "https://api.planfix.com/xml/, https://api-sg.planfix.com/xml/, "
             "https://api-us.planfix.com/xml/",
             _E.FATAL_CONFIG,
+            "planfix.endpoint",
         ),
-        ErrorInfo("1001", "wrong login or password", _E.FATAL_CONFIG),
+        ErrorInfo(
+            "1001", "wrong login or password", _E.FATAL_CONFIG, "planfix.login, planfix.password"
+        ),
         ErrorInfo("3001", "the task does not exist", _E.TASK),
         ErrorInfo("3008", "no access to the task", _E.TASK),
         ErrorInfo("3014", "the task is being modified", _E.TRANSIENT),
@@ -95,7 +99,8 @@ class PlanfixApiError(PlanfixError):
         if server_message:
             text = f"{text} ({server_message[:200]})"
         where = f" in {method}" if method else ""
-        super().__init__(f"PlanFix error {code}{where}: {text}", method=method)
+        fix = f"; a configuration error: check {info.key}" if info and info.key else ""
+        super().__init__(f"PlanFix error {code}{where}: {text}{fix}", method=method)
         self.code = code
         # An undocumented code is treated like 0000: retry later, never alert.
         self.error_class = info.error_class if info else ErrorClass.TRANSIENT

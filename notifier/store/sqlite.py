@@ -307,6 +307,15 @@ class Store:
             ids,
         )
 
+    def outbox_due_now(self, channels: Sequence[str], now: float) -> None:
+        """Pending deliveries of these channels are due at once (a reload fixed them)."""
+        with _transaction(self._db):
+            self._db.executemany(
+                "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?) "
+                "WHERE state = 'pending' AND channel = ?",
+                [(now, channel) for channel in channels],
+            )
+
     def outbox_shift(self, step: float) -> None:
         """The wall clock stepped: pending deliveries keep their age (for
         ``max_age_s``) and the wait before their next attempt."""

@@ -394,7 +394,10 @@ class Poller:
             log.info("PlanFix answers again; every task back on its schedule")
             self.breaker.closed()
         elif faults and not answered:
-            if not self.breaker.open:
+            if not self.breaker.open and faults[0].error_class is ErrorClass.FATAL_CONFIG:
+                log.error("PlanFix refuses us; polling waits for the operator (fix, then reload)",
+                          error=faults[0].message)  # fmt: skip
+            elif not self.breaker.open:
                 log.warning("PlanFix is failing; probing it with one request at a time",
                             error=faults[0].message)  # fmt: skip
             self.breaker.failed(now, faults[0])

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from notifier.channels.base import Delivered, FailedForGood, Message, RetryLater
+from notifier.channels.base import Delivered, FailedForGood, Message, Misconfigured, RetryLater
 from notifier.channels.email import EmailChannel, EmailOptions
 from tests.alerts.samples import channel, event, summary
 from tests.fakes.smtp import SmtpServer
@@ -82,7 +82,8 @@ async def test_server_down_is_retried(smtp_plain: SmtpServer) -> None:
 async def test_starttls_is_required_not_opportunistic(smtp_plain: SmtpServer) -> None:
     insists = mailer(smtp_plain, security="starttls")  # this server offers no STARTTLS
     result = await insists.send(message())
-    assert isinstance(result, RetryLater)
+    assert isinstance(result, Misconfigured)  # the operator's to fix: no blind retry
+    assert "STARTTLS" in result.reason and "channels.mail" in result.reason
     assert smtp_plain.inbox.messages == []
 
 

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from notifier.channels.base import Channel, Delivered, FailedForGood, Message, RetryLater
+from notifier.channels.base import (
+    Channel,
+    Delivered,
+    FailedForGood,
+    Message,
+    Misconfigured,
+    RetryLater,
+)
 from notifier.channels.telegram import TelegramChannel, TelegramOptions
 from tests.alerts.samples import channel, event, summary
 from tests.fakes.telegram import TelegramServer
@@ -134,7 +141,7 @@ async def test_the_token_never_shows(telegram: TelegramServer) -> None:
         check = await wrong.check()
     finally:
         await wrong.aclose()
-    assert isinstance(result, FailedForGood)
+    assert isinstance(result, Misconfigured) and "channels.team.bot_token" in result.reason
     assert "WRONG-secret" not in result.reason + check.detail
     assert not check.ok
 

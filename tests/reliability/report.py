@@ -85,6 +85,10 @@ WHAT = {
     "test_a_wall_clock_step_neither_freezes_polling_nor_turns_health_red": "never silent 4: the wall clock steps "
     "back 10 minutes, then forward across midnight, under a running service: a change after each alerted within "
     "seconds (a step back used to freeze polling for its length), /healthz stays 200, the new day has a fresh quota",
+    "test_a_configuration_error_met_at_run_time_is_named_and_not_retried_blindly": "health: configuration errors "
+    "met at run time (a wrong account, 0004; an SMTP server without AUTH while `username` is set; a bot token "
+    "Telegram refuses, 401): one log line naming the key, /healthz 503 with the cause, the operator told through "
+    "the channel that works, no blind retry, the deliveries kept (not dead letters)",
 }
 RESULTS = Path("bench/results")
 

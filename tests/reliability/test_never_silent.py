@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -623,3 +624,85 @@ async def test_a_wall_clock_step_neither_freezes_polling_nor_turns_health_red(
                     assert service.ledger.today().used <= 5  # a fresh day, and no burst
     finally:
         await service.stop()
+
+
+def _attempts(metrics: str, channel: str) -> float:
+    """Delivery attempts on ``channel`` so far, from /metrics."""
+    body = get(f"http://{metrics}/metrics")[1]
+    prefix = f'planfix_notifier_deliveries_total{{channel="{channel}",'
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(prefix)
+    )
+
+
+def _plain(mail: EmailMessage) -> str:
+    body = mail.get_body(("plain",))
+    return "" if body is None else str(body.get_content())
+
+
+CONFIG_FAULTS = {  # fault: (the key the operator must fix, the channel that still works)
+    "wrong account": ("planfix.account", "team"),
+    "SMTP without AUTH": ("channels.mail", "team"),
+    "Telegram 401": ("channels.team.bot_token", "mail"),
+}
+
+
+@pytest.mark.parametrize("fault", list(CONFIG_FAULTS))
+def test_a_configuration_error_met_at_run_time_is_named_and_not_retried_blindly(
+    fault: str,
+    emulator: Emulator,
+    control: EmulatorControl,
+    telegram: TelegramServer,
+    smtp_plain: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    """A wrong account (0004), an SMTP server without AUTH while a username is
+    set, and a bot token Telegram refuses were retried forever in silence
+    ("mail server unreachable: SMTPException"), /healthz 200. They are
+    configuration errors: one log line naming the key, /healthz 503 with the
+    cause, the operator told through the channel that works, and the broken
+    one tried again rarely, its deliveries kept, not dead-lettered."""
+    key, works = CONFIG_FAULTS[fault]
+    task = control.create_task(title="Настройка", status=1)["id"]
+    data = service_config(emulator, telegram, tmp_path, [task])
+    data["channels"]["mail"] = smtp_plain.options(group=False)
+    if fault == "wrong account":
+        data["planfix"]["account"] = "nosuch"
+    elif fault == "SMTP without AUTH":
+        data["channels"]["mail"].update(username="robot", password="mail-secret-1")
+    else:
+        data["channels"]["team"]["bot_token"] = "654321:WRONG-token-abcdefghijklmnopqrstuvw"
+    broken = "mail" if fault == "SMTP without AUTH" else "team"
+    metrics = data["metrics"]["listen"]
+    with running(data, tmp_path, tasks=0 if fault == "wrong account" else 1) as (_, log, _p):
+        if fault != "wrong account":
+            control.change_task(task, status=2)
+        wait_for(lambda: get(f"http://{metrics}/healthz")[0] == 503, within=30)
+        reason = get(f"http://{metrics}/healthz")[1]
+        assert "configuration error" in reason and key in reason, reason
+        if works == "team":
+            wait_for(lambda: any(key in m.text for m in telegram.fake.sent), within=30)
+        else:
+            wait_for(
+                lambda: any(key in _plain(m) for m in smtp_plain.inbox.messages),
+                within=30,
+            )
+        tried = _attempts(metrics, broken) if fault != "wrong account" else 0
+        requests = sum(control.state()["requests"].values())
+        time.sleep(8)  # the service goes on; the broken part is not hammered meanwhile
+        assert get(f"http://{metrics}/healthz")[0] == 503
+        if fault == "wrong account":
+            assert sum(control.state()["requests"].values()) == requests
+        else:
+            assert _attempts(metrics, broken) == tried
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    named = [line for line in lines if key in str(line) and line["level"] in ("error", "warning")]
+    assert len(named) == 1, named
+    if fault != "wrong account":
+        with contextlib.closing(sqlite3.connect(tmp_path / "state.sqlite3")) as db:
+            states = dict(
+                db.execute(
+                    "SELECT state, count(*) FROM outbox WHERE channel = ? GROUP BY state", (broken,)
+                ).fetchall()
+            )
+        assert states.get("dead", 0) == 0 and states.get("pending", 0) >= 1, states
