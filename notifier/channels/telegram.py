@@ -5,8 +5,9 @@ messages split under 4096 characters between events (or, for one huge
 event, between words, never inside a tag or an entity). Limits: PTB's
 AIORateLimiter keeps 30 messages/s overall. It does not pace private chats,
 and paces groups as a leaky bucket (a burst of 20, then one every 3 s), which
-can overrun "20 in any minute"; so every chat is paced here with sliding
-windows: 1 message/s, and 20/min for groups and channels.
+can overrun "20 in any minute"; so every chat is paced here (ratelimit.Pacer):
+1 message/s, and 20 in any minute for groups and channels, counted from when
+each send finished, so that a message held up on the way never crowds the next.
 ``RetryAfter`` is honoured; ``Forbidden`` (blocked, removed) and
 ``BadRequest`` fail for good; ``ChatMigrated`` is followed to the new id.
 """
@@ -48,7 +49,7 @@ from .base import (
     RetryLater,
     SendResult,
 )
-from .ratelimit import SlidingWindow
+from .ratelimit import Pacer
 
 TELEGRAM_LIMIT = 4096
 # PTB 22 warns, every time a RetryAfter is built, that retry_after becomes a
@@ -107,7 +108,7 @@ class TelegramChannel(Channel):
             ),
         )
         self._ready = False
-        self._per_chat: dict[str, list[SlidingWindow]] = {}
+        self._per_chat: dict[str, Pacer] = {}
         self.callback_buttons = False  # set for the channel whose bot takes commands
         self.migrated: dict[str, str] = {}  # old chat id → new (ChatMigrated)
         self.forbidden: dict[str, str] = {}  # chat id → why Telegram refuses it
@@ -115,14 +116,14 @@ class TelegramChannel(Channel):
     def recipients(self) -> list[str]:
         return [str(chat) for chat in self.opts.chat_ids]
 
-    async def _pace(self, chat: str) -> None:
+    def _pacer(self, chat: str) -> Pacer:
         if chat not in self._per_chat:
-            windows = [SlidingWindow(1, 1.0 / self.opts.per_chat_per_s)]
+            gap = 1.0 / self.opts.per_chat_per_s
             if chat.startswith(("-", "@")):  # groups, supergroups and channels
-                windows.append(SlidingWindow(int(self.opts.per_group_per_min), 60.0))
-            self._per_chat[chat] = windows
-        for window in self._per_chat[chat]:
-            await window.acquire()
+                self._per_chat[chat] = Pacer(gap, int(self.opts.per_group_per_min), 60.0)
+            else:
+                self._per_chat[chat] = Pacer(gap)
+        return self._per_chat[chat]
 
     def carry_over(self, previous: Channel) -> None:
         # Telegram counts per bot and chat: a reload must not start the count afresh.
@@ -191,15 +192,15 @@ class TelegramChannel(Channel):
     ) -> str:
         """Send one part; return the chat id it went to (after a migration)."""
         for _ in range(2):  # once more after a ChatMigrated
-            await self._pace(chat)
             try:
-                await self.bot.send_message(
-                    chat_id=chat,
-                    text=text,
-                    parse_mode=ParseMode.HTML,
-                    link_preview_options=LinkPreviewOptions(is_disabled=True),
-                    reply_markup=markup,
-                )
+                async with self._pacer(chat).turn():
+                    await self.bot.send_message(
+                        chat_id=chat,
+                        text=text,
+                        parse_mode=ParseMode.HTML,
+                        link_preview_options=LinkPreviewOptions(is_disabled=True),
+                        reply_markup=markup,
+                    )
                 return chat
             except ChatMigrated as exc:
                 new = str(exc.new_chat_id)

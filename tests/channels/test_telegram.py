@@ -134,6 +134,20 @@ async def test_one_message_a_second_per_chat(bot: Channel, telegram: TelegramSer
     assert telegram.fake.count_429() == 0
 
 
+async def test_a_message_held_up_on_the_way_does_not_crowd_the_next(
+    bot: Channel, telegram: TelegramServer
+) -> None:
+    """Pacing from when a send started let the next one arrive less than a
+    second after one that was held up on the way (a busy machine, a slow
+    network): 429 and a 40 s pause. The gap now counts from when Telegram
+    answered, so no delay in transit can bring two arrivals closer."""
+    telegram.fake.enforce_limits = True
+    telegram.fake.inject("late", PRIVATE, delay_s=0.4, times=1)
+    for _ in range(3):
+        assert isinstance(await bot.send(message()), Delivered)
+    assert telegram.fake.count_429() == 0
+
+
 async def test_the_token_never_shows(telegram: TelegramServer) -> None:
     wrong = make(telegram, bot_token="999:WRONG-secret-token-value")
     try:

@@ -5,7 +5,7 @@ requests, ``{"ok": …}`` answers): getMe, sendMessage (with Telegram's own
 checks: 4096 characters, well-formed HTML of the allowed tags and entities),
 getUpdates, answerCallbackQuery, editMessageReplyMarkup, setMyCommands,
 deleteWebhook. Faults are queued per chat (429 with retry_after, 403, 400,
-5xx, slowness, a migration), and with ``enforce_limits`` it answers 429 to a
+5xx, slowness, a late arrival, a migration), and with ``enforce_limits`` it answers 429 to a
 client that sends more than 1 message/s to a chat, 20/min to a group or
 30/s overall.
 """
@@ -201,13 +201,15 @@ class FakeTelegram:
             chat = str(params.get("chat_id"))
             text = str(params.get("text", ""))
             fault = self._fault(chat)
-            delay = 0.0
+            delay = late = 0.0
             if fault is not None:
                 if fault.kind == "slow":
                     delay = fault.delay_s
+                elif fault.kind == "late":  # held up on the way: it arrives, and counts, later
+                    delay = late = fault.delay_s
                 else:
                     return self._faulty(fault)
-            now = time.monotonic()
+            now = time.monotonic() + late
             if self.enforce_limits:
                 wait = self._over_limit(chat, now)
                 if wait is not None:
