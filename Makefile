@@ -28,9 +28,10 @@ test: lint
 test-clock: $(STAMP)
 	$(BIN)/python -m tests.shifted_clock
 
-# The security checks that live beside the code they guard, run again here so
-# the table shows them.
-SECURITY := \
+# The security (and pacing) checks that live beside the code they guard, run
+# again here so the table shows them.
+BESIDE := \
+	tests/channels/test_telegram.py::test_a_message_held_up_on_the_way_does_not_crowd_the_next \
 	tests/test_operations.py::test_a_session_of_the_service_leaks_no_secret \
 	tests/planfix/test_client.py::test_wrong_password_is_fatal_and_names_no_secret \
 	tests/bot/test_bot.py::test_a_stranger_is_refused_politely \
@@ -43,7 +44,7 @@ SECURITY := \
 # All of tests/reliability, the slow crash runs and the soak too; then the README's table.
 reliability: $(STAMP)
 	mkdir -p bench/results
-	$(BIN)/pytest tests/reliability $(SECURITY) -p no:logging --junitxml=bench/results/reliability.xml
+	$(BIN)/pytest tests/reliability $(BESIDE) -p no:logging --junitxml=bench/results/reliability.xml
 	$(BIN)/python -m tests.reliability.report bench/results/reliability.xml README.md
 
 bench: $(STAMP)

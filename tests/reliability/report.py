@@ -85,6 +85,9 @@ WHAT = {
     "test_a_wall_clock_step_neither_freezes_polling_nor_turns_health_red": "never silent 4: the wall clock steps "
     "back 10 minutes, then forward across midnight, under a running service: a change after each alerted within "
     "seconds (a step back used to freeze polling for its length), /healthz stays 200, the new day has a fresh quota",
+    "test_a_message_held_up_on_the_way_does_not_crowd_the_next": "never silent 16: a Telegram message held up "
+    "0.4 s on the way: the next one to that chat still arrives a second after it, no 429 (each turn counts from "
+    "when the previous send finished)",
     "test_a_configuration_error_met_at_run_time_is_named_and_not_retried_blindly": "health: configuration errors "
     "met at run time (a wrong account, 0004; an SMTP server without AUTH while `username` is set; a bot token "
     "Telegram refuses, 401): one log line naming the key, /healthz 503 with the cause, the operator told through "
