@@ -29,8 +29,14 @@ class EmulatorControl:
     def create_task(self, **fields: Any) -> dict[str, Any]:
         return dict(self._call("POST", "/tasks", fields))
 
-    def change_task(self, task_id: int, **changes: Any) -> dict[str, Any]:
-        return dict(self._call("PATCH", f"/tasks/{task_id}", changes))
+    def change_task(self, task_id: int, *, silent: bool = False, **changes: Any) -> dict[str, Any]:
+        """``silent``: as PlanFix's API silent mode, no action and no new last-change date."""
+        payload = {**changes, "silent": True} if silent else changes
+        return dict(self._call("PATCH", f"/tasks/{task_id}", payload))
+
+    def save_filter(self, filter_id: int, **conditions: Any) -> dict[str, Any]:
+        """A saved task filter (``target`` of task.getList): project, status, worker, tasks."""
+        return dict(self._call("POST", "/filters", {"id": filter_id, **conditions}))
 
     def delete_task(self, task_id: int) -> None:
         self._call("DELETE", f"/tasks/{task_id}")

@@ -6,7 +6,8 @@ Control API (JSON bodies and answers):
   GET    /control/tasks                  every task record
   POST   /control/tasks                  create a task (PlanFix field names)
   GET    /control/tasks/ID               one task record
-  PATCH  /control/tasks/ID               change fields (null removes one)
+  PATCH  /control/tasks/ID               change fields (null removes one; "silent": true
+                                         leaves no action and no new last-change date)
   DELETE /control/tasks/ID               delete (task.get then answers 3001)
   POST   /control/clock                  {"advance_s": N} or {"set": ISO, "freeze": bool}
   POST   /control/faults                 queue a fault (see state.FAULT_KINDS)
@@ -14,6 +15,8 @@ Control API (JSON bodies and answers):
   POST   /control/sessions/expire        every sid answers 0005 from now on
   POST   /control/settings               change settings (quota, shape, …)
   POST   /control/quota                  {"used": N} set today's count
+  POST   /control/filters                a saved task filter: {"id": N, "project": ID,
+                                         "status": [IDS], "worker": ID, "tasks": [IDS]}
 """
 
 from __future__ import annotations
@@ -151,6 +154,9 @@ def control(account: Account, verb: str, path: str, data: Any) -> tuple[int, Any
     if route == ("POST", "quota"):
         account.set_quota_used(int(data["used"]))
         return 200, account.snapshot()["quota"]
+    if route == ("POST", "filters"):
+        conditions = dict(data)
+        return 201, account.save_filter(int(conditions.pop("id")), conditions)
     return HTTPStatus.NOT_FOUND, {"error": f"no such control call: {verb} {path}"}
 
 
@@ -165,7 +171,9 @@ def _tasks(account: Account, verb: str, rest: list[str], data: Any) -> tuple[int
     if verb == "GET":
         return 200, account.task(task_id)
     if verb == "PATCH":
-        return 200, account.change_task(task_id, dict(data))
+        changes = dict(data)
+        silent = bool(changes.pop("silent", False))
+        return 200, account.change_task(task_id, changes, silent=silent)
     if verb == "DELETE":
         account.task(task_id)
         del account.tasks[task_id]

@@ -1,5 +1,6 @@
 """What the emulated PlanFix account holds: tasks, statuses, clock, quota,
-sessions and the faults queued for injection. Shared by the HTTP threads
+sessions, the action log and saved filters (the change feeds read them), and
+the faults queued for injection. Shared by the HTTP threads
 under one lock; everything here is plain data, JSON in and out."""
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ class Settings:
     session_ttl_s: float = 3600.0
     close_to_deadline_s: float = 24 * 3600.0
     other_dc_accounts: list[str] = field(default_factory=list)  # answered with 0024
+    # Unconfirmed in PlanFix: whether an overdue or close-to-deadline flip moves
+    # a task's last-change date (task.getList filter 38). Off: it does not.
+    flip_moves_last_change: bool = False
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
@@ -171,6 +175,10 @@ class Account:
         self.quota_used = 0
         self.requests_by_method: dict[str, int] = {}
         self.last_request_ts: float | None = None
+        self.changed_at: dict[int, float] = {}  # task id → its last-change date
+        self.deadline_set_at: dict[int, float] = {}  # task id → when endTime was last set
+        self.actions: list[dict[str, Any]] = []  # the action log, oldest first
+        self.saved_filters: dict[int, dict[str, Any]] = {}  # id → conditions (see matches)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -199,19 +207,91 @@ class Account:
         self.next_id = max(self.next_id, int(task["id"])) + 1
         self.next_general = max(self.next_general, int(task["general"])) + 1
         self.tasks[int(task["id"])] = task
+        self.changed_at[int(task["id"])] = self.clock.now_ts()
+        self.deadline_set_at[int(task["id"])] = self.clock.now_ts()
         return task
 
-    def change_task(self, task_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+    def change_task(
+        self, task_id: int, changes: dict[str, Any], *, silent: bool = False
+    ) -> dict[str, Any]:
+        """Change fields; every change is logged as an action and moves the
+        last-change date, except a ``silent`` one (PlanFix's ``<silent>1``
+        through the API), which leaves no trace a feed could see."""
         check_task_fields(changes)
         if "id" in changes and changes["id"] != task_id:
             raise ControlError("a task's id cannot change")
         task = self.task(task_id)
+        before = dict(task)
         for key, value in changes.items():
             if value is None:
                 task.pop(key, None)
             else:
                 task[key] = value
+        if before.get("endTime") != task.get("endTime"):
+            self.deadline_set_at[task_id] = self.clock.now_ts()
+        if not silent and task != before:
+            self._log_change(task_id, before, task)
         return task
+
+    def _log_change(self, task_id: int, before: dict[str, Any], after: dict[str, Any]) -> None:
+        now = self.clock.now_ts()
+        self.changed_at[task_id] = now
+        action: dict[str, Any] = {"id": len(self.actions) + 1, "ts": now, "task": task_id}
+        if before.get("status") != after.get("status"):
+            action["type"] = "STATUSCHANGED"
+            action["statusChange"] = {
+                "oldStatus": before.get("status", 2),
+                "newStatus": after.get("status", 2),
+            }
+        else:
+            action["type"] = "TASKCHANGED"
+        if before.get("endTime") != after.get("endTime"):
+            action["taskExpectDateChanged"] = {
+                "oldDate": before.get("endTime") or "",
+                "newDate": after.get("endTime") or "",
+            }
+        self.actions.append(action)
+
+    def flips(self, task: dict[str, Any]) -> list[tuple[str, float]]:
+        """The time-driven actions of a task so far: (type, when) for becoming
+        close to its deadline and overdue, on our clock (an active task only)."""
+        deadline = self.deadline(task)
+        if deadline is None or not self.is_active(task):
+            return []
+        now, due = self.clock.now_ts(), deadline.timestamp()
+        set_at = self.deadline_set_at.get(int(task["id"]), 0.0)  # no flip before the deadline was
+        happened = [
+            ("TASKCLOSETODEADLINE", max(due - self.settings.close_to_deadline_s, set_at)),
+            ("TASKOVERDUED", max(due, set_at)),
+        ]
+        return [(kind, at) for kind, at in happened if at <= now]
+
+    def last_change(self, task: dict[str, Any]) -> float:
+        changed = self.changed_at.get(int(task["id"]), 0.0)
+        if self.settings.flip_moves_last_change:
+            changed = max([changed, *(at for _, at in self.flips(task))])
+        return changed
+
+    def in_filter(self, task: dict[str, Any], conditions: dict[str, Any]) -> bool:
+        """A saved filter's conditions, all of which must hold: ``project``
+        (id), ``status`` (ids), ``worker`` (a user id), ``tasks`` (ids)."""
+        for key, wanted in conditions.items():
+            if key == "project" and ref_id(task.get("project")) != wanted:
+                return False
+            if key == "status" and task.get("status", 2) not in wanted:
+                return False
+            if key == "worker" and wanted not in worker_ids(task):
+                return False
+            if key == "tasks" and task["id"] not in wanted:
+                return False
+        return True
+
+    def save_filter(self, filter_id: int, conditions: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(conditions) - {"project", "status", "worker", "tasks"}
+        if unknown:
+            raise ControlError(f"unknown filter conditions: {sorted(unknown)}")
+        self.saved_filters[filter_id] = conditions
+        return {"id": filter_id, **conditions}
 
     def task(self, task_id: int) -> dict[str, Any]:
         try:
@@ -302,6 +382,17 @@ class Account:
             "faults": [asdict(f) for f in self.faults if f.times != 0],
             "settings": {k: v for k, v in asdict(self.settings).items() if k != "password"},
         }
+
+
+def ref_id(value: Any) -> int | None:
+    """A reference field (project, owner…): a dict with an id, or the id."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return int(value) if value else None
+
+
+def worker_ids(task: dict[str, Any]) -> set[int]:
+    return {int(person["id"]) for person in (task.get("workers") or {}).get("users", [])}
 
 
 def check_task_fields(data: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from lxml import etree
 
+from . import feeds
 from .state import STATUS_SETS, Account, Fault
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
@@ -205,7 +206,7 @@ class XmlApi:
             try:
                 self._authenticate(method, root, authorization)
                 answer.body = _document(self._dispatch(method, root, fault))
-            except ApiError as exc:
+            except (ApiError, feeds.FeedError) as exc:
                 answer.body = error_body(exc.code)
             return answer
 
@@ -273,7 +274,9 @@ class XmlApi:
             for task in found:
                 container.append(render.task(task))
         elif method == "task.getList":
-            response.append(self._task_list(root, render))
+            response.append(feeds.task_list(account, root, lambda t: render.task(t, members=False)))
+        elif method == "action.getListByPeriod":
+            response.append(feeds.action_list(account, root))
         elif method == "taskStatus.getSetList":
             container = _sub(response, "taskStatusSets")
             container.set("count", str(len(STATUS_SETS)))
@@ -312,24 +315,6 @@ class XmlApi:
         if not task.get("access", True):
             raise ApiError("3008")
         return task
-
-    def _task_list(self, root: etree._Element, render: Renderer) -> etree._Element:
-        try:
-            page = max(1, int(root.findtext("pageCurrent") or 1))
-            size = min(MULTI_LIMIT, max(1, int(root.findtext("pageSize") or MULTI_LIMIT)))
-        except ValueError:
-            raise ApiError("0009") from None
-        wanted = {f.strip() for f in (root.findtext("filter") or "").split(",") if f.strip()}
-        tasks = [t for t in self.account.tasks.values() if t.get("access", True)]
-        if "ACTIVE" in wanted:
-            tasks = [t for t in tasks if self.account.is_active(t)]
-        if "OVERDUE" in wanted:
-            tasks = [t for t in tasks if self.account.flags(t)[0]]
-        chosen = tasks[(page - 1) * size : page * size]
-        container = etree.Element("tasks", count=str(len(chosen)), totalCount=str(len(tasks)))
-        for task in chosen:
-            container.append(render.task(task, members=False))
-        return container
 
 
 def _per_task(fault: Fault, method: str) -> bool:

@@ -12,10 +12,12 @@ from .errors import (
     TransportError,
     is_task_gone,
 )
+from .feeds import Action, TaskPage, TaskQuery
 from .model import People, Ref, StatusSet, Task, TaskStatus
 from .statuses import StatusCatalog
 
 __all__ = [
+    "Action",
     "BadResponseError",
     "ClientSettings",
     "ConfigError",
@@ -32,6 +34,8 @@ __all__ = [
     "StatusCatalog",
     "StatusSet",
     "Task",
+    "TaskPage",
+    "TaskQuery",
     "TaskStatus",
     "TransportError",
     "is_task_gone",

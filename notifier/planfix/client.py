@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -30,6 +31,7 @@ from .errors import (
     PlanfixError,
     TransportError,
 )
+from .feeds import Action, TaskPage, TaskQuery, actions_body, parse_actions, parse_task_page
 from .model import StatusSet, Task, TaskStatus, parse_task
 from .statuses import StatusCatalog
 
@@ -359,24 +361,25 @@ class PlanfixClient:
                 found[task.id] = task
         return found
 
-    async def get_task_list(
-        self, *, target: str = "all", task_filter: str | None = None, page: int = 1
-    ) -> tuple[list[Task], int]:
-        """One page (up to 100) of ``task.getList``; returns the tasks and totalCount."""
-        body: list[tuple[str, str | int]] = [
-            ("target", target),
-            ("pageCurrent", page),
-            ("pageSize", MAX_BATCH),
-        ]
-        if task_filter:
-            body.append(("filter", task_filter))
-        root = await self.call("task.getList", body)
+    async def list_tasks(self, query: TaskQuery, page: int = 1) -> TaskPage:
+        """One page (up to 100 cards) of ``task.getList``; page 0 counts only."""
+        root = await self.call("task.getList", query.body(self.tz, page))
         container = root.find("tasks")
         if container is None:
             raise BadResponseError("no <tasks> in the answer", method="task.getList")
-        tasks = [parse_task(card, self.tz) for card in container.iterfind("task")]
-        total = _int_attr(container, "totalCount", default=len(tasks))
-        return tasks, total
+        return parse_task_page(container, self.tz)
+
+    async def list_actions(
+        self, since: datetime, until: datetime, page: int = 1
+    ) -> tuple[list[Action], int]:
+        """One page (up to 100, oldest first) of the account's action log in
+        [since, until], minute precision; and how many there are in all."""
+        body = actions_body(since, until, self.tz, page)
+        root = await self.call("action.getListByPeriod", body)
+        container = root.find("actions")
+        if container is None:
+            raise BadResponseError("no <actions> in the answer", method="action.getListByPeriod")
+        return parse_actions(container, self.tz)
 
     # --- statuses ---------------------------------------------------------------
 

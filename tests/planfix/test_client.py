@@ -18,6 +18,7 @@ from notifier.planfix import (
     QuotaExhaustedError,
     RequestRecord,
     Task,
+    TaskQuery,
     TransportError,
 )
 from tests.conftest import ClientFactory
@@ -169,8 +170,33 @@ async def test_task_list_pages(control: EmulatorControl, client: PlanfixClient) 
     for n in range(3):
         control.create_task(title=f"Активная {n}", status=2)
     control.create_task(title="Завершённая", status=3)
-    tasks, total = await client.get_task_list(task_filter="ACTIVE")
-    assert total == 3 and {t.title for t in tasks} == {f"Активная {n}" for n in range(3)}
+    found = await client.list_tasks(TaskQuery(active=True))
+    assert found.total == 3 and {t.title for t in found.tasks} == {
+        f"Активная {n}" for n in range(3)
+    }
+    assert (await client.list_tasks(TaskQuery(active=True), page=0)).tasks == []
+
+
+async def test_feeds_name_what_changed(control: EmulatorControl, client: PlanfixClient) -> None:
+    """task.getList by last change (minute precision in the API user's zone)
+    and the account's action log: the poller's change feeds."""
+    control.set_clock("2026-11-23T12:00:00+03:00", freeze=True)
+    quiet, moved = (control.create_task(title=f"Лента {n}", status=1)["id"] for n in range(2))
+    bad = control.create_task(title="Кривая", status=1)["id"]
+    control.advance_clock(300)
+    control.change_task(moved, status=2)
+    control.change_task(bad, status=2, garbled={"endTime": "завтра"})
+    since = datetime(2026, 11, 23, 12, 2, tzinfo=MSK)
+    page = await client.list_tasks(TaskQuery(changed_since=since))
+    assert [t.id for t in page.tasks] == [moved] and page.unreadable == [bad] and page.total == 2
+    actions, total = await client.list_actions(since, since + timedelta(minutes=10))
+    assert total == 2 and [(a.task_id, a.kind) for a in actions] == [
+        (moved, "STATUSCHANGED"),
+        (bad, "STATUSCHANGED"),
+    ]
+    assert (actions[0].old_status, actions[0].new_status) == (1, 2)
+    assert actions[0].at == datetime(2026, 11, 23, 12, 5, tzinfo=MSK)
+    assert quiet not in {a.task_id for a in actions}
 
 
 async def test_status_catalog_names_and_cache(
