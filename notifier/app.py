@@ -50,6 +50,17 @@ GAUGES_S = 15
 ROUND_STALLED_S = 300.0  # /healthz: 503 when no poll round ended this long (heartbeat 60 s)
 
 
+def _on_loop(func: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """A scheduler job that runs on the event loop: APScheduler's asyncio
+    executor runs a plain function in a worker thread, where neither the
+    store nor asyncio events may be touched."""
+
+    async def job() -> None:
+        func()
+
+    return job
+
+
 def build_channels(config: Config, renderer: Renderer) -> dict[str, Channel]:
     """The configured channels; the console alone when none is configured."""
     options = config.channel_options() or {"console": ConsoleOptions(type="console")}
@@ -144,6 +155,7 @@ class Service:
         self._answered_at: float | None = None  # health: PlanFix last answered a poll
         self._steps = StepWatch(clock, monotonic)
         self._clock_task: asyncio.Task[None] | None = None
+        self._outbox_step = 0.0  # a step the outbox has yet to follow
         self._beat_at = -math.inf  # the last heartbeat GET
         self._beat_failing = False
         self.bot: ChatBot | None = None
@@ -203,8 +215,12 @@ class Service:
         """Rebuild the jobs (stable ids, in memory: our state is in the store)."""
         jobs: list[tuple[str, Callable[[], object], dict[str, object]]] = [
             (POLL_JOB, self._poll_job, {"seconds": HEARTBEAT_S, "next_run_time": self._now()}),
-            ("outbox", self.dispatcher_wake, {"seconds": HEARTBEAT_S}),  # a safety net
-            ("gauges", self.refresh_gauges, {"seconds": GAUGES_S, "next_run_time": self._now()}),
+            ("outbox", _on_loop(self.dispatcher_wake), {"seconds": HEARTBEAT_S}),  # a safety net
+            (
+                "gauges",
+                _on_loop(self.refresh_gauges),
+                {"seconds": GAUGES_S, "next_run_time": self._now()},
+            ),
         ]
         for job_id, func, trigger in jobs:
             self.scheduler.add_job(
@@ -219,7 +235,7 @@ class Service:
             )
         # Just after midnight the quota is back: wake the poller at once.
         self.scheduler.add_job(
-            self.wake, "cron", hour=0, minute=0, second=5, id="quota_reset",
+            _on_loop(self.wake), "cron", hour=0, minute=0, second=5, id="quota_reset",
             coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
         )  # fmt: skip
         self.scheduler.start()
@@ -334,9 +350,9 @@ class Service:
             self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
             old, old_dispatcher = self.channels, self.dispatcher
             await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
-            # A channel the operator had to fix is tried at once with the new options.
-            self.store.outbox_due_now(list(old_dispatcher.misconfigured), self.clock())
             try:
+                # A channel the operator had to fix is tried at once with the new options.
+                self.store.outbox_due_now(list(old_dispatcher.misconfigured), self.clock())
                 self._install(built, config)
                 self.dispatcher.carry_over(old_dispatcher)
                 for name, channel in self.channels.items():
@@ -390,8 +406,14 @@ class Service:
         while True:
             await asyncio.sleep(every_s)  # the loop's own clock is monotonic
             step = self._steps.check()
-            if step:
-                self.clock_stepped(step)
+            try:
+                if step:
+                    self.clock_stepped(step)
+                if self._outbox_step:
+                    self.store.outbox_shift(self._outbox_step)  # one the store missed
+                    self._outbox_step = 0.0
+            except Exception:  # the watch must outlive any one failure
+                log.exception("following a wall-clock step failed; trying again")
 
     def clock_stepped(self, step: float) -> None:
         """The wall clock jumped by ``step`` seconds: every moment remembered
@@ -400,7 +422,7 @@ class Service:
         not freeze the schedule and a step forward does not expire it."""
         log.warning("the wall clock stepped; the schedule follows it", step_s=round(step, 1))
         self.poller.clock_stepped(step)
-        self.store.outbox_shift(step)
+        self._outbox_step += step  # shifted in the store by _watch_clock, retried if it fails
         now = self._now()
         for job in self.scheduler.get_jobs():
             if job.id == "quota_reset":  # that one is at a wall-clock time: it stays
@@ -445,6 +467,7 @@ class Service:
             self.metrics.polls.labels(result.outcome).inc()
         if any(r.task is not None for r in results):
             self.metrics.last_poll.set(self.clock())
+        if any(r.outcome in ("ok", "unavailable") for r in results):  # PlanFix answered
             self._answered_at = self.monotonic()
 
     def refresh_gauges(self) -> None:

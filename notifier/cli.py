@@ -160,11 +160,11 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
         notify("STOPPING=1")
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        if web is not None:  # first: its answers read the store, closed below
+            await web.stop()
         left = await service.stop(drain_s=config.alerts.shutdown_drain_s)
         if pinger is not None:
             pinger.cancel()
-        if web is not None:
-            await web.stop()
         log.info("stopped", undelivered=left)
     return EXIT_OK
 

@@ -205,10 +205,11 @@ class Dispatcher:
             rows = [r for r in rows if r not in expired]
         rows = self._outside_quiet_hours(channel, rows, now)
         batches = [rows] if channel.options.group else [[row] for row in rows]
-        for batch in batches:
+        for n, batch in enumerate(batches):
             if not batch or self._stopping:
                 continue
-            result = await self._send(channel, batch)
+            behind = [row for later in batches[n + 1 :] for row in later]
+            result = await self._send(channel, batch, behind)
             if not isinstance(result, Delivered):
                 break  # the rest waits behind it: order per recipient holds
         return 0.0 if rows else IDLE_S
@@ -233,7 +234,12 @@ class Dispatcher:
             return True
         return event.task is not None and event.task.importance in self.settings.urgent_importance
 
-    async def _send(self, channel: Channel, batch: Sequence[OutboxRow]) -> SendResult:
+    async def _send(
+        self, channel: Channel, batch: Sequence[OutboxRow], behind: Sequence[OutboxRow] = ()
+    ) -> SendResult:
+        """Send one message; when the recipient cannot take it now, the
+        deliveries ``behind`` it wait as long (order holds, and nothing is
+        sent while the head of the line waits)."""
         recipient = batch[0].recipient
         message = Message(channel.name, recipient, tuple(r.event for r in batch))
         try:
@@ -270,11 +276,14 @@ class Dispatcher:
                 else backoff(attempts, self.settings, self.rng)
             )
             self.store.outbox_retry(ids, now + delay, result.reason)
+            self.store.outbox_retry([r.id for r in behind], now + delay, None, attempt=False)
         elif isinstance(result, FailedForGood):
             self.store.outbox_dead(ids, result.reason, now)
             self._failed(channel.name, recipient, result.reason)
         else:  # Misconfigured: kept, not a failed attempt; tried again rarely, or after a reload
-            self.store.outbox_retry(ids, now + MISCONFIGURED_RETRY_S, result.reason, attempt=False)
+            later = now + MISCONFIGURED_RETRY_S
+            self.store.outbox_retry(ids, later, result.reason, attempt=False)
+            self.store.outbox_retry([r.id for r in behind], later, None, attempt=False)
             self._failed(channel.name, recipient, result.reason, logged=True)  # _note_progress
         return result
 

@@ -61,8 +61,8 @@ class FailedForGood:
 class Misconfigured:
     """The channel cannot work until the operator fixes its options (a bot
     token Telegram refuses, a login the mail server does not offer or
-    refuses). Its deliveries wait, none is dead-lettered for it; the channel is
-    tried again rarely, and at once after a reload. ``reason`` names the key."""
+    refuses). Its deliveries wait (up to ``max_age_s``, as any); the channel
+    is tried again rarely, and at once after a reload. ``reason`` names the key."""
 
     reason: str
     sent_events: int = 0  # as for RetryLater

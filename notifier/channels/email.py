@@ -10,7 +10,6 @@ task's thread id, so mail clients keep a task's alerts together.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.policy
 import ssl
 from email.message import EmailMessage
@@ -61,6 +60,29 @@ class EmailOptions(ChannelOptions):
                 "(or send through a relay on this machine)"
             )
         return self
+
+
+QUIT_S = 5.0  # the goodbye after a message went: brief, and never the send's failure
+
+
+async def _greet(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        await smtp.ehlo()
+    except aiosmtplib.SMTPHeloError:  # a relay that speaks only HELO
+        await smtp.helo()
+
+
+async def _goodbye(smtp: aiosmtplib.SMTP) -> None:
+    """QUIT, briefly, and close whatever the answer: once DATA was accepted
+    the message is the server's, and a slow or odd goodbye must not make it a
+    retry (a second copy)."""
+    try:
+        async with asyncio.timeout(QUIT_S):
+            await smtp.quit()
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+        pass
+    finally:
+        smtp.close()
 
 
 class _OptionsRefused(Exception):
@@ -130,11 +152,12 @@ class EmailChannel(Channel):
         )
         await smtp.connect()
         try:
-            await smtp.ehlo()
+            await _greet(smtp)
             if opts.security == "starttls":
                 if not smtp.supports_extension("starttls"):
                     raise self._misconfigured("the mail server does not offer STARTTLS")
                 await smtp.starttls()
+                await _greet(smtp)  # RFC 3207: what was offered before TLS no longer holds
             if opts.username:
                 if not smtp.supports_extension("auth"):
                     raise self._misconfigured(
@@ -160,11 +183,11 @@ class EmailChannel(Channel):
         try:
             async with asyncio.timeout(self.opts.timeout_s):
                 smtp = await self._session()
-                try:
+            try:
+                async with asyncio.timeout(self.opts.timeout_s):
                     await smtp.sendmail(self.opts.sender, [message.recipient], raw)
-                finally:
-                    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                        await smtp.quit()
+            finally:
+                await _goodbye(smtp)
         except _OptionsRefused as exc:
             return Misconfigured(str(exc))
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -187,8 +210,7 @@ class EmailChannel(Channel):
         try:
             async with asyncio.timeout(self.opts.timeout_s):
                 smtp = await self._session()
-                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                    await smtp.quit()
+            await _goodbye(smtp)
         except _OptionsRefused as exc:
             return CheckResult(False, f"{where}: {exc}")
         except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:

@@ -318,12 +318,14 @@ class Store:
 
     def outbox_shift(self, step: float) -> None:
         """The wall clock stepped: pending deliveries keep their age (for
-        ``max_age_s``) and the wait before their next attempt."""
+        ``max_age_s``). After a step back their waits shrink with it (else a
+        10-minute step would hold them 10 minutes); after a step forward the
+        waits simply end sooner, and quiet hours keep their wall-clock end."""
         with _transaction(self._db):
             self._db.execute(
                 "UPDATE outbox SET created_at = created_at + ?, next_attempt_at = "
                 "next_attempt_at + ? WHERE state = 'pending'",
-                (step, step),
+                (step, min(step, 0.0)),
             )
 
     def outbox_dead(self, ids: Sequence[int], reason: str, now: float) -> None:

@@ -159,6 +159,10 @@ class Poller:
         for record in self.records.values():
             if record.last_poll_at is not None:
                 record.last_poll_at += step
+            if record.last_ok_at is not None:
+                record.last_ok_at += step
+            if record.reminded_at is not None:
+                record.reminded_at += step
         if self.last_success_at is not None:
             self.last_success_at += step
         if self._incident is not None:

@@ -59,7 +59,8 @@ class HttpServer:
             max_field_size=MAX_LINE,
             access_log=None,  # a line per scrape is noise; the service logs what matters
         )
-        self._runner = web.ServerRunner(server, handle_signals=False)
+        # On stop a request under way gets 2 s (aiohttp's default is 60).
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
 
     @property
     def port(self) -> int:

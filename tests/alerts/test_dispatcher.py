@@ -18,6 +18,7 @@ from notifier.alerts.events import Event
 from notifier.channels.base import (
     Channel,
     FailedForGood,
+    Misconfigured,
     RetryLater,
 )
 from notifier.store import Store
@@ -225,3 +226,27 @@ async def test_drain_keeps_its_deadline_and_drains_channels_side_by_side(store: 
     enqueue(store, [stuck, team], [titled(1)], sender.clock())
     left = await asyncio.wait_for(sender.drain(0.5), 10)  # the guard: a hang fails, not blocks
     assert left == 1 and team.titles() == [["Задача 1"]] and stuck.sent == []
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [RetryLater("busy", 30.0), Misconfigured("a configuration error: check channels.team")],
+)
+async def test_one_message_at_a_time_waits_behind_a_refused_head(
+    store: Store, refusal: RetryLater | Misconfigured
+) -> None:
+    """With group = false, the head of a recipient's line was pushed back,
+    but the next one was due, so the head went again at once: 48 sends in
+    half a second. Now the whole line waits as long as its head."""
+    clock = FakeClock(NOW)
+    team = Recording("team", group=False)
+    enqueue(store, [team], [titled(n) for n in range(3)], clock.now)
+    team.script = [refusal] * 10
+    sender = dispatcher(store, team, clock=clock)
+    for _ in range(5):
+        await sender.flush("team")
+    assert len(team.script) == 9  # one attempt, whatever the passes
+    clock.advance(601)
+    team.script = []
+    await sender.flush("team")
+    assert team.titles() == [["Задача 0"], ["Задача 1"], ["Задача 2"]]

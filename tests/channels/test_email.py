@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from pydantic import ValidationError
 
 from notifier.channels.base import Delivered, FailedForGood, Message, Misconfigured, RetryLater
@@ -108,3 +110,16 @@ def test_a_password_never_goes_in_clear_to_a_remote_host() -> None:
     EmailOptions.model_validate({**base, **secret, "host": "127.0.0.1"})  # a local relay
     EmailOptions.model_validate({**base, **secret, "host": "smtp.example.com", "security": "tls"})
     EmailOptions.model_validate({**base, "host": "smtp.example.com", "security": "none"})
+
+
+async def test_starttls_then_login_delivers(ca: tuple[trustme.CA, Path]) -> None:
+    """The usual port-587 setup: STARTTLS, then AUTH. The server offers AUTH
+    only after TLS, so what it offered before must be asked again."""
+    with SmtpServer("starttls", *ca, users={"robot": "mail-pass-1"}) as server:
+        sender = mailer(server, username="robot", password="mail-pass-1")
+        assert isinstance(await sender.send(message()), Delivered)
+        assert (await sender.check()).ok
+        wrong = mailer(server, username="robot", password="nope")
+        refused = await wrong.send(message())
+        assert isinstance(refused, Misconfigured) and "login" in refused.reason
+    assert len(server.inbox.messages) == 1

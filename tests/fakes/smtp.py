@@ -1,5 +1,5 @@
 """A real SMTP server (aiosmtpd) on loopback: plain, STARTTLS or implicit TLS,
-with a certificate from a throwaway CA (trustme)."""
+with a certificate from a throwaway CA (trustme), and AUTH for given users."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 def free_port() -> int:
@@ -59,6 +59,7 @@ class SmtpServer:
         ca_file: Path,
         port: int = 0,
         inbox: Inbox | None = None,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.security = security
         self.inbox = inbox or Inbox()
@@ -71,6 +72,17 @@ class SmtpServer:
             options.update(tls_context=context, require_starttls=True)
         elif security == "tls":
             options.update(ssl_context=context)
+        if users is not None:  # AUTH offered (after TLS, where there is TLS)
+
+            def authenticate(*args: Any) -> AuthResult:
+                data = args[-1]
+                ok = (
+                    isinstance(data, LoginPassword)
+                    and users.get(data.login.decode()) == data.password.decode()
+                )
+                return AuthResult(success=ok, handled=False)  # else aiosmtpd says nothing
+
+            options.update(authenticator=authenticate, auth_require_tls=security != "none")
         self.controller = Controller(self.inbox, **options)
 
     def options(self, **extra: Any) -> dict[str, Any]:
