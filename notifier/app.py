@@ -38,6 +38,7 @@ from .ops.metrics import Metrics
 from .ops.systemd import notify
 from .planfix.client import PlanfixClient, RequestRecord
 from .store import Store, StoreError
+from .watch.feed import ChangeFeed
 from .watch.planner import PlannerSettings
 from .watch.poller import Poller, PollResult
 from .watch.quota import QuotaLedger
@@ -134,6 +135,9 @@ class Service:
         self.client = PlanfixClient(
             config.planfix.client_settings(), gate=self.ledger, transport=transport
         )
+        self.feed = ChangeFeed(
+            self.client, self.store, interval_s=config.watch.feed_interval_s, clock=clock
+        )
         self.poller = Poller(
             self.client,
             self.store,
@@ -143,6 +147,7 @@ class Service:
             clock=clock,
             on_events=self._events_stored,
             on_polled=self._observe_poll,
+            feed=self.feed,
         )
         self._install(self._alerts(config), config)
         self._failing: set[tuple[str, str]] = set()
@@ -348,6 +353,7 @@ class Service:
             self.poller.breaker.closed()  # a fixed account or token is tried at once
             self.ledger.reset_block()  # a stale quota block too: the next request finds out
             self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
+            self.feed.interval_s = config.watch.feed_interval_s
             old, old_dispatcher = self.channels, self.dispatcher
             await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
             try:

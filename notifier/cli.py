@@ -31,6 +31,7 @@ from .ops import logging as oplog
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task
 from .store import StateLock, Store, StoreError
+from .watch.feed import FeedMode
 from .watch.quota import QuotaLedger, day_bounds
 from .web.ops import ops_routes
 from .web.server import HttpServer
@@ -277,12 +278,27 @@ def _print_status(store: Store, config: Config) -> int:
     print(f"\nquota {day}: {used} of {config.planfix.daily_quota} used; "
           f"at this pace about {forecast} by the reset ({_local(resets, tz)})"
           + ("; exhausted (0007)" if row and row.exhausted else ""))  # fmt: skip
+    print(_feed_line(store, config, tz))
     counts = store.outbox_counts()
     print(f"outbox: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, "
           f"{counts.get('dead', 0)} dead letters")  # fmt: skip
     for channel, recipient, reason, when_dead in store.dead_letters(10):
         print(f"  dead  {_local(when_dead, tz)}  {channel} → {recipient}: {reason}")
     return EXIT_OK
+
+
+def _feed_line(store: Store, config: Config, tz: str) -> str:
+    if not config.watch.feed_interval_s:
+        return "change feed: off (watch.feed_interval_s = 0); every task on its own plan"
+    mode = store.get_meta("feed.mode") or FeedMode.CARDS.value
+    if mode == FeedMode.NONE.value:
+        return (
+            "change feed: none — this PlanFix offers neither task.getList filters nor the "
+            "action log; every task on its own plan"
+        )
+    cursor = store.get_meta("feed.cursor")
+    last = _local(float(cursor), tz) if cursor else "not yet"
+    return f"change feed: {mode}, every {config.watch.feed_interval_s:.0f} s; last look {last}"
 
 
 def _quota(config: Config, *, reset: bool) -> int:

@@ -98,6 +98,7 @@ class WatchSection(_Section):
     finished_interval_s: float = Field(6 * 3600.0, ge=60)
     unavailable_interval_s: float = Field(6 * 3600.0, ge=60)
     quota_reserve: float = Field(0.05, ge=0, le=0.5)
+    feed_interval_s: float = Field(60.0, ge=0)  # ask what changed account-wide; 0 = never
 
     @field_validator("events")
     @classmethod

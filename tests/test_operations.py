@@ -243,6 +243,7 @@ def test_status_and_test_alert(
     )
     assert "of 100000 used" in done.stdout
     assert "outbox: 0 pending" in done.stdout
+    assert "change feed: task.getList, every 60 s; last look not yet" in done.stdout
     done = run_cli("test-alert", "--config", str(config))
     assert done.returncode == 0 and f"team → {CHAT}: delivered" in done.stdout
     assert "Проверка уведомлений planfix-notifier" in telegram.fake.sent[-1].text

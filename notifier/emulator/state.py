@@ -126,6 +126,10 @@ class Settings:
     # Unconfirmed in PlanFix: whether an overdue or close-to-deadline flip moves
     # a task's last-change date (task.getList filter 38). Off: it does not.
     flip_moves_last_change: bool = False
+    # The change feeds this server has; the others answer 0008 (an older server).
+    feed_methods: list[str] = field(
+        default_factory=lambda: ["task.getList", "action.getListByPeriod"]
+    )
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():

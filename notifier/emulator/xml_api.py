@@ -21,6 +21,7 @@ from .state import STATUS_SETS, Account, Fault
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 MULTI_LIMIT = 100
+FEED_METHODS = ("task.getList", "action.getListByPeriod")
 
 
 @dataclass
@@ -273,6 +274,8 @@ class XmlApi:
             container.set("totalCount", str(len(found)))
             for task in found:
                 container.append(render.task(task))
+        elif method in FEED_METHODS and method not in account.settings.feed_methods:
+            raise ApiError("0008")
         elif method == "task.getList":
             response.append(feeds.task_list(account, root, lambda t: render.task(t, members=False)))
         elif method == "action.getListByPeriod":

@@ -68,4 +68,6 @@ MIGRATIONS: list[list[str]] = [
     ["ALTER TABLE task_state ADD COLUMN reminded_at REAL"],
     # 3: requests spent on demand (poll, /watch, pushes), capped at the reserve
     ["ALTER TABLE quota ADD COLUMN on_demand INTEGER NOT NULL DEFAULT 0"],
+    # 4: small facts the service keeps between runs (the change feed's cursor and mode)
+    ["CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
 ]

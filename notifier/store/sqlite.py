@@ -365,6 +365,15 @@ class Store:
         )
         return [(row[0], codec.load_event(row[1])) for row in rows]
 
+    # --- small facts kept between runs ------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     # --- the quota ledger -----------------------------------------------------------------
 
     def load_quota(self, day: date) -> LedgerDay | None:

@@ -6,7 +6,7 @@ no snapshot and raises no alert; one bad task never stops the rest.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -20,6 +20,7 @@ from ..store import Store
 from ..store.sqlite import Route
 from . import diff
 from .breaker import Breaker, is_server_fault
+from .feed import ChangeFeed
 from .planner import (
     Budget,
     Candidate,
@@ -80,6 +81,7 @@ class Poller:
         repeat_overdue_s: float | None = None,
         failing_after_s: float = 15 * 60,
         on_polled: Callable[[Sequence[PollResult], float], None] | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -93,6 +95,7 @@ class Poller:
         self.repeat_overdue_s = repeat_overdue_s
         self.failing_after_s = failing_after_s
         self.on_polled = on_polled
+        self.feed = feed  # what changed account-wide; None: every task on its own plan
         self.last_success_at: float | None = None  # the last poll PlanFix answered
         self.last_saved_at: float | None = None  # the last poll the store took
         self.catalog = StatusCatalog.empty()
@@ -168,19 +171,25 @@ class Poller:
         if self._incident is not None:
             self._incident.since += step
         self.breaker.shift(step)
+        if self.feed is not None:
+            self.feed.clock_stepped(step)
         self._candidates.clear()
 
     # --- deciding ---------------------------------------------------------------------
 
     def budget(self) -> Budget:
+        """The planner's share: what the ledger allows, less what the change
+        feed's looks still need today."""
         ledger = self.ledger
+        left_s = ledger.resets_at - self.clock()
+        held = self.feed.reserve(left_s, ledger.plannable) if self.feed else 0
         return Budget(
-            remaining=ledger.remaining,
+            remaining=max(0, ledger.remaining - held),
             resets_at=ledger.resets_at,
             daily=ledger.daily_plannable,
             last_request_at=ledger.last_request_at,
             requests_last_hour=ledger.requests_last_hour(),
-            available=ledger.plannable,
+            available=max(0, ledger.plannable - held),
         )
 
     def decide(self) -> Decision:
@@ -197,13 +206,27 @@ class Poller:
         decision = plan_candidates(self._candidates.values(), self.budget(), self.clock(), settings)
         if decision.reason == "budget":
             decision = replace(decision, wake_at=self.ledger.more_plannable_at())
+        if self._feed_waits() and self.feed is not None and self.feed.next_at < decision.wake_at:
+            decision = replace(decision, wake_at=self.feed.next_at)
         return decision
+
+    def _feed_waits(self) -> bool:
+        """A look is coming: the feed is on, and neither the quota nor a
+        failing PlanFix holds every request."""
+        return (
+            self.feed is not None
+            and self.feed.active
+            and self.ledger.blocked() is None
+            and self.breaker_allows()
+        )
 
     async def tick(self, max_requests: int = 1000, for_s: float | None = None) -> float:
         """Poll whatever is due, until nothing is (or ``for_s`` seconds have
         passed, on the monotonic clock); return when to come back."""
         until = None if for_s is None else time.monotonic() + for_s
         for _ in range(max_requests):
+            if self._feed_waits() and self.feed is not None and self.feed.due(self.clock()):
+                await self.follow_feed()
             decision = self.decide()
             if not decision.poll:
                 return decision.wake_at
@@ -223,12 +246,56 @@ class Poller:
             self.catalog = catalog
             self._candidates.clear()  # "finished" may read differently now
 
+    def breaker_allows(self) -> bool:
+        return self.breaker.waiting_until(self.clock()) is None
+
+    async def follow_feed(self) -> None:
+        """One look at the change feed: the cards it carries are diffed as
+        polls of their tasks; the tasks it only names are read now."""
+        assert self.feed is not None
+        started = self.clock()
+        await self.refresh_catalog()
+        try:
+            look = await self.feed.look(self.records.keys())
+        except QuotaExhaustedError:
+            return  # the look waits for the budget, its cursor unmoved
+        except PlanfixError as exc:
+            self._track([exc], self.clock())
+            log.debug("change feed look failed", error=exc.message)
+            return
+        self._track([None], self.clock())  # PlanFix answered
+        if look.cards:
+            answers: dict[int, Task | PlanfixError] = {
+                card.id: self._with_people(card) for card in look.cards
+            }
+            self._take(answers, started)
+        pending = sorted(look.to_read)
+        for first in range(0, len(pending), max(1, self.settings.batch_size)):
+            await self.poll(pending[first : first + self.settings.batch_size])
+
+    def _with_people(self, card: Task) -> Task:
+        """A task.getList card has no members or auditors: keep the ones known."""
+        known = self.records.get(card.id)
+        if known is None or known.snapshot is None:
+            return card
+        return replace(card, members=known.snapshot.members, auditors=known.snapshot.auditors)
+
     async def poll(self, task_ids: Sequence[int], *, save: bool = True) -> list[PollResult]:
         """Ask PlanFix about these tasks once; store and raise what changed (or,
         with ``save=False``, only say what would be raised)."""
         started = self.clock()
         await self.refresh_catalog()
         answers = await self.client.get_tasks(task_ids)
+        return self._take(answers, started, save=save)
+
+    def _take(
+        self,
+        answers: Mapping[int, Task | PlanfixError],
+        started: float,
+        *,
+        save: bool = True,
+    ) -> list[PollResult]:
+        """The answers of one request: apply, store and raise what changed."""
         now = self.clock()
         at = datetime.fromtimestamp(now, UTC)
         results: list[PollResult] = []
@@ -246,8 +313,7 @@ class Poller:
                            answer if isinstance(answer, PlanfixError) else None, events)
             )  # fmt: skip
             changed.append((updated, events))
-        self._track_incident([r.error for r in results], now, at)
-        self._track_breaker([r.error for r in results], now)
+        self._track([r.error for r in results], now)
         if any(r.outcome in ("ok", "unavailable") for r in results):
             self._check_quota(answered=True)  # told before this poll's own events
         if save and changed:
@@ -388,6 +454,11 @@ class Poller:
             self._quota_out = False
             log.info("polling unblocked: requests may go again")
             self._operator_event(EventKind.QUOTA_RESTORED, at)
+
+    def _track(self, errors: Sequence[PlanfixError | None], now: float) -> None:
+        """One request's outcome, for the operator's incident and the breaker."""
+        self._track_incident(errors, now, datetime.fromtimestamp(now, UTC))
+        self._track_breaker(errors, now)
 
     def _track_breaker(self, errors: Sequence[PlanfixError | None], now: float) -> None:
         """Any answer from PlanFix closes the breaker; a request that met only

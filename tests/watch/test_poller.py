@@ -31,7 +31,11 @@ class Harness:
         self.services: list[Service] = []
 
     def service(
-        self, tasks: Sequence[int], alerts: dict[str, Any] | None = None, **planfix: Any
+        self,
+        tasks: Sequence[int],
+        alerts: dict[str, Any] | None = None,
+        watch: dict[str, Any] | None = None,
+        **planfix: Any,
     ) -> Service:
         settings = self.emulator.account.settings
         config = config_from_dict(
@@ -45,7 +49,7 @@ class Harness:
                     **planfix,
                 },
                 "state": {"path": str(self.state)},
-                "watch": {"tasks": list(tasks), "events": list(TASK_EVENT_KINDS)},
+                "watch": {"tasks": list(tasks), "events": list(TASK_EVENT_KINDS), **(watch or {})},
                 "alerts": alerts or {},
             },
             source="test",

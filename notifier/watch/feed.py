@@ -1,0 +1,157 @@
+"""The change feed: what changed, account-wide, since the last look.
+
+Every ``interval_s`` the poller asks PlanFix once (a page more for every
+hundred changed tasks) for the tasks whose last change is after its last
+look, less an overlap: PlanFix's dates have minute precision. ``task.getList``
+hands back the cards themselves; where the server has only the action log,
+the log names the tasks and the poller reads their cards. A feed only says
+which tasks to read: an alert always comes from the diff of a card, so a
+card seen twice (the overlap) changes nothing the second time.
+
+Where the server offers neither method (0008, 0020) the feed steps down,
+says so once, and the poller plans every task on its own, as before. The
+cursor and the mode are kept in the store: after a restart the first look
+covers the time the service was down.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..ops import logging as oplog
+from ..planfix.client import PlanfixClient
+from ..planfix.errors import UNSUPPORTED_CODES, PlanfixApiError
+from ..planfix.feeds import TaskQuery
+from ..planfix.model import Task
+from ..store import Store
+
+log = oplog.get(__name__)
+
+OVERLAP_S = 120.0
+MOST_SHARE = 0.5  # the looks take at most this share of what is left of the day
+
+
+class FeedMode(enum.Enum):
+    CARDS = "task.getList"  # the changed tasks' cards, by last-change date
+    ACTIONS = "action.getListByPeriod"  # the action log: which tasks changed
+    NONE = "none"  # the server has neither: every task on its own plan
+
+
+_NEXT = {FeedMode.CARDS: FeedMode.ACTIONS, FeedMode.ACTIONS: FeedMode.NONE}
+
+
+@dataclass
+class Look:
+    """What one look found among the watched tasks."""
+
+    cards: list[Task] = field(default_factory=list)  # read already
+    to_read: set[int] = field(default_factory=set)  # named only, or unreadable: read them
+    requests: int = 0
+
+
+class ChangeFeed:
+    def __init__(
+        self,
+        client: PlanfixClient,
+        store: Store,
+        *,
+        interval_s: float,
+        overlap_s: float = OVERLAP_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client, self.store, self.clock = client, store, clock
+        self.interval_s, self.overlap_s = interval_s, overlap_s
+        mode = store.get_meta("feed.mode")
+        self.mode = FeedMode(mode) if mode in {m.value for m in FeedMode} else FeedMode.CARDS
+        cursor = store.get_meta("feed.cursor")
+        self.cursor: float | None = float(cursor) if cursor else None  # the last look began
+        self.looked_at = -math.inf  # the last look began (in this run): the first is at once
+        self.pages_per_look = 1.0  # a running mean, for the budget it needs
+        self.spacing_s = interval_s  # interval_s, or longer where the budget is short
+
+    @property
+    def active(self) -> bool:
+        return self.interval_s > 0 and self.mode is not FeedMode.NONE
+
+    @property
+    def next_at(self) -> float:
+        return self.looked_at + min(self.spacing_s, 86400.0)
+
+    def due(self, now: float) -> bool:
+        return self.active and now >= self.next_at
+
+    def reserve(self, seconds_left: float, budget: int) -> int:
+        """Requests the looks still need today (kept out of the planner's
+        budget): one look every ``interval_s``, or further apart where that
+        would take more than half of ``budget``; sets the spacing to match."""
+        if not self.active:
+            return 0
+        seconds_left = max(0.0, seconds_left)
+        affordable = MOST_SHARE * budget / self.pages_per_look  # looks the day can pay for
+        self.spacing_s = max(self.interval_s, seconds_left / affordable if affordable else math.inf)
+        if math.isinf(self.spacing_s):
+            return 0
+        return math.ceil(seconds_left / self.spacing_s * self.pages_per_look)
+
+    def clock_stepped(self, step: float) -> None:
+        if self.cursor is not None:
+            self.cursor += step
+        self.looked_at += step
+
+    async def look(self, watched: Collection[int]) -> Look:
+        """Ask what changed since the last look; PlanfixError propagates (the
+        cursor then stays, so the next look covers this one's time too)."""
+        started = self.looked_at = self.clock()
+        since = datetime.fromtimestamp((self.cursor or started) - self.overlap_s, UTC)
+        until = datetime.fromtimestamp(started, UTC)
+        while self.active:
+            try:
+                if self.mode is FeedMode.CARDS:
+                    found = await self._cards(since, watched)
+                else:
+                    found = await self._actions(since, until, watched)
+            except PlanfixApiError as exc:
+                if exc.code not in UNSUPPORTED_CODES:
+                    raise
+                self._step_down(exc)
+                continue
+            self.cursor = started
+            self.store.set_meta("feed.cursor", repr(started))
+            self.pages_per_look += (found.requests - self.pages_per_look) / 8
+            return found
+        return Look()
+
+    def _step_down(self, exc: PlanfixApiError) -> None:
+        old, self.mode = self.mode, _NEXT[self.mode]
+        self.store.set_meta("feed.mode", self.mode.value)
+        if self.mode is FeedMode.NONE:
+            log.warning(
+                "PlanFix offers no change feed here; every task is polled on its own plan",
+                error=exc.message,
+            )
+        else:
+            log.info("change feed unavailable; trying the next", tried=old.value, error=exc.message)
+
+    async def _cards(self, since: datetime, watched: Collection[int]) -> Look:
+        found, page, pages = Look(), 1, 1
+        while page <= pages:
+            result = await self.client.list_tasks(TaskQuery(changed_since=since), page)
+            found.requests += 1
+            found.cards += [task for task in result.tasks if task.id in watched]
+            found.to_read |= {task_id for task_id in result.unreadable if task_id in watched}
+            pages, page = math.ceil(result.total / 100), page + 1
+        return found
+
+    async def _actions(self, since: datetime, until: datetime, watched: Collection[int]) -> Look:
+        found, page, pages = Look(), 1, 1
+        while page <= pages:
+            actions, total = await self.client.list_actions(since, until, page)
+            found.requests += 1
+            found.to_read |= {a.task_id for a in actions if a.task_id in watched}
+            pages, page = math.ceil(total / 100), page + 1
+        return found

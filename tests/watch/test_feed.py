@@ -1,0 +1,76 @@
+"""The change feed against the emulator: a change anywhere is seen within a
+look, whatever the task's turn in the plan; the overlap never alerts twice;
+a silent change is left to the safety net; a server without feeds falls back."""
+
+from __future__ import annotations
+
+import structlog
+
+from notifier.alerts.events import EventKind
+from notifier.watch.feed import FeedMode
+from tests.watch.test_poller import Harness, harness
+
+__all__ = ["harness"]  # the fixture
+
+TASKS = 300
+
+
+def _tasks(harness: Harness, n: int = TASKS) -> list[int]:
+    return [harness.control.create_task(title=f"Лента {i}", status=1)["id"] for i in range(n)]
+
+
+def changed(harness: Harness) -> list[int]:
+    return [e.task_id or 0 for e in harness.events if e.kind is EventKind.STATUS_CHANGED]
+
+
+async def test_a_change_is_seen_within_a_look_whatever_its_turn(harness: Harness) -> None:
+    """300 tasks, 2,000 requests a day, task.get only: each task's own turn
+    comes hours apart, the feed's look every minute."""
+    harness.control.configure(daily_quota=2000, supports_multi=False)
+    tasks = _tasks(harness)
+    service = harness.service(tasks, daily_quota=2000)
+    await harness.settle(service, 600)
+    assert service.feed.mode is FeedMode.CARDS
+    target = tasks[137]
+    harness.control.change_task(target, status=2)
+    await harness.settle(service, 90)
+    assert changed(harness) == [target]
+    await harness.settle(service, 1800)  # looks overlap for half an hour
+    assert changed(harness) == [target]  # told once
+
+
+async def test_a_silent_change_is_found_by_the_safety_net(harness: Harness) -> None:
+    harness.control.configure(daily_quota=2000, supports_multi=False)
+    tasks = _tasks(harness)
+    service = harness.service(tasks, daily_quota=2000)
+    await harness.settle(service, 600)
+    harness.control.change_task(tasks[5], silent=True, status=2)  # no feed can see it
+    await harness.settle(service, 24 * 3600)
+    assert changed(harness) == [tasks[5]]
+    assert harness.control.state()["quota"]["used"] <= 2000
+
+
+async def test_the_action_log_serves_where_task_list_cannot(harness: Harness) -> None:
+    harness.control.configure(feed_methods=["action.getListByPeriod"])
+    tasks = _tasks(harness, 20)
+    service = harness.service(tasks)
+    await harness.settle(service, 600)
+    harness.control.change_task(tasks[3], status=2)
+    await harness.settle(service, 90)
+    assert service.feed.mode is FeedMode.ACTIONS
+    assert changed(harness) == [tasks[3]]
+
+
+async def test_without_feeds_every_task_is_planned_and_it_is_said_once(harness: Harness) -> None:
+    harness.control.configure(feed_methods=[])
+    tasks = _tasks(harness, 5)
+    with structlog.testing.capture_logs() as logs:
+        service = harness.service(tasks)
+        await harness.settle(service, 3600)
+    assert service.feed.mode is FeedMode.NONE
+    assert service.store.get_meta("feed.mode") == "none"
+    said = [line for line in logs if "no change feed" in line["event"]]
+    assert len(said) == 1 and said[0]["log_level"] == "warning"
+    harness.control.change_task(tasks[2], status=2)
+    await harness.settle(service, 3600)
+    assert changed(harness) == [tasks[2]]  # the per-task plan, as before
