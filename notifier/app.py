@@ -42,6 +42,7 @@ from .watch.feed import ChangeFeed
 from .watch.planner import PlannerSettings
 from .watch.poller import Poller, PollResult
 from .watch.quota import QuotaLedger
+from .watch.sets import WatchSets
 
 log = oplog.get(__name__)
 
@@ -138,6 +139,7 @@ class Service:
         self.feed = ChangeFeed(
             self.client, self.store, interval_s=config.watch.feed_interval_s, clock=clock
         )
+        self.sets = WatchSets(self.client, self.store, config.watch.numbers, clock=clock)
         self.poller = Poller(
             self.client,
             self.store,
@@ -148,6 +150,7 @@ class Service:
             on_events=self._events_stored,
             on_polled=self._observe_poll,
             feed=self.feed,
+            sets=self.sets,
         )
         self._install(self._alerts(config), config)
         self._failing: set[tuple[str, str]] = set()
@@ -354,6 +357,7 @@ class Service:
             self.ledger.reset_block()  # a stale quota block too: the next request finds out
             self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
             self.feed.interval_s = config.watch.feed_interval_s
+            self.sets.set_numbers(config.watch.numbers)
             old, old_dispatcher = self.channels, self.dispatcher
             await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
             try:

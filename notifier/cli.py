@@ -211,6 +211,7 @@ async def _check(config: Config, path: Path) -> int:
             statuses = sum(len(s) for s in catalog.by_set.values())
             detail = f"account {config.planfix.account!r}, {statuses} statuses known"
             rows.append(("PlanFix log-in", True, detail))
+            rows.append(await _check_watch(service, config))
         except PlanfixError as exc:
             rows.append(("PlanFix log-in", False, str(exc)))
         ledger = service.ledger
@@ -227,6 +228,30 @@ async def _check(config: Config, path: Path) -> int:
     finally:
         await service.stop()
     return _table(rows)
+
+
+async def _check_watch(service: Service, config: Config) -> tuple[str, bool, str]:
+    """Every listed id and number names a task PlanFix knows: a task's number
+    (the 418 in …/task/418) put where its id belongs is the usual slip."""
+    watch = config.watch
+    if not watch.tasks and not watch.numbers:
+        return ("watch", True, "warning: nothing to watch; add watch.tasks or watch.numbers")
+    with service.ledger.on_demand():
+        answers = await service.client.get_tasks(watch.tasks) if watch.tasks else {}
+        await service.sets.refresh(lambda _task: None)  # numbers → ids, remembered for run
+    unknown = sorted(i for i, a in answers.items() if getattr(a, "code", None) == "3001")
+    unresolved = [n for n in watch.numbers if service.store.get_meta(f"number:{n}") is None]
+    problems = []
+    if unknown:
+        problems.append(
+            f"watch.tasks: PlanFix has no task with id {', '.join(map(str, unknown))}. A task's "
+            "number (the 418 in …/task/418) is not its id: list numbers in watch.numbers"
+        )
+    if unresolved:
+        problems.append(f"watch.numbers: no task numbered {', '.join(map(str, unresolved))}")
+    if problems:
+        return ("watch", False, "; ".join(problems))
+    return ("watch", True, f"{len(watch.tasks)} tasks by id, {len(watch.numbers)} by number")
 
 
 def _state_writable(store: Store, config: Config) -> tuple[str, bool, str]:

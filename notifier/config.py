@@ -90,7 +90,8 @@ class StateSection(_Section):
 
 
 class WatchSection(_Section):
-    tasks: list[int] = Field(default_factory=list)
+    tasks: list[int] = Field(default_factory=list)  # API ids
+    numbers: list[int] = Field(default_factory=list)  # task numbers, as in links (…/task/418)
     events: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
     min_interval_s: float = Field(60.0, ge=1)
     deadline_window_s: float = Field(86400.0, ge=0)

@@ -210,16 +210,40 @@ def test_check_prints_a_table_and_fails_on_any_failure(
         "config",
         "state file",
         "PlanFix log-in",
+        "watch",
         "PlanFix quota",
         "channel team",
         "channel mail",
     }
     assert all(status == "ok" for status, _ in rows.values()), rows
+    assert rows["watch"][1].startswith("warning: nothing to watch")
     assert re.fullmatch(r"\d+ of 5000 left today", rows["PlanFix quota"][1])
     telegram.fake.token = "1:other"  # the bot token no longer works
     done = run_cli("check", "--config", str(config))
     assert done.returncode == 1
     assert check_rows(done.stdout)["channel team"][0] == "FAIL"
+
+
+def test_check_says_which_ids_do_not_exist_and_points_to_numbers(
+    emulator: Emulator, control: EmulatorControl, telegram: TelegramServer, tmp_path: Path
+) -> None:
+    """Tried as a new user: the numbers from the task links went into
+    ``tasks``, and check said all was fine."""
+    task = control.create_task(title="Номер не id", status=1)
+    data = service_config(emulator, telegram, tmp_path, [task["id"], task["general"]])
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    done = run_cli("check", "--config", str(config))
+    assert done.returncode == 1
+    status, detail = check_rows(done.stdout)["watch"]
+    assert status == "FAIL" and f"no task with id {task['general']}." in detail
+    assert "watch.numbers" in detail
+    data["watch"]["tasks"] = [task["id"]]
+    data["watch"]["numbers"] = [task["general"]]
+    config.write_text(_toml(data))
+    done = run_cli("check", "--config", str(config))
+    assert done.returncode == 0, done.stdout
+    assert check_rows(done.stdout)["watch"] == ("ok", "1 tasks by id, 1 by number")
 
 
 def test_status_and_test_alert(

@@ -32,6 +32,7 @@ from .planner import (
     rate_per_day,
 )
 from .quota import QuotaLedger
+from .sets import WatchSets
 from .state import TaskRecord
 
 log = oplog.get(__name__)
@@ -82,6 +83,7 @@ class Poller:
         failing_after_s: float = 15 * 60,
         on_polled: Callable[[Sequence[PollResult], float], None] | None = None,
         feed: ChangeFeed | None = None,
+        sets: WatchSets | None = None,
     ) -> None:
         self.client = client
         self.store = store
@@ -96,6 +98,8 @@ class Poller:
         self.failing_after_s = failing_after_s
         self.on_polled = on_polled
         self.feed = feed  # what changed account-wide; None: every task on its own plan
+        self.sets = sets  # watch sets to resolve (task numbers)
+        self._unknown_ids: set[int] = set()  # configured ids PlanFix does not know, said once
         self.last_success_at: float | None = None  # the last poll PlanFix answered
         self.last_saved_at: float | None = None  # the last poll the store took
         self.catalog = StatusCatalog.empty()
@@ -224,6 +228,8 @@ class Poller:
         """Poll whatever is due, until nothing is (or ``for_s`` seconds have
         passed, on the monotonic clock); return when to come back."""
         until = None if for_s is None else time.monotonic() + for_s
+        if self.sets is not None and self.sets.pending and self.breaker_allows():
+            await self._refresh_sets()
         for _ in range(max_requests):
             if self._feed_waits() and self.feed is not None and self.feed.due(self.clock()):
                 await self.follow_feed()
@@ -245,6 +251,27 @@ class Poller:
         if catalog is not self.catalog:
             self.catalog = catalog
             self._candidates.clear()  # "finished" may read differently now
+
+    def _unknown_id(self, task_id: int) -> None:
+        """An id never seen that PlanFix does not know: most often a task's
+        number put where its id belongs. Said once."""
+        if task_id in self._unknown_ids:
+            return
+        self._unknown_ids.add(task_id)
+        log.warning(
+            "watch.tasks: PlanFix has no task with this id. A task's number (the 418 in "
+            "…/task/418) is not its id: list numbers in watch.numbers",
+            task_id=task_id,
+        )
+
+    async def _refresh_sets(self) -> None:
+        assert self.sets is not None
+        await self.refresh_catalog()
+        try:
+            await self.sets.refresh(self.ingest)
+        except QuotaExhaustedError:
+            return
+        self.reload_watch_set()
 
     def breaker_allows(self) -> bool:
         return self.breaker.waiting_until(self.clock()) is None
@@ -343,6 +370,8 @@ class Poller:
         self, record: TaskRecord, answer: Task | PlanfixError, now: float, at: datetime
     ) -> tuple[TaskRecord, list[Event]]:
         elapsed = now - record.last_poll_at if record.last_poll_at is not None else 0.0
+        if record.snapshot is None and getattr(answer, "code", None) == "3001":
+            self._unknown_id(record.task_id)
         if isinstance(answer, Task):
             events = diff.diff(record.snapshot, answer, self.catalog, at)
             if record.unavailable:
