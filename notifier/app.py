@@ -139,7 +139,16 @@ class Service:
         self.feed = ChangeFeed(
             self.client, self.store, interval_s=config.watch.feed_interval_s, clock=clock
         )
-        self.sets = WatchSets(self.client, self.store, config.watch.numbers, clock=clock)
+        watch = config.watch
+        self.sets = WatchSets(
+            self.client,
+            self.store,
+            numbers=watch.numbers,
+            projects=watch.projects,
+            filters=watch.filters,
+            discover_interval_s=watch.discover_interval_s,
+            clock=clock,
+        )
         self.poller = Poller(
             self.client,
             self.store,
@@ -357,7 +366,9 @@ class Service:
             self.ledger.reset_block()  # a stale quota block too: the next request finds out
             self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
             self.feed.interval_s = config.watch.feed_interval_s
-            self.sets.set_numbers(config.watch.numbers)
+            watch = config.watch
+            self.sets.configure(watch.numbers, watch.projects, watch.filters)
+            self.sets.discover_interval_s = watch.discover_interval_s
             old, old_dispatcher = self.channels, self.dispatcher
             await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
             try:

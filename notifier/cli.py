@@ -234,8 +234,12 @@ async def _check_watch(service: Service, config: Config) -> tuple[str, bool, str
     """Every listed id and number names a task PlanFix knows: a task's number
     (the 418 in …/task/418) put where its id belongs is the usual slip."""
     watch = config.watch
-    if not watch.tasks and not watch.numbers:
-        return ("watch", True, "warning: nothing to watch; add watch.tasks or watch.numbers")
+    if not (watch.tasks or watch.numbers or watch.projects or watch.filters):
+        return (
+            "watch",
+            True,
+            "warning: nothing to watch; add watch.numbers, tasks, projects or filters",
+        )
     with service.ledger.on_demand():
         answers = await service.client.get_tasks(watch.tasks) if watch.tasks else {}
         await service.sets.refresh(lambda _task: None)  # numbers → ids, remembered for run
@@ -251,7 +255,9 @@ async def _check_watch(service: Service, config: Config) -> tuple[str, bool, str
         problems.append(f"watch.numbers: no task numbered {', '.join(map(str, unresolved))}")
     if problems:
         return ("watch", False, "; ".join(problems))
-    return ("watch", True, f"{len(watch.tasks)} tasks by id, {len(watch.numbers)} by number")
+    sets = f"; projects {watch.projects}" if watch.projects else ""
+    sets += f"; saved filters {watch.filters}" if watch.filters else ""
+    return ("watch", True, f"{len(watch.tasks)} tasks by id, {len(watch.numbers)} by number{sets}")
 
 
 def _state_writable(store: Store, config: Config) -> tuple[str, bool, str]:

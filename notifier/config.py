@@ -92,6 +92,9 @@ class StateSection(_Section):
 class WatchSection(_Section):
     tasks: list[int] = Field(default_factory=list)  # API ids
     numbers: list[int] = Field(default_factory=list)  # task numbers, as in links (…/task/418)
+    projects: list[int] = Field(default_factory=list)  # every task of these projects
+    filters: list[int] = Field(default_factory=list)  # every task of these saved filters
+    discover_interval_s: float = Field(600.0, ge=60)  # projects' and filters' members re-read
     events: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
     min_interval_s: float = Field(60.0, ge=1)
     deadline_window_s: float = Field(86400.0, ge=0)

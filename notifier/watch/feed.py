@@ -103,7 +103,9 @@ class ChangeFeed:
             self.cursor += step
         self.looked_at += step
 
-    async def look(self, watched: Collection[int]) -> Look:
+    async def look(
+        self, watched: Collection[int], joins: Callable[[Task], bool] | None = None
+    ) -> Look:
         """Ask what changed since the last look; PlanfixError propagates (the
         cursor then stays, so the next look covers this one's time too)."""
         started = self.looked_at = self.clock()
@@ -112,7 +114,7 @@ class ChangeFeed:
         while self.active:
             try:
                 if self.mode is FeedMode.CARDS:
-                    found = await self._cards(since, watched)
+                    found = await self._cards(since, watched, joins)
                 else:
                     found = await self._actions(since, until, watched)
             except PlanfixApiError as exc:
@@ -137,12 +139,18 @@ class ChangeFeed:
         else:
             log.info("change feed unavailable; trying the next", tried=old.value, error=exc.message)
 
-    async def _cards(self, since: datetime, watched: Collection[int]) -> Look:
+    async def _cards(
+        self, since: datetime, watched: Collection[int], joins: Callable[[Task], bool] | None
+    ) -> Look:
+        """The changed cards of watched tasks, and of tasks that ``joins`` a
+        watched set (a new task in a watched project)."""
         found, page, pages = Look(), 1, 1
         while page <= pages:
             result = await self.client.list_tasks(TaskQuery(changed_since=since), page)
             found.requests += 1
-            found.cards += [task for task in result.tasks if task.id in watched]
+            found.cards += [
+                task for task in result.tasks if task.id in watched or (joins and joins(task))
+            ]
             found.to_read |= {task_id for task_id in result.unreadable if task_id in watched}
             pages, page = math.ceil(result.total / 100), page + 1
         return found

@@ -230,6 +230,8 @@ class Poller:
         until = None if for_s is None else time.monotonic() + for_s
         if self.sets is not None and self.sets.pending and self.breaker_allows():
             await self._refresh_sets()
+        if self._discovery_due():
+            await self._discover()
         for _ in range(max_requests):
             if self._feed_waits() and self.feed is not None and self.feed.due(self.clock()):
                 await self.follow_feed()
@@ -268,10 +270,39 @@ class Poller:
         assert self.sets is not None
         await self.refresh_catalog()
         try:
-            await self.sets.refresh(self.ingest)
+            await self.sets.refresh(self._take_cards)
         except QuotaExhaustedError:
             return
         self.reload_watch_set()
+
+    def _discovery_due(self) -> bool:
+        return (
+            self.sets is not None
+            and self.ledger.blocked() is None
+            and self.breaker_allows()
+            and self.sets.discovery_due(self.clock(), self.ledger.daily_plannable)
+        )
+
+    async def _discover(self) -> None:
+        """Read the watched projects' and saved filters' members afresh."""
+        assert self.sets is not None
+        await self.refresh_catalog()
+        try:
+            await self.sets.discover(self._take_cards, self.reload_watch_set)
+        except QuotaExhaustedError:
+            return
+        except PlanfixError as exc:
+            self._track([exc], self.clock())
+            log.debug("watch set discovery failed", error=exc.message)
+
+    def _take_cards(self, cards: list[Task]) -> None:
+        """Cards read for a watch set: polls of their tasks (a new one's baseline)."""
+        self.reload_watch_set()
+        if cards:
+            answers: dict[int, Task | PlanfixError] = {
+                card.id: self._with_people(card) for card in cards if card.id in self.records
+            }
+            self._take(answers, self.clock())
 
     def breaker_allows(self) -> bool:
         return self.breaker.waiting_until(self.clock()) is None
@@ -282,8 +313,9 @@ class Poller:
         assert self.feed is not None
         started = self.clock()
         await self.refresh_catalog()
+        joins = self.sets.joins if self.sets is not None else None
         try:
-            look = await self.feed.look(self.records.keys())
+            look = await self.feed.look(self.records.keys(), joins)
         except QuotaExhaustedError:
             return  # the look waits for the budget, its cursor unmoved
         except PlanfixError as exc:
@@ -291,6 +323,10 @@ class Poller:
             log.debug("change feed look failed", error=exc.message)
             return
         self._track([None], self.clock())  # PlanFix answered
+        joined = [card.id for card in look.cards if card.id not in self.records]
+        if joined and self.sets is not None:  # a new task in a watched project
+            self.sets.join(joined)
+            self.reload_watch_set()
         if look.cards:
             answers: dict[int, Task | PlanfixError] = {
                 card.id: self._with_people(card) for card in look.cards

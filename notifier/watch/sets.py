@@ -1,23 +1,37 @@
-"""Watch sets beyond plain ids. People know a task by its number (the 418 in
-``…/task/418``), the API by its id, and the two differ: ``[watch] numbers``
-are resolved to ids with one ``task.get`` each, once, and remembered in the
-store. The card read to resolve a number is that task's baseline.
+"""Watch sets beyond plain ids, as people think of tasks.
+
+- ``numbers``: people know a task by its number (the 418 in ``…/task/418``),
+  the API by its id, and the two differ. Each number is resolved with one
+  ``task.get``, once, and remembered in the store; the card read is the
+  task's baseline.
+- ``projects`` and ``filters`` (saved task filters): their members are read
+  with ``task.getList`` every ``discover_interval_s`` (further apart when
+  that would cost more than a tenth of the day's budget). The change feed
+  adds a task that shows up in a watched project at once. A task that enters
+  a set gets its baseline, with no alert; one that leaves it is no longer
+  polled, with no alert either.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
 from ..ops import logging as oplog
 from ..planfix.client import PlanfixClient
 from ..planfix.errors import PlanfixError, is_task_gone
+from ..planfix.feeds import TaskQuery
 from ..planfix.model import Task
 from ..store import Store
 
 log = oplog.get(__name__)
 
-SOURCE = "config:numbers"  # the watch set's source in the store
+NUMBERS = "config:numbers"  # the sets' sources in the store
+MEMBERS = "config:sets"
+DISCOVERY_SHARE = 0.1  # discovery takes at most this share of the day's budget
+
+Cards = Callable[[list[Task]], object]  # cards read on the way: polls of their tasks
 
 
 class WatchSets:
@@ -25,22 +39,31 @@ class WatchSets:
         self,
         client: PlanfixClient,
         store: Store,
-        numbers: Sequence[int],
         *,
+        numbers: Sequence[int] = (),
+        projects: Sequence[int] = (),
+        filters: Sequence[int] = (),
+        discover_interval_s: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client, self.store, self.clock = client, store, clock
-        self.numbers = list(numbers)
-        self.pending = True  # something to resolve or to write to the store
+        self.discover_interval_s = discover_interval_s
+        self.configure(numbers, projects, filters)
         self._missing: set[int] = set()  # numbers PlanFix does not know, said once each
+        self._pages = 0  # what the last discovery cost
 
-    def set_numbers(self, numbers: Sequence[int]) -> None:
-        self.numbers, self.pending = list(numbers), True
+    def configure(
+        self, numbers: Sequence[int], projects: Sequence[int], filters: Sequence[int]
+    ) -> None:
+        self.numbers, self.projects, self.filters = list(numbers), set(projects), list(filters)
+        self.pending = True  # numbers to resolve
+        self.discovered_at = -math.inf  # the members read afresh
 
-    async def refresh(self, ingest: Callable[[Task], object]) -> None:
-        """Resolve the numbers not yet known and write the set to the store;
-        a card read on the way goes to ``ingest`` (the baseline). A PlanFix
-        failure leaves the rest for the next round."""
+    # --- numbers ------------------------------------------------------------------------
+
+    async def refresh(self, take: Cards) -> None:
+        """Resolve the numbers not yet known and write their set to the store.
+        A PlanFix failure leaves the rest for the next round."""
         ids: list[int] = []
         for number in self.numbers:
             known = self.store.get_meta(f"number:{number}")
@@ -51,7 +74,7 @@ class WatchSets:
                 task = await self.client.get_task_by_number(number)
             except PlanfixError as exc:
                 if not is_task_gone(exc):
-                    self.store.set_watched(SOURCE, ids, self.clock())
+                    self.store.set_watched(NUMBERS, ids, self.clock())
                     return  # asked again next round
                 if number not in self._missing:
                     self._missing.add(number)
@@ -60,7 +83,48 @@ class WatchSets:
                 continue
             self.store.set_meta(f"number:{number}", str(task.id))
             ids.append(task.id)
-            self.store.set_watched(SOURCE, ids, self.clock())
-            ingest(task)
-        self.store.set_watched(SOURCE, ids, self.clock())
+            self.store.set_watched(NUMBERS, ids, self.clock())
+            take([task])
+        self.store.set_watched(NUMBERS, ids, self.clock())
         self.pending = False
+
+    # --- projects and saved filters -----------------------------------------------------
+
+    def discovery_due(self, now: float, daily_budget: int) -> bool:
+        if not self.projects and not self.filters:
+            return False
+        affordable = max(1.0, DISCOVERY_SHARE * daily_budget)
+        spacing = max(self.discover_interval_s, 86400.0 * self._pages / affordable)
+        return now >= self.discovered_at + spacing
+
+    async def discover(self, take: Cards, before_take: Callable[[], object]) -> None:
+        """Read every watched project's and saved filter's members; the set
+        becomes exactly them (``before_take`` then follows the store), and
+        their cards are taken as polls. PlanfixError propagates: the set
+        stays as it was, tried again next time."""
+        self.discovered_at = self.clock()
+        queries = [TaskQuery(project=p) for p in sorted(self.projects)]
+        queries += [TaskQuery(target=str(f)) for f in self.filters]
+        cards: list[Task] = []
+        ids: set[int] = set()
+        pages = 0
+        for query in queries:
+            page, last = 1, 1
+            while page <= last:
+                result = await self.client.list_tasks(query, page)
+                pages += 1
+                cards += result.tasks
+                ids |= {t.id for t in result.tasks} | set(result.unreadable)
+                last, page = math.ceil(result.total / 100), page + 1
+        self._pages = pages
+        self.store.set_watched(MEMBERS, sorted(ids), self.clock())
+        before_take()
+        take(cards)
+
+    def joins(self, card: Task) -> bool:
+        """A card the feed brought that belongs in a watched project."""
+        return card.project is not None and card.project.id in self.projects
+
+    def join(self, task_ids: Sequence[int]) -> None:
+        for task_id in task_ids:
+            self.store.add_watched(task_id, MEMBERS, self.clock())

@@ -1,4 +1,5 @@
-"""Watch sets beyond plain ids: task numbers, as people see them in links."""
+"""Watch sets beyond plain ids: task numbers, as people see them in links;
+every task of a project or of a saved filter."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ async def test_numbers_are_resolved_to_ids_once_and_watched(harness: Harness) ->
     assert [e.kind for e in harness.events] == [EventKind.STATUS_CHANGED]
     again = harness.service([], watch={"numbers": [task["general"]]})  # a restart
     asked = sum(harness.control.state()["requests"].values())
-    await again.sets.refresh(again.poller.ingest)
+    await again.sets.refresh(lambda cards: None)
     assert sum(harness.control.state()["requests"].values()) == asked  # remembered, not asked
     assert again.store.watched_ids() == [task["id"]]
 
@@ -36,3 +37,39 @@ async def test_an_id_that_is_not_in_the_account_is_named_once(harness: Harness) 
     said = [line for line in logs if "watch.numbers" in line["event"]]
     assert len(said) == 1 and said[0]["log_level"] == "warning", said
     assert str(task["general"]) in str(said[0])
+
+
+def kinds(harness: Harness) -> list[tuple[EventKind, int]]:
+    return [(e.kind, e.task_id or 0) for e in harness.events]
+
+
+async def test_a_project_is_watched_as_its_tasks_come_and_go(harness: Harness) -> None:
+    """Tasks that enter the set get a baseline and no alert; one that leaves
+    is no longer polled, with no alert either."""
+    control = harness.control
+    ours = [control.create_task(title=f"Проект {n}", project={"id": 12})["id"] for n in range(3)]
+    control.create_task(title="Чужая", project={"id": 13})
+    service = harness.service([], watch={"projects": [12]})
+    await harness.settle(service, 120)
+    assert sorted(service.poller.records) == ours
+    newcomer = control.create_task(title="Новая в проекте", project={"id": 12})["id"]
+    await harness.settle(service, 90)  # the change feed brings it before any discovery
+    assert newcomer in service.poller.records and harness.events == []
+    control.change_task(newcomer, status=3)
+    control.change_task(ours[0], project={"id": 13})  # it leaves the project
+    await harness.settle(service, 900)  # a discovery has run
+    assert ours[0] not in service.poller.records
+    assert kinds(harness) == [(EventKind.STATUS_CHANGED, newcomer)]
+
+
+async def test_a_saved_filter_is_watched(harness: Harness) -> None:
+    control = harness.control
+    mine = control.create_task(title="Моя", workers={"users": [{"id": 5}]})["id"]
+    control.create_task(title="Не моя", workers={"users": [{"id": 6}]})
+    control.save_filter(7, worker=5)
+    service = harness.service([], watch={"filters": [7]})
+    await harness.settle(service, 120)
+    assert list(service.poller.records) == [mine]
+    later = control.create_task(title="Тоже моя", workers={"users": [{"id": 5}]})["id"]
+    await harness.settle(service, 900)
+    assert sorted(service.poller.records) == [mine, later] and harness.events == []
