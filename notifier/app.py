@@ -197,6 +197,7 @@ class Service:
             channels,
             default_events=config.watch.events,
             subscribers=self.store.subscribers,
+            project_subscribers=self.store.project_subscribers,
             bot_channel=config.bot.channel or None,
         )
         dispatcher = Dispatcher(

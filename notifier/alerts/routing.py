@@ -43,6 +43,7 @@ class Router:
         *,
         default_events: Sequence[str] | None = None,
         subscribers: Callable[[int], Sequence[Subscription]] | None = None,
+        project_subscribers: Callable[[int], Sequence[Subscription]] | None = None,
         bot_channel: str | None = None,
     ) -> None:
         self.channels = channels
@@ -50,6 +51,7 @@ class Router:
         self.operator_routes = [r for r in routes if r.operator]
         self.default_events = None if default_events is None else frozenset(default_events)
         self.subscribers = subscribers
+        self.project_subscribers = project_subscribers
         self.bot_channel = bot_channel
 
     def wanted(self) -> frozenset[str] | None:
@@ -82,12 +84,20 @@ class Router:
         return found + [d for d in self._subscribed(event) if d not in found]
 
     def _subscribed(self, event: Event) -> list[Delivery]:
-        """Chats that subscribed to this task through the bot, unless muted."""
+        """Chats that subscribed to this task, or to its project, through the
+        bot, unless muted."""
         if self.subscribers is None or self.bot_channel is None or event.task_id is None:
             return []
         at = event.at.timestamp()
+        subscriptions = list(self.subscribers(event.task_id))
+        project = event.task.project_id if event.task is not None else None
+        if project is not None and self.project_subscribers is not None:
+            chats = {sub.chat_id for sub in subscriptions}
+            subscriptions += [
+                s for s in self.project_subscribers(project) if s.chat_id not in chats
+            ]
         found = []
-        for sub in self.subscribers(event.task_id):
+        for sub in subscriptions:
             kinds = sub.events or self.default_events
             if kinds is not None and event.kind.value not in kinds:
                 continue

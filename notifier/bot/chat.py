@@ -32,7 +32,8 @@ log = oplog.get(__name__)
 DAY_S = 86400.0
 HELP = """Команды:
 /watch <номер | ссылка | id:ID> [события…] — следить за задачей в этом чате
-/unwatch <задача> — перестать
+/watch project <ID> — следить за всеми задачами проекта
+/unwatch <задача> | /unwatch project <ID> — перестать
 /list — задачи, за которыми следит этот чат
 /mute <задача | all> <30m | 2h | 1d> — не присылать уведомления
 /unmute [задача | all] — снова присылать
@@ -200,6 +201,9 @@ class ChatBot:
         if not self.allowed(update):
             return await self.refuse(update)
         args = context.args or []
+        project = _project_id(args)
+        if project is not None:
+            return await self.watch_project(update, project)
         ref = parse_task(args[0]) if args else None
         if ref is None:
             return await self.reply(update, "Напишите: /watch 418 (номер, ссылка или id:1001)")
@@ -231,6 +235,24 @@ class ChatBot:
             f"Слежу: {self.describe(found)}.\nПроверяется примерно каждые {self.every(found.id)}.",
         )
 
+    async def watch_project(self, update: Update, project_id: int) -> None:
+        """Every task of a project, as the config's ``watch.projects`` does:
+        its members are read at once, and new ones join as they appear."""
+        chat, user = update.effective_chat, update.effective_user
+        assert chat is not None
+        refusal = None if self.admin(update) else self.over_limits(chat.id)
+        if refusal is not None:
+            return await self.reply(update, refusal)
+        service = self.service
+        service.store.subscribe_project(chat.id, project_id, user.id if user else None, time.time())
+        service.sets.projects_changed()
+        service.wake()
+        await self.reply(
+            update,
+            f"Слежу за всеми задачами: проект {project_id}. Уведомления о задачах проекта "
+            "придут сюда; новые задачи проекта добавятся сами.",
+        )
+
     def over_limits(self, chat_id: int) -> str | None:
         """Each /watch reads PlanFix from the day's small reserve: a chat may
         watch ``max_subscriptions`` tasks and ask ``watch_per_hour`` times."""
@@ -256,9 +278,16 @@ class ChatBot:
         if not self.allowed(update):
             return await self.refuse(update)
         args = context.args or []
-        ref = parse_task(args[0]) if args else None
         chat = update.effective_chat
         assert chat is not None
+        project = _project_id(args)
+        if project is not None:
+            if not self.service.store.unsubscribe_project(chat.id, project):
+                return await self.reply(update, "Этот чат не следит за таким проектом.")
+            self.service.sets.projects_changed()
+            self.service.wake()
+            return await self.reply(update, f"Больше не слежу за проектом {project} здесь.")
+        ref = parse_task(args[0]) if args else None
         target = chat.id
         if len(args) > 1 and self.admin(update) and args[1].lstrip("-").isdigit():
             target = int(args[1])  # admins manage any chat's subscriptions
@@ -275,9 +304,10 @@ class ChatBot:
         assert chat is not None
         everyone = self.admin(update)
         subscriptions = self.service.store.subscriptions(None if everyone else chat.id)
-        if not subscriptions:
+        projects = self.service.store.subscribed_projects(None if everyone else chat.id)
+        if not subscriptions and not projects:
             return await self.reply(update, "Пока ни одной задачи. /watch 418 — начать.")
-        lines = []
+        lines = [f"• все задачи: проект {project}" for project in projects]
         now = time.time()
         for sub in subscriptions:
             record = self.service.poller.records.get(sub.task_id)
@@ -364,3 +394,10 @@ class ChatBot:
             await query.answer("Больше не слежу за этой задачей здесь.")
         else:
             await query.answer()
+
+
+def _project_id(args: list[str]) -> int | None:
+    """``project 12`` (or ``проект 12``) in a command's arguments."""
+    if len(args) == 2 and args[0].lower() in ("project", "проект") and args[1].isdigit():
+        return int(args[1])
+    return None

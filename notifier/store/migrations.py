@@ -70,4 +70,14 @@ MIGRATIONS: list[list[str]] = [
     ["ALTER TABLE quota ADD COLUMN on_demand INTEGER NOT NULL DEFAULT 0"],
     # 4: small facts the service keeps between runs (the change feed's cursor and mode)
     ["CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+    # 5: chats that watch a whole project through the bot (/watch project 12)
+    [
+        """CREATE TABLE project_subscriptions (
+            chat_id INTEGER NOT NULL,
+            project_id INTEGER NOT NULL,
+            created_by INTEGER,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (chat_id, project_id)
+        )"""
+    ],
 ]

@@ -186,6 +186,40 @@ class Store:
         query = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE task_id = ?"  # noqa: S608
         return [_subscription(row) for row in self._db.execute(query, (task_id,))]
 
+    def subscribe_project(
+        self, chat_id: int, project_id: int, created_by: int | None, now: float
+    ) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO project_subscriptions (chat_id, project_id, created_by, "
+            "created_at) VALUES (?, ?, ?, ?)",
+            (chat_id, project_id, created_by, now),
+        )
+
+    def unsubscribe_project(self, chat_id: int, project_id: int) -> bool:
+        done = self._db.execute(
+            "DELETE FROM project_subscriptions WHERE chat_id = ? AND project_id = ?",
+            (chat_id, project_id),
+        )
+        return done.rowcount > 0
+
+    def subscribed_projects(self, chat_id: int | None = None) -> list[int]:
+        """Projects some chat (or this one) watches, each once."""
+        query = "SELECT DISTINCT project_id FROM project_subscriptions"
+        rows = (
+            self._db.execute(f"{query} WHERE chat_id = ? ORDER BY project_id", (chat_id,))
+            if chat_id is not None
+            else self._db.execute(f"{query} ORDER BY project_id")
+        )
+        return [int(row[0]) for row in rows]
+
+    def project_subscribers(self, project_id: int) -> list[Subscription]:
+        """The chats watching a project, as subscriptions to its every task."""
+        rows = self._db.execute(
+            "SELECT chat_id, created_by FROM project_subscriptions WHERE project_id = ?",
+            (project_id,),
+        )
+        return [Subscription(int(chat), 0, None, by, None) for chat, by in rows]
+
     def mute(self, chat_id: int, task_id: int | None, until: float | None) -> int:
         """Mute one task (or, with None, every task) for a chat; None unmutes."""
         with _transaction(self._db):

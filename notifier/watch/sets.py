@@ -55,9 +55,18 @@ class WatchSets:
     def configure(
         self, numbers: Sequence[int], projects: Sequence[int], filters: Sequence[int]
     ) -> None:
-        self.numbers, self.projects, self.filters = list(numbers), set(projects), list(filters)
+        self.numbers, self.filters = list(numbers), list(filters)
+        self.config_projects = set(projects)
+        self.projects_changed()
         self.pending = True  # numbers to resolve
-        self.discovered_at = -math.inf  # the members read afresh
+
+    def projects_changed(self) -> None:
+        """The config's projects and those chats watch (/watch project 12):
+        read afresh at once."""
+        self.projects = self.config_projects | set(self.store.subscribed_projects())
+        self.discovered_at = -math.inf
+        if not self.projects and not self.filters:  # no discovery will run to empty it
+            self.store.set_watched(MEMBERS, [], self.clock())
 
     # --- numbers ------------------------------------------------------------------------
 

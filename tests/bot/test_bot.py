@@ -237,3 +237,28 @@ async def test_a_chat_is_held_to_its_watch_rate_and_subscription_cap(
     assert sum(control.state()["requests"].values()) == asked  # refused without a request
     assert await said(telegram, TEAM, ADMIN, f"/watch {tasks[3]}", "Слежу")  # admins are not held
     assert len(service.store.subscriptions(TEAM)) == 2
+
+
+async def test_watch_a_project_tells_the_chat_of_every_task_in_it(
+    bot_service: Callable[[], Awaitable[Service]],
+    telegram: TelegramServer,
+    control: EmulatorControl,
+) -> None:
+    service = await bot_service()
+    ours = [
+        control.create_task(title=f"Проектная {n}", status=1, project={"id": 12})["id"]
+        for n in range(2)
+    ]
+    control.create_task(title="Чужая", status=1, project={"id": 13})
+    text = await said(telegram, TEAM, MEMBER, "/watch project 12", "Слежу")
+    assert "проект" in text and "12" in text
+    await until(lambda: set(ours) <= set(service.poller.records), within=20)
+    await until(lambda: all(service.poller.records[t].snapshot for t in ours), within=20)
+    control.change_task(ours[1], status=2)
+    await until(
+        lambda: any("Проектная 1" in t and "В работе" in t for t in replies(telegram, TEAM)),
+        within=20,
+    )
+    assert "проект 12" in await said(telegram, TEAM, MEMBER, "/list", "проект")
+    await said(telegram, TEAM, MEMBER, "/unwatch project 12", "Больше не слежу")
+    assert service.store.subscribed_projects() == []
