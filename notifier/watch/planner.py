@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 DAY_S = 86400.0
@@ -184,18 +184,25 @@ def plan(
 def plan_candidates(
     tasks: Iterable[Candidate], budget: Budget, now: float, settings: PlannerSettings
 ) -> Decision:
-    available = budget.remaining if budget.available is None else budget.available
-    if budget.remaining <= 0 or available <= 0:
-        return Decision((), budget.resets_at, "budget")
-    last = budget.last_request_at
-    not_before = now if last is None else max(now, last + 1.0 / settings.requests_per_second)
-    if now < not_before:  # nothing can be sent yet, whatever the tasks say
-        return Decision((), not_before, "idle")
-    next_slot = now if last is None else last + pace_gap(budget, now, settings)
-    may_pull_forward = (
-        budget.requests_last_hour + 1 <= settings.max_hour_share * budget.daily / 24.0
-    )
+    """The decision by a scan of every task: O(N). The service keeps a
+    :class:`~notifier.watch.schedule.PlanIndex` instead, which decides the
+    same in O(log N); this stays the plain statement of the rules."""
+    return decide(budget, now, settings, lambda room: scan(tasks, now, room))
 
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """What the tasks say at ``now``: the forced polls due (best first) and
+    the regular ones by score (best first), ``room`` of each at most; when
+    the next task becomes pollable, and the next deadline poll."""
+
+    forced: list[tuple[int, float, int]]  # (priority, due at, task id)
+    regular: list[int]
+    next_due: float
+    next_deadline: float
+
+
+def scan(tasks: Iterable[Candidate], now: float, room: int) -> Due:
     forced: list[tuple[int, float, int]] = []  # (priority, due at, task id), due now
     regular: list[tuple[float, int]] = []  # (-score, task id), eligible now
     next_deadline = math.inf  # the earliest deadline poll still ahead
@@ -220,23 +227,43 @@ def plan_candidates(
         in_window = task.window_from <= now <= task.window_to
         w = task.window_weight if in_window else task.weight
         regular.append(((task.last_poll_at - now) * w, task.task_id))
+    return Due(
+        heapq.nsmallest(room, forced),
+        [task_id for _, task_id in heapq.nsmallest(room, regular)],
+        next_due,
+        next_deadline,
+    )
 
-    forced.sort()
+
+def decide(
+    budget: Budget, now: float, settings: PlannerSettings, due_at: Callable[[int], Due]
+) -> Decision:
+    """The rules of spending, given what is due (``due_at(room)``)."""
+    available = budget.remaining if budget.available is None else budget.available
+    if budget.remaining <= 0 or available <= 0:
+        return Decision((), budget.resets_at, "budget")
+    last = budget.last_request_at
+    not_before = now if last is None else max(now, last + 1.0 / settings.requests_per_second)
+    if now < not_before:  # nothing can be sent yet, whatever the tasks say
+        return Decision((), not_before, "idle")
+    next_slot = now if last is None else last + pace_gap(budget, now, settings)
+    may_pull_forward = (
+        budget.requests_last_hour + 1 <= settings.max_hour_share * budget.daily / 24.0
+    )
+    due = due_at(settings.batch_size)
+    forced = due.forced
     deadline_due = bool(forced) and forced[0][0] == _DEADLINE
     if now < next_slot and not (deadline_due and may_pull_forward):
-        if may_pull_forward and next_deadline < next_slot:
-            return Decision((), max(next_deadline, not_before), "idle")
+        if may_pull_forward and due.next_deadline < next_slot:
+            return Decision((), max(due.next_deadline, not_before), "idle")
         return Decision((), next_slot, "idle")
-    if now < not_before:
-        return Decision((), not_before, "idle")
     chosen = [task_id for _, _, task_id in forced[: settings.batch_size]]
     room = settings.batch_size - len(chosen)
     if room > 0:
-        chosen.extend(task_id for _, task_id in heapq.nsmallest(room, regular))
+        chosen.extend(due.regular[:room])
     if not chosen:  # nothing may be polled yet: sleep until something may
-        return Decision(
-            (), max(next_due, next_slot) if next_due < math.inf else now + HOUR_S, "idle"
-        )
+        wake = max(due.next_due, next_slot) if due.next_due < math.inf else now + HOUR_S
+        return Decision((), wake, "idle")
     reason = _REASONS[forced[0][0]] if forced else "regular"
     return Decision(tuple(chosen), now, reason)
 

@@ -27,11 +27,12 @@ from .planner import (
     Decision,
     PlannerSettings,
     TaskView,
+    decide,
     learn,
-    plan_candidates,
     rate_per_day,
 )
 from .quota import QuotaLedger
+from .schedule import PlanIndex
 from .sets import WatchSets
 from .state import TaskRecord
 
@@ -104,7 +105,7 @@ class Poller:
         self.last_saved_at: float | None = None  # the last poll the store took
         self.catalog = StatusCatalog.empty()
         self.records: dict[int, TaskRecord] = {}
-        self._candidates: dict[int, Candidate] = {}  # kept between decisions
+        self._index = PlanIndex()  # the tasks' candidates, kept between decisions
         self._incident: _Incident | None = None
         self.breaker = Breaker()  # PlanFix failing as a whole: probe, do not hammer
         self._quota_out = False  # the block told; "restored" is told when it ends
@@ -118,7 +119,7 @@ class Poller:
     @settings.setter
     def settings(self, settings: PlannerSettings) -> None:
         self._settings = settings
-        self._candidates.clear()  # they were worked out with the old settings
+        self._index.clear()  # they were worked out with the old settings
 
     # --- what to watch ------------------------------------------------------------------
 
@@ -134,15 +135,8 @@ class Poller:
             if record.last_poll_at is not None and record.last_poll_at > now:
                 record.last_poll_at = now  # saved before the wall clock stepped back
             self.records[task_id] = record
-        self._candidates = {k: v for k, v in self._candidates.items() if k in self.records}
-
-    def candidate(self, record: TaskRecord) -> Candidate:
-        cached = self._candidates.get(record.task_id)
-        if cached is None:
-            cached = self._candidates[record.task_id] = Candidate.of(
-                self.view(record), self.settings
-            )
-        return cached
+        for task_id in self._index.ids() - self.records.keys():
+            self._index.remove(task_id)
 
     def view(self, record: TaskRecord) -> TaskView:
         task = record.snapshot
@@ -177,7 +171,7 @@ class Poller:
         self.breaker.shift(step)
         if self.feed is not None:
             self.feed.clock_stepped(step)
-        self._candidates.clear()
+        self._index.clear()  # it never goes back in time: built afresh
 
     # --- deciding ---------------------------------------------------------------------
 
@@ -204,10 +198,12 @@ class Poller:
         probe_at = self.breaker.waiting_until(self.clock())
         if probe_at is not None:
             return Decision((), probe_at, "planfix failing")
-        if len(self._candidates) != len(self.records):
+        if len(self._index) != len(self.records):
             for record in self.records.values():
-                self.candidate(record)
-        decision = plan_candidates(self._candidates.values(), self.budget(), self.clock(), settings)
+                if record.task_id not in self._index:
+                    self._index.update(Candidate.of(self.view(record), settings))
+        now = self.clock()
+        decision = decide(self.budget(), now, settings, lambda room: self._index.due(now, room))
         if decision.reason == "budget":
             decision = replace(decision, wake_at=self.ledger.more_plannable_at())
         if self._feed_waits() and self.feed is not None and self.feed.next_at < decision.wake_at:
@@ -252,7 +248,7 @@ class Poller:
             return  # keep the names we had; numbers stand in where none are known
         if catalog is not self.catalog:
             self.catalog = catalog
-            self._candidates.clear()  # "finished" may read differently now
+            self._index.clear()  # "finished" may read differently now
 
     def _unknown_id(self, task_id: int) -> None:
         """An id never seen that PlanFix does not know: most often a task's
@@ -481,7 +477,7 @@ class Poller:
         for record, _ in changed:
             if record.task_id in self.records:
                 self.records[record.task_id] = record
-                self._candidates[record.task_id] = Candidate.of(self.view(record), self.settings)
+                self._index.update(Candidate.of(self.view(record), self.settings))
         if stored and self.on_events is not None:
             self.on_events(stored)
 
