@@ -367,6 +367,7 @@ class Service:
             self.ledger.reset_block()  # a stale quota block too: the next request finds out
             self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
             self.feed.interval_s = config.watch.feed_interval_s
+            self.feed.reprobe()  # a right granted since may open a feed
             watch = config.watch
             self.sets.configure(watch.numbers, watch.projects, watch.filters)
             self.sets.discover_interval_s = watch.discover_interval_s

@@ -33,6 +33,7 @@ from .planfix import PlanfixError, StatusCatalog, Task
 from .store import StateLock, Store, StoreError
 from .watch.feed import FeedMode
 from .watch.quota import QuotaLedger, day_bounds
+from .watch.sets import NUMBER_NOT_ID
 from .web.ops import ops_routes
 from .web.server import HttpServer
 
@@ -242,15 +243,13 @@ async def _check_watch(service: Service, config: Config) -> tuple[str, bool, str
         )
     with service.ledger.on_demand():
         answers = await service.client.get_tasks(watch.tasks) if watch.tasks else {}
-        await service.sets.refresh(lambda _task: None)  # numbers → ids, remembered for run
+        await service.sets.resolve()  # numbers → ids, remembered for run
     unknown = sorted(i for i, a in answers.items() if getattr(a, "code", None) == "3001")
     unresolved = [n for n in watch.numbers if service.store.get_meta(f"number:{n}") is None]
     problems = []
     if unknown:
-        problems.append(
-            f"watch.tasks: PlanFix has no task with id {', '.join(map(str, unknown))}. A task's "
-            "number (the 418 in …/task/418) is not its id: list numbers in watch.numbers"
-        )
+        ids = ", ".join(map(str, unknown))
+        problems.append(f"watch.tasks: PlanFix has no task with id {ids}. {NUMBER_NOT_ID}")
     if unresolved:
         problems.append(f"watch.numbers: no task numbered {', '.join(map(str, unresolved))}")
     if problems:

@@ -135,8 +135,14 @@ class Store:
     def remove_watched(self, task_id: int, source: str) -> None:
         self._db.execute("DELETE FROM watched WHERE task_id = ? AND source = ?", (task_id, source))
 
-    def watched_ids(self) -> list[int]:
-        rows = self._db.execute("SELECT DISTINCT task_id FROM watched ORDER BY task_id")
+    def watched_ids(self, source: str | None = None) -> list[int]:
+        """Every watched task, or those one source (``config``, ``chat:…``) watches."""
+        if source is not None:
+            rows = self._db.execute(
+                "SELECT task_id FROM watched WHERE source = ? ORDER BY task_id", (source,)
+            )
+        else:
+            rows = self._db.execute("SELECT DISTINCT task_id FROM watched ORDER BY task_id")
         return [row[0] for row in rows]
 
     # --- chats' subscriptions (the bot) ---------------------------------------------------

@@ -9,9 +9,10 @@ which tasks to read: an alert always comes from the diff of a card, so a
 card seen twice (the overlap) changes nothing the second time.
 
 Where the server offers neither method (0008, 0020) the feed steps down,
-says so once, and the poller plans every task on its own, as before. The
-cursor and the mode are kept in the store: after a restart the first look
-covers the time the service was down.
+says so once, and the poller plans every task on its own, as before; each
+start and reload probes afresh. The cursor is kept in the store, and moves
+only once what a look found has been read: after a restart the first look
+covers the time the service was down (up to a day).
 """
 
 from __future__ import annotations
@@ -19,20 +20,22 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from ..ops import logging as oplog
 from ..planfix.client import PlanfixClient
 from ..planfix.errors import UNSUPPORTED_CODES, PlanfixApiError
-from ..planfix.feeds import TaskQuery
+from ..planfix.feeds import PAGE_SIZE, TaskQuery
 from ..planfix.model import Task
 from ..store import Store
 
 log = oplog.get(__name__)
 
 OVERLAP_S = 120.0
+MAX_LOOKBACK_S = 86400.0  # a look after a long pause reaches back a day, no further
 MOST_SHARE = 0.5  # the looks take at most this share of what is left of the day
 
 
@@ -43,12 +46,27 @@ class FeedMode(enum.Enum):
 
 
 _NEXT = {FeedMode.CARDS: FeedMode.ACTIONS, FeedMode.ACTIONS: FeedMode.NONE}
+T = TypeVar("T")
+
+
+async def every_page(
+    read: Callable[[int], Awaitable[T]], total: Callable[[T], int]
+) -> AsyncIterator[T]:
+    """Pages 1, 2, … of a list PlanFix serves 100 at a time, as many as its
+    total needs (the total is re-read on every page: the list may change)."""
+    page, pages = 1, 1
+    while page <= pages:
+        result = await read(page)
+        yield result
+        pages, page = math.ceil(total(result) / PAGE_SIZE), page + 1
 
 
 @dataclass
 class Look:
-    """What one look found among the watched tasks."""
+    """What one look found among the watched tasks. Its cursor is committed
+    only once what it found has been read (:meth:`ChangeFeed.commit`)."""
 
+    started: float = 0.0
     cards: list[Task] = field(default_factory=list)  # read already
     to_read: set[int] = field(default_factory=set)  # named only, or unreadable: read them
     requests: int = 0
@@ -66,13 +84,17 @@ class ChangeFeed:
     ) -> None:
         self.client, self.store, self.clock = client, store, clock
         self.interval_s, self.overlap_s = interval_s, overlap_s
-        mode = store.get_meta("feed.mode")
-        self.mode = FeedMode(mode) if mode in {m.value for m in FeedMode} else FeedMode.CARDS
+        # Probed afresh on every start (and reload): a method refused once
+        # (0020, a right not granted yet) may be allowed now.
+        self.mode = FeedMode.CARDS
         cursor = store.get_meta("feed.cursor")
         self.cursor: float | None = float(cursor) if cursor else None  # the last look began
         self.looked_at = -math.inf  # the last look began (in this run): the first is at once
         self.pages_per_look = 1.0  # a running mean, for the budget it needs
         self.spacing_s = interval_s  # interval_s, or longer where the budget is short
+
+    def reprobe(self) -> None:
+        self.mode = FeedMode.CARDS
 
     @property
     def active(self) -> bool:
@@ -100,16 +122,17 @@ class ChangeFeed:
 
     def clock_stepped(self, step: float) -> None:
         if self.cursor is not None:
-            self.cursor += step
+            self.cursor += min(step, 0.0)  # a wider window at worst, never a gap
         self.looked_at += step
 
     async def look(
         self, watched: Collection[int], joins: Callable[[Task], bool] | None = None
     ) -> Look:
-        """Ask what changed since the last look; PlanfixError propagates (the
-        cursor then stays, so the next look covers this one's time too)."""
+        """Ask what changed since the last committed look (at most a day back:
+        older changes are the safety net's); PlanfixError propagates."""
         started = self.looked_at = self.clock()
-        since = datetime.fromtimestamp((self.cursor or started) - self.overlap_s, UTC)
+        since_s = max(self.cursor or started, started - MAX_LOOKBACK_S) - self.overlap_s
+        since = datetime.fromtimestamp(since_s, UTC)
         until = datetime.fromtimestamp(started, UTC)
         while self.active:
             try:
@@ -122,15 +145,19 @@ class ChangeFeed:
                     raise
                 self._step_down(exc)
                 continue
-            self.cursor = started
-            self.store.set_meta("feed.cursor", repr(started))
+            found.started = started
             self.pages_per_look += (found.requests - self.pages_per_look) / 8
             return found
-        return Look()
+        return Look(started)
+
+    def commit(self, look: Look) -> None:
+        """What the look found is read: the next one starts from it."""
+        self.cursor = look.started
+        self.store.set_meta("feed.cursor", repr(look.started))
 
     def _step_down(self, exc: PlanfixApiError) -> None:
         old, self.mode = self.mode, _NEXT[self.mode]
-        self.store.set_meta("feed.mode", self.mode.value)
+        self.store.set_meta("feed.mode", self.mode.value)  # for status
         if self.mode is FeedMode.NONE:
             log.warning(
                 "PlanFix offers no change feed here; every task is polled on its own plan",
@@ -144,22 +171,22 @@ class ChangeFeed:
     ) -> Look:
         """The changed cards of watched tasks, and of tasks that ``joins`` a
         watched set (a new task in a watched project)."""
-        found, page, pages = Look(), 1, 1
-        while page <= pages:
-            result = await self.client.list_tasks(TaskQuery(changed_since=since), page)
+        found, query = Look(), TaskQuery(changed_since=since)
+        pages = every_page(lambda page: self.client.list_tasks(query, page), lambda r: r.total)
+        async for result in pages:
             found.requests += 1
             found.cards += [
                 task for task in result.tasks if task.id in watched or (joins and joins(task))
             ]
             found.to_read |= {task_id for task_id in result.unreadable if task_id in watched}
-            pages, page = math.ceil(result.total / 100), page + 1
         return found
 
     async def _actions(self, since: datetime, until: datetime, watched: Collection[int]) -> Look:
-        found, page, pages = Look(), 1, 1
-        while page <= pages:
-            actions, total = await self.client.list_actions(since, until, page)
+        found = Look()
+        pages = every_page(
+            lambda page: self.client.list_actions(since, until, page), lambda r: r[1]
+        )
+        async for actions, _ in pages:
             found.requests += 1
             found.to_read |= {a.task_id for a in actions if a.task_id in watched}
-            pages, page = math.ceil(total / 100), page + 1
         return found

@@ -6,14 +6,21 @@ no snapshot and raises no alert; one bad task never stops the rest.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from ..alerts.events import Event, EventKind, TaskSummary
 from ..ops import logging as oplog
 from ..planfix.client import PlanfixClient
-from ..planfix.errors import ErrorClass, PlanfixError, QuotaExhaustedError, is_task_gone
+from ..planfix.errors import (
+    UNSUPPORTED_CODES,
+    ErrorClass,
+    PlanfixApiError,
+    PlanfixError,
+    QuotaExhaustedError,
+    is_task_gone,
+)
 from ..planfix.model import Task
 from ..planfix.statuses import StatusCatalog
 from ..store import Store
@@ -33,7 +40,7 @@ from .planner import (
 )
 from .quota import QuotaLedger
 from .schedule import PlanIndex
-from .sets import WatchSets
+from .sets import NUMBER_NOT_ID, WatchSets
 from .state import TaskRecord
 
 log = oplog.get(__name__)
@@ -224,7 +231,7 @@ class Poller:
         """Poll whatever is due, until nothing is (or ``for_s`` seconds have
         passed, on the monotonic clock); return when to come back."""
         until = None if for_s is None else time.monotonic() + for_s
-        if self.sets is not None and self.sets.pending and self.breaker_allows():
+        if self.sets is not None and self.sets.numbers_due(self.clock()) and self.breaker_allows():
             await self._refresh_sets()
         if self._discovery_due():
             await self._discover()
@@ -256,20 +263,18 @@ class Poller:
         if task_id in self._unknown_ids:
             return
         self._unknown_ids.add(task_id)
-        log.warning(
-            "watch.tasks: PlanFix has no task with this id. A task's number (the 418 in "
-            "…/task/418) is not its id: list numbers in watch.numbers",
-            task_id=task_id,
-        )
+        log.warning(f"watch.tasks: PlanFix has no task with this id. {NUMBER_NOT_ID}",
+                    task_id=task_id)  # fmt: skip
 
     async def _refresh_sets(self) -> None:
+        """Numbers to resolve: their cards are their baselines."""
         assert self.sets is not None
         await self.refresh_catalog()
-        try:
-            await self.sets.refresh(self._take_cards)
-        except QuotaExhaustedError:
-            return
-        self.reload_watch_set()
+        started = self.clock()
+        cards, errors = await self.sets.resolve()
+        if errors:
+            self._track(errors, self.clock())
+        self._take_cards(cards, started, fresh=[card.id for card in cards])
 
     def _discovery_due(self) -> bool:
         return (
@@ -280,25 +285,48 @@ class Poller:
         )
 
     async def _discover(self) -> None:
-        """Read the watched projects' and saved filters' members afresh."""
+        """Read the watched projects' and saved filters' members afresh: those
+        that joined get a baseline; those that seem to have left are read once
+        more (a change that took them out is alerted), and go when missing
+        from two discoveries running."""
         assert self.sets is not None
         await self.refresh_catalog()
+        started = self.clock()
         try:
-            await self.sets.discover(self._take_cards, self.reload_watch_set)
+            found, cards = await self.sets.discover()
         except QuotaExhaustedError:
+            return
+        except PlanfixApiError as exc:
+            if exc.code in UNSUPPORTED_CODES:
+                self.sets.unsupported_here(exc)
+            else:
+                self._track([exc], self.clock())
             return
         except PlanfixError as exc:
             self._track([exc], self.clock())
             log.debug("watch set discovery failed", error=exc.message)
+            return
+        fresh = found - self.records.keys()
+        _, missing = self.sets.settle(found)
+        self._take_cards(cards, started, fresh=fresh)
+        await self._read_all(sorted(missing & self.records.keys()))
+        self.reload_watch_set()  # those gone for good are no longer polled
 
-    def _take_cards(self, cards: list[Task]) -> None:
-        """Cards read for a watch set: polls of their tasks (a new one's baseline)."""
+    def _take_cards(
+        self, cards: Sequence[Task], started: float, *, fresh: Collection[int] = ()
+    ) -> None:
+        """Cards read in a list (feed, watch sets): polls of their tasks. A task
+        ``fresh`` in the watch set gets a baseline, whatever was known of it."""
         self.reload_watch_set()
-        if cards:
-            answers: dict[int, Task | PlanfixError] = {
-                card.id: self._with_people(card) for card in cards if card.id in self.records
-            }
-            self._take(answers, self.clock())
+        for task_id in fresh:
+            if task_id in self.records:
+                self.records[task_id] = TaskRecord(task_id)
+                self._index.remove(task_id)
+        answers: dict[int, Task | PlanfixError] = {
+            card.id: self._with_people(card) for card in cards if card.id in self.records
+        }
+        if answers:
+            self._take(answers, started)
 
     def breaker_allows(self) -> bool:
         return self.breaker.waiting_until(self.clock()) is None
@@ -322,15 +350,19 @@ class Poller:
         joined = [card.id for card in look.cards if card.id not in self.records]
         if joined and self.sets is not None:  # a new task in a watched project
             self.sets.join(joined)
-            self.reload_watch_set()
-        if look.cards:
-            answers: dict[int, Task | PlanfixError] = {
-                card.id: self._with_people(card) for card in look.cards
-            }
-            self._take(answers, started)
-        pending = sorted(look.to_read)
-        for first in range(0, len(pending), max(1, self.settings.batch_size)):
-            await self.poll(pending[first : first + self.settings.batch_size])
+        self._take_cards(look.cards, started, fresh=joined)
+        if await self._read_all(sorted(look.to_read)):
+            self.feed.commit(look)  # else the next look covers this one's time again
+
+    async def _read_all(self, task_ids: Sequence[int]) -> bool:
+        """Poll these tasks now, in batches; False when PlanFix or the quota
+        kept any from being read (a task's own error counts as read)."""
+        size = max(1, self.settings.batch_size)
+        for first in range(0, len(task_ids), size):
+            results = await self.poll(task_ids[first : first + size])
+            if any(_unread(result) for result in results):
+                return False
+        return True
 
     def _with_people(self, card: Task) -> Task:
         """A task.getList card has no members or auditors: keep the ones known."""
@@ -577,3 +609,9 @@ class Poller:
                 code=getattr(error, "code", None),
                 since=datetime.fromtimestamp(incident.since, UTC).isoformat(),
             )
+
+
+def _unread(result: PollResult) -> bool:
+    """PlanFix or the quota kept this task from being read (not its own error)."""
+    error = result.error
+    return result.outcome == "quota" or (error is not None and is_server_fault(error))

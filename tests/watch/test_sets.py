@@ -22,7 +22,7 @@ async def test_numbers_are_resolved_to_ids_once_and_watched(harness: Harness) ->
     assert [e.kind for e in harness.events] == [EventKind.STATUS_CHANGED]
     again = harness.service([], watch={"numbers": [task["general"]]})  # a restart
     asked = sum(harness.control.state()["requests"].values())
-    await again.sets.refresh(lambda cards: None)
+    await again.sets.resolve()
     assert sum(harness.control.state()["requests"].values()) == asked  # remembered, not asked
     assert again.store.watched_ids() == [task["id"]]
 
@@ -56,10 +56,16 @@ async def test_a_project_is_watched_as_its_tasks_come_and_go(harness: Harness) -
     await harness.settle(service, 90)  # the change feed brings it before any discovery
     assert newcomer in service.poller.records and harness.events == []
     control.change_task(newcomer, status=3)
-    control.change_task(ours[0], project={"id": 13})  # it leaves the project
-    await harness.settle(service, 900)  # a discovery has run
+    control.change_task(ours[0], project={"id": 13}, status=3)  # done here, moved on
+    await harness.settle(service, 1500)  # two discoveries have run
     assert ours[0] not in service.poller.records
-    assert kinds(harness) == [(EventKind.STATUS_CHANGED, newcomer)]
+    assert sorted(kinds(harness)) == sorted(
+        [(EventKind.STATUS_CHANGED, newcomer), (EventKind.STATUS_CHANGED, ours[0])]
+    )
+    control.change_task(ours[0], project={"id": 12}, status=1)  # back, changed meanwhile
+    await harness.settle(service, 900)
+    assert ours[0] in service.poller.records
+    assert len(harness.events) == 2  # it comes back to a baseline, not a diff
 
 
 async def test_a_saved_filter_is_watched(harness: Harness) -> None:
@@ -73,3 +79,33 @@ async def test_a_saved_filter_is_watched(harness: Harness) -> None:
     later = control.create_task(title="Тоже моя", workers={"users": [{"id": 5}]})["id"]
     await harness.settle(service, 900)
     assert sorted(service.poller.records) == [mine, later] and harness.events == []
+
+
+async def test_a_number_that_cannot_be_read_now_holds_up_no_other(harness: Harness) -> None:
+    control = harness.control
+    bad = control.create_task(title="Кривая", garbled={"endTime": "завтра"})
+    good = control.create_task(title="Ровная", status=1)
+    service = harness.service([], watch={"numbers": [bad["general"], good["general"]]})
+    await harness.settle(service, 120)
+    assert list(service.poller.records) == [good["id"]]
+    asked = control.state()["requests"]["task.get"]
+    await harness.settle(service, 120)
+    assert control.state()["requests"]["task.get"] - asked <= 2  # not every round
+    control.change_task(bad["id"], garbled=None)  # PlanFix fixed the card
+    await harness.settle(service, 600)
+    assert sorted(service.poller.records) == sorted([bad["id"], good["id"]])
+
+
+async def test_sets_a_server_cannot_list_leave_the_rest_polling(harness: Harness) -> None:
+    """Discovery on a server without task.getList (0008) opened the fatal
+    breaker: nothing was polled any more."""
+    control = harness.control
+    control.configure(feed_methods=["action.getListByPeriod"])
+    plain = control.create_task(title="Обычная", status=1)["id"]
+    with structlog.testing.capture_logs() as logs:
+        service = harness.service([plain], watch={"projects": [12]})
+        await harness.settle(service, 600)
+        control.change_task(plain, status=2)
+        await harness.settle(service, 600)
+    assert [e.kind for e in harness.events] == [EventKind.STATUS_CHANGED]
+    assert sum("cannot be read" in line["event"] for line in logs) == 1
