@@ -65,6 +65,7 @@ class PlanIndex:
         self._windows: list[tuple[float, int, int]] = []  # (moment, version, id)
         self._classes: dict[int, list[tuple[float, int, int]]] = {}  # cls → (last, id, version)
         self._entries = 0
+        self._sweeping = False  # a rebuild is under way
 
     def __len__(self) -> int:
         return len(self._live)
@@ -107,7 +108,7 @@ class PlanIndex:
                 self._push(self._waiting, (candidate.eligible_at, version, task_id))
             else:
                 self._file(live)
-        if self._entries > 4 * len(self._live) + 1024:
+        if not self._sweeping and self._entries > 6 * len(self._live) + 256:
             self._rebuild()
 
     def remove(self, task_id: int) -> None:
@@ -133,9 +134,12 @@ class PlanIndex:
         candidates = [live.candidate for live in self._live.values()]
         now = self._now
         self.clear()
-        self._now = now
-        for candidate in candidates:
-            self.update(candidate)
+        self._now, self._sweeping = now, True
+        try:
+            for candidate in candidates:
+                self.update(candidate)
+        finally:
+            self._sweeping = False
 
     def advance(self, now: float) -> None:
         """Process the moments up to ``now``: forced polls falling due, tasks
@@ -192,6 +196,11 @@ class PlanIndex:
         then id; heads of each class first, then their heap children."""
         frontier: list[tuple[float, int, int, int]] = []  # (key, id, cls, index in heap)
         for cls, heap in self._classes.items():
+            # Stale entries hold older polls than their tasks' current ones, so
+            # they gather at the top: drop them there, where they cost most.
+            while heap and not self._current(cls, heap[0]):
+                heapq.heappop(heap)
+                self._entries -= 1
             if heap:
                 self._offer(frontier, cls, 0, now)
         chosen: list[int] = []
@@ -199,20 +208,19 @@ class PlanIndex:
         while frontier and len(chosen) < room:
             _, task_id, cls, index = heapq.heappop(frontier)
             heap = self._classes[cls]
-            live = self._valid(heap[index][2], task_id)
-            if (
-                live is not None
-                and live.pollable
-                and live.cls == cls
-                and not self._forced_now(live)
-                and task_id not in taken
-            ):
+            live = self._current(cls, heap[index])
+            if live is not None and not self._forced_now(live) and task_id not in taken:
                 chosen.append(task_id)
                 taken.add(task_id)
             for child in (2 * index + 1, 2 * index + 2):
                 if child < len(heap):
                     self._offer(frontier, cls, child, now)
         return chosen
+
+    def _current(self, cls: int, entry: tuple[float, int, int]) -> _Live | None:
+        """The task of a class-heap entry, while the entry still stands for it."""
+        live = self._valid(entry[2], entry[1])
+        return live if live is not None and live.pollable and live.cls == cls else None
 
     def _offer(
         self, frontier: list[tuple[float, int, int, int]], cls: int, index: int, now: float
