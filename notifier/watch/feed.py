@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
 from ..ops import logging as oplog
@@ -36,6 +37,7 @@ log = oplog.get(__name__)
 
 OVERLAP_S = 120.0
 MAX_LOOKBACK_S = 86400.0  # a look after a long pause reaches back a day, no further
+SWEEP_S = 3600.0  # every hour a look also reads the overdue tasks (flips no feed may show)
 MOST_SHARE = 0.5  # the looks take at most this share of what is left of the day
 
 
@@ -90,7 +92,9 @@ class ChangeFeed:
         cursor = store.get_meta("feed.cursor")
         self.cursor: float | None = float(cursor) if cursor else None  # the last look began
         self.looked_at = -math.inf  # the last look began (in this run): the first is at once
-        self.pages_per_look = 1.0  # a running mean, for the budget it needs
+        self.swept_at = -math.inf  # the last overdue sweep
+        self.pages_per_look = 1.0  # running means, for the budget they need
+        self.pages_per_sweep = 1.0
         self.spacing_s = interval_s  # interval_s, or longer where the budget is short
 
     def reprobe(self) -> None:
@@ -118,7 +122,8 @@ class ChangeFeed:
         self.spacing_s = max(self.interval_s, seconds_left / affordable if affordable else math.inf)
         if math.isinf(self.spacing_s):
             return 0
-        return math.ceil(seconds_left / self.spacing_s * self.pages_per_look)
+        looks = seconds_left / self.spacing_s * self.pages_per_look
+        return math.ceil(looks + seconds_left / SWEEP_S * self.pages_per_sweep)
 
     def clock_stepped(self, step: float) -> None:
         if self.cursor is not None:
@@ -138,6 +143,9 @@ class ChangeFeed:
             try:
                 if self.mode is FeedMode.CARDS:
                     found = await self._cards(since, watched, joins)
+                    if started >= self.swept_at + SWEEP_S:
+                        await self._sweep(found, watched)
+                        self.swept_at = started
                 else:
                     found = await self._actions(since, until, watched)
             except PlanfixApiError as exc:
@@ -180,6 +188,18 @@ class ChangeFeed:
             ]
             found.to_read |= {task_id for task_id in result.unreadable if task_id in watched}
         return found
+
+    async def _sweep(self, found: Look, watched: Collection[int]) -> None:
+        """The watched tasks PlanFix now calls overdue: a flip moves no
+        last-change date (so far as anyone knows), and a deadline changed in
+        silent mode leaves the planner's deadline poll at the old time."""
+        query, requests = TaskQuery(active=True, overdue=True), 0
+        async for result in every_page(partial(self.client.list_tasks, query), lambda r: r.total):
+            requests += 1
+            known = {card.id for card in found.cards}
+            found.cards += [t for t in result.tasks if t.id in watched and t.id not in known]
+        found.requests += requests
+        self.pages_per_sweep += (requests - self.pages_per_sweep) / 4
 
     async def _actions(self, since: datetime, until: datetime, watched: Collection[int]) -> Look:
         found = Look()

@@ -4,11 +4,13 @@ a silent change is left to the safety net; a server without feeds falls back."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import structlog
 
 from notifier.alerts.events import EventKind
 from notifier.watch.feed import FeedMode
-from tests.watch.test_poller import Harness, harness
+from tests.watch.test_poller import MSK, Harness, harness
 
 __all__ = ["harness"]  # the fixture
 
@@ -74,3 +76,22 @@ async def test_without_feeds_every_task_is_planned_and_it_is_said_once(harness: 
     harness.control.change_task(tasks[2], status=2)
     await harness.settle(service, 3600)
     assert changed(harness) == [tasks[2]]  # the per-task plan, as before
+
+
+async def test_a_deadline_moved_in_silence_is_caught_by_the_overdue_sweep(
+    harness: Harness,
+) -> None:
+    """The feed shows no flip and no silent change, and the planner polls at
+    the deadline it knows: a deadline moved near in silent mode went unseen
+    for hours. The hourly sweep of overdue tasks finds it."""
+    harness.control.configure(daily_quota=2000, supports_multi=False)
+    tasks = _tasks(harness)
+    service = harness.service(tasks, daily_quota=2000)
+    await harness.settle(service, 900)
+    soon = datetime.fromtimestamp(harness.clock.now + 600, MSK).strftime("%d-%m-%Y %H:%M")
+    records = service.poller.records.values()
+    target = max(records, key=lambda r: r.last_poll_at or 0).task_id  # its turn is hours away
+    harness.control.change_task(target, silent=True, endTime=soon)
+    await harness.settle(service, 600 + 3700)
+    overdue = [e.task_id for e in harness.events if e.kind is EventKind.BECAME_OVERDUE]
+    assert overdue == [target]
