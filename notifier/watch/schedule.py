@@ -231,6 +231,9 @@ class PlanIndex:
     def _forced_best(self, room: int) -> Iterator[tuple[int, float, int, int]]:
         """The ``room`` first valid forced polls due, without popping."""
         heap = self._forced_due
+        while heap and self._valid(heap[0][3], heap[0][2]) is None:  # stale ones gather on top
+            heapq.heappop(heap)
+            self._entries -= 1
         frontier = [(heap[0], 0)] if heap else []
         found = 0
         while frontier and found < room:
