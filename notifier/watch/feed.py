@@ -38,6 +38,7 @@ log = oplog.get(__name__)
 OVERLAP_S = 120.0
 MAX_LOOKBACK_S = 86400.0  # a look after a long pause reaches back a day, no further
 SWEEP_S = 3600.0  # every hour a look also reads the overdue tasks (flips no feed may show)
+PAGES_PER_ROUND = 20  # a bigger look goes on in the next round (a round stays ~20 s)
 MOST_SHARE = 0.5  # the looks take at most this share of what is left of the day
 
 
@@ -52,26 +53,41 @@ T = TypeVar("T")
 
 
 async def every_page(
-    read: Callable[[int], Awaitable[T]], total: Callable[[T], int]
-) -> AsyncIterator[T]:
-    """Pages 1, 2, … of a list PlanFix serves 100 at a time, as many as its
-    total needs (the total is re-read on every page: the list may change)."""
-    page, pages = 1, 1
+    read: Callable[[int], Awaitable[T]], total: Callable[[T], int], first: int = 1
+) -> AsyncIterator[tuple[int, T, bool]]:
+    """(page number, page, whether more follow) for pages ``first``, … of a
+    list PlanFix serves 100 at a time, as many as its total needs (re-read on
+    every page: the list may change)."""
+    page, pages = first, first
     while page <= pages:
         result = await read(page)
-        yield result
-        pages, page = math.ceil(total(result) / PAGE_SIZE), page + 1
+        pages = math.ceil(total(result) / PAGE_SIZE)
+        yield page, result, page < pages
+        page += 1
 
 
 @dataclass
 class Look:
-    """What one look found among the watched tasks. Its cursor is committed
-    only once what it found has been read (:meth:`ChangeFeed.commit`)."""
+    """What one look found among the watched tasks. A look over many pages
+    is read ``PAGES_PER_ROUND`` at a time, so that a poll round stays short;
+    its cursor is committed once it is ``complete`` and what it found has
+    been read (:meth:`ChangeFeed.commit`)."""
 
     started: float = 0.0
     cards: list[Task] = field(default_factory=list)  # read already
     to_read: set[int] = field(default_factory=set)  # named only, or unreadable: read them
     requests: int = 0
+    complete: bool = True
+
+
+@dataclass
+class _Under:
+    """A look under way: its window, and the page it goes on from."""
+
+    started: float
+    since: datetime
+    until: datetime
+    page: int = 1
 
 
 class ChangeFeed:
@@ -93,6 +109,7 @@ class ChangeFeed:
         self.cursor: float | None = float(cursor) if cursor else None  # the last look began
         self.looked_at = -math.inf  # the last look began (in this run): the first is at once
         self.swept_at = -math.inf  # the last overdue sweep
+        self._under: _Under | None = None  # a look not read to its last page yet
         self.pages_per_look = 1.0  # running means, for the budget they need
         self.pages_per_sweep = 1.0
         self.spacing_s = interval_s  # interval_s, or longer where the budget is short
@@ -106,6 +123,8 @@ class ChangeFeed:
 
     @property
     def next_at(self) -> float:
+        if self._under is not None:  # a long look goes on at once
+            return self.looked_at
         return self.looked_at + min(self.spacing_s, 86400.0)
 
     def due(self, now: float) -> bool:
@@ -135,28 +154,34 @@ class ChangeFeed:
     ) -> Look:
         """Ask what changed since the last committed look (at most a day back:
         older changes are the safety net's); PlanfixError propagates."""
-        started = self.looked_at = self.clock()
-        since_s = max(self.cursor or started, started - MAX_LOOKBACK_S) - self.overlap_s
-        since = datetime.fromtimestamp(since_s, UTC)
-        until = datetime.fromtimestamp(started, UTC)
+        now = self.looked_at = self.clock()
+        if self._under is None:
+            since_s = max(self.cursor or now, now - MAX_LOOKBACK_S) - self.overlap_s
+            when = datetime.fromtimestamp
+            self._under = _Under(now, when(since_s, UTC), when(now, UTC))
+        under = self._under
         while self.active:
             try:
                 if self.mode is FeedMode.CARDS:
-                    found = await self._cards(since, watched, joins)
-                    if started >= self.swept_at + SWEEP_S:
+                    found = await self._cards(under, watched, joins)
+                    if found.complete and under.started >= self.swept_at + SWEEP_S:
                         await self._sweep(found, watched)
-                        self.swept_at = started
+                        self.swept_at = under.started
                 else:
-                    found = await self._actions(since, until, watched)
+                    found = await self._actions(under, watched)
             except PlanfixApiError as exc:
                 if exc.code not in UNSUPPORTED_CODES:
                     raise
                 self._step_down(exc)
+                under.page = 1
                 continue
-            found.started = started
-            self.pages_per_look += (found.requests - self.pages_per_look) / 8
+            found.started = under.started
+            if found.complete:
+                self._under = None
+                self.pages_per_look += (under.page - 1 - self.pages_per_look) / 8
             return found
-        return Look(started)
+        self._under = None
+        return Look(under.started)
 
     def commit(self, look: Look) -> None:
         """What the look found is read: the next one starts from it."""
@@ -175,18 +200,21 @@ class ChangeFeed:
             log.info("change feed unavailable; trying the next", tried=old.value, error=exc.message)
 
     async def _cards(
-        self, since: datetime, watched: Collection[int], joins: Callable[[Task], bool] | None
+        self, under: _Under, watched: Collection[int], joins: Callable[[Task], bool] | None
     ) -> Look:
         """The changed cards of watched tasks, and of tasks that ``joins`` a
         watched set (a new task in a watched project)."""
-        found, query = Look(), TaskQuery(changed_since=since)
-        pages = every_page(lambda page: self.client.list_tasks(query, page), lambda r: r.total)
-        async for result in pages:
+        found, query = Look(), TaskQuery(changed_since=under.since)
+        read = partial(self.client.list_tasks, query)
+        async for page, result, more in every_page(read, lambda r: r.total, under.page):
             found.requests += 1
             found.cards += [
                 task for task in result.tasks if task.id in watched or (joins and joins(task))
             ]
             found.to_read |= {task_id for task_id in result.unreadable if task_id in watched}
+            under.page, found.complete = page + 1, not more
+            if found.requests >= PAGES_PER_ROUND:
+                break
         return found
 
     async def _sweep(self, found: Look, watched: Collection[int]) -> None:
@@ -194,19 +222,21 @@ class ChangeFeed:
         last-change date (so far as anyone knows), and a deadline changed in
         silent mode leaves the planner's deadline poll at the old time."""
         query, requests = TaskQuery(active=True, overdue=True), 0
-        async for result in every_page(partial(self.client.list_tasks, query), lambda r: r.total):
+        read = partial(self.client.list_tasks, query)
+        async for _, result, _ in every_page(read, lambda r: r.total):
             requests += 1
             known = {card.id for card in found.cards}
             found.cards += [t for t in result.tasks if t.id in watched and t.id not in known]
         found.requests += requests
         self.pages_per_sweep += (requests - self.pages_per_sweep) / 4
 
-    async def _actions(self, since: datetime, until: datetime, watched: Collection[int]) -> Look:
+    async def _actions(self, under: _Under, watched: Collection[int]) -> Look:
         found = Look()
-        pages = every_page(
-            lambda page: self.client.list_actions(since, until, page), lambda r: r[1]
-        )
-        async for actions, _ in pages:
+        read = partial(self.client.list_actions, under.since, under.until)
+        async for page, (actions, _), more in every_page(read, lambda r: r[1], under.page):
             found.requests += 1
             found.to_read |= {a.task_id for a in actions if a.task_id in watched}
+            under.page, found.complete = page + 1, not more
+            if found.requests >= PAGES_PER_ROUND:
+                break
         return found

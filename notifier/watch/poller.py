@@ -351,7 +351,7 @@ class Poller:
         if joined and self.sets is not None:  # a new task in a watched project
             self.sets.join(joined)
         self._take_cards(look.cards, started, fresh=joined)
-        if await self._read_all(sorted(look.to_read)):
+        if await self._read_all(sorted(look.to_read)) and look.complete:
             self.feed.commit(look)  # else the next look covers this one's time again
 
     async def _read_all(self, task_ids: Sequence[int]) -> bool:

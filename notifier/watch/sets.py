@@ -140,7 +140,7 @@ class WatchSets:
         self._pages = 0
         for query in queries:
             read = partial(self.client.list_tasks, query)
-            async for result in every_page(read, lambda r: r.total):
+            async for _, result, _ in every_page(read, lambda r: r.total):
                 self._pages += 1
                 cards += result.tasks
                 ids |= {t.id for t in result.tasks} | set(result.unreadable)

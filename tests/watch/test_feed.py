@@ -9,7 +9,7 @@ from datetime import datetime
 import structlog
 
 from notifier.alerts.events import EventKind
-from notifier.watch.feed import FeedMode
+from notifier.watch.feed import PAGES_PER_ROUND, FeedMode
 from tests.watch.test_poller import MSK, Harness, harness
 
 __all__ = ["harness"]  # the fixture
@@ -95,3 +95,20 @@ async def test_a_deadline_moved_in_silence_is_caught_by_the_overdue_sweep(
     await harness.settle(service, 600 + 3700)
     overdue = [e.task_id for e in harness.events if e.kind is EventKind.BECAME_OVERDUE]
     assert overdue == [target]
+
+
+async def test_a_look_over_many_pages_goes_on_over_several_rounds(harness: Harness) -> None:
+    """A look after the baselines of 2,500 new tasks spans 25 pages: it is
+    read 20 pages a round, so a round (and the planner's deadline polls)
+    never waits behind a long look, and it is committed once it is whole."""
+    account = harness.emulator.account
+    with account.lock:
+        tasks = [account.add_task({"title": f"Много {i}", "status": 1})["id"] for i in range(2500)]
+    service = harness.service(tasks)
+    await service.poller.tick(max_requests=1)
+    assert harness.control.state()["requests"]["task.getList"] == PAGES_PER_ROUND
+    assert service.feed.cursor is None  # not whole yet
+    await service.poller.tick(max_requests=1)
+    assert harness.control.state()["requests"]["task.getList"] == 25 + 1  # and the sweep
+    assert service.feed.cursor is not None
+    assert all(service.poller.records[t].snapshot is not None for t in tasks)
