@@ -5,6 +5,7 @@ no snapshot and raises no alert; one bad task never stops the rest.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -315,15 +316,20 @@ class Poller:
     def _take_cards(
         self, cards: Sequence[Task], started: float, *, fresh: Collection[int] = ()
     ) -> None:
-        """Cards read in a list (feed, watch sets): polls of their tasks. A task
-        ``fresh`` in the watch set gets a baseline, whatever was known of it."""
+        """Cards read in a list (feed, watch sets), from ``started`` on: polls
+        of their tasks, unless a newer card of the task came meanwhile (the
+        bot's /watch between two pages): an older card never overwrites it.
+        A task ``fresh`` in the watch set gets a baseline, whatever was known."""
         self.reload_watch_set()
         for task_id in fresh:
             if task_id in self.records:
                 self.records[task_id] = TaskRecord(task_id)
                 self._index.remove(task_id)
         answers: dict[int, Task | PlanfixError] = {
-            card.id: self._with_people(card) for card in cards if card.id in self.records
+            card.id: self._with_people(card)
+            for card in cards
+            if card.id in self.records
+            and (self.records[card.id].last_ok_at or -math.inf) <= started
         }
         if answers:
             self._take(answers, started)

@@ -112,3 +112,20 @@ async def test_a_look_over_many_pages_goes_on_over_several_rounds(harness: Harne
     assert harness.control.state()["requests"]["task.getList"] == 25 + 1  # and the sweep
     assert service.feed.cursor is not None
     assert all(service.poller.records[t].snapshot is not None for t in tasks)
+
+
+async def test_a_card_older_than_the_one_known_never_overwrites_it(harness: Harness) -> None:
+    """A list page read before the bot's /watch stored a newer card must not
+    put the older status back (and alert it twice over)."""
+    task = harness.control.create_task(title="Порядок", status=1)
+    service = harness.service([task["id"]])
+    await harness.settle(service, 120)
+    old = await service.client.get_task(task["id"])  # read at `started`…
+    started = harness.clock.now
+    harness.advance(5)
+    harness.control.change_task(task["id"], status=2)
+    service.poller.ingest(await service.client.get_task(task["id"]))  # …then a newer one
+    service.poller._take_cards([old], started)
+    snapshot = service.poller.records[task["id"]].snapshot
+    assert snapshot is not None and snapshot.status == 2
+    assert [e.kind for e in harness.events] == [EventKind.STATUS_CHANGED]
