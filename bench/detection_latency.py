@@ -223,15 +223,20 @@ class FeedPlanner(Planner):
     def __init__(self, budget: int, out: list[Outcome], window: float) -> None:
         super().__init__(budget, 100)
         self.out, self.window = out, window
-        self.next_look = -math.inf
+        self.looked_at = -math.inf
         self.cursor = -math.inf
         self.spacing = FEED_S
         self.timeline: list[tuple[float, int]] = []  # (change time, task index), not silent
 
+    @property
+    def next_look(self) -> float:
+        """As the service's feed: spacing recomputed from the budget left."""
+        return self.looked_at + min(self.spacing, DAY_S)
+
     def held(self, seconds_left: float, left: int) -> int:
-        affordable = MOST_SHARE * left  # the service's rule: at most half of what is left
-        self.spacing = max(FEED_S, seconds_left / affordable if affordable else math.inf)
-        return 0 if math.isinf(self.spacing) else math.ceil(seconds_left / self.spacing)
+        affordable = MOST_SHARE * self.budget * (1 - RESERVE)  # the service's rule
+        self.spacing = max(FEED_S, DAY_S / affordable)
+        return min(left, math.ceil(seconds_left / self.spacing))
 
     def decide(
         self, tasks: list[SimTask], now: float, left: int, last: float | None, sent: list[float]
@@ -260,7 +265,7 @@ class FeedPlanner(Planner):
         for i in changed:  # the cards came with the list: each is a poll of its task
             observe(tasks[i], now, self.out[0] if measuring else None, self.window)
         self.polled(tasks, changed)
-        self.cursor, self.next_look = now, now + self.spacing
+        self.cursor = self.looked_at = now
 
 
 def simulate(tasks: list[SimTask], strategy: Strategy, start: float, days: int, budget: int,

@@ -130,19 +130,20 @@ class ChangeFeed:
     def due(self, now: float) -> bool:
         return self.active and now >= self.next_at
 
-    def reserve(self, seconds_left: float, budget: int) -> int:
-        """Requests the looks still need today (kept out of the planner's
-        budget): one look every ``interval_s``, or further apart where that
-        would take more than half of ``budget``; sets the spacing to match."""
+    def reserve(self, seconds_left: float, daily: int, left: int) -> int:
+        """Requests the looks still need today, kept out of the planner's
+        budget (so that deadline polls pulled forward cannot eat them): one
+        look every ``interval_s``, or further apart where the looks would take
+        more than half of the ``daily`` budget; never more than is ``left``."""
         if not self.active:
             return 0
         seconds_left = max(0.0, seconds_left)
-        affordable = MOST_SHARE * budget / self.pages_per_look  # looks the day can pay for
-        self.spacing_s = max(self.interval_s, seconds_left / affordable if affordable else math.inf)
+        affordable = MOST_SHARE * daily / self.pages_per_look  # looks a day can pay for
+        self.spacing_s = max(self.interval_s, 86400.0 / affordable if affordable else math.inf)
         if math.isinf(self.spacing_s):
             return 0
         looks = seconds_left / self.spacing_s * self.pages_per_look
-        return math.ceil(looks + seconds_left / SWEEP_S * self.pages_per_sweep)
+        return min(left, math.ceil(looks + seconds_left / SWEEP_S * self.pages_per_sweep))
 
     def clock_stepped(self, step: float) -> None:
         if self.cursor is not None:

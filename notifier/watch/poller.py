@@ -188,7 +188,9 @@ class Poller:
         feed's looks still need today."""
         ledger = self.ledger
         left_s = ledger.resets_at - self.clock()
-        held = self.feed.reserve(left_s, ledger.plannable) if self.feed else 0
+        held = (
+            self.feed.reserve(left_s, ledger.daily_plannable, ledger.plannable) if self.feed else 0
+        )
         return Budget(
             remaining=max(0, ledger.remaining - held),
             resets_at=ledger.resets_at,
