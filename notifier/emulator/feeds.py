@@ -71,6 +71,15 @@ def _complex(account: Account, spec: etree._Element) -> TaskTest:
         if operator == "lt":
             return lambda t: account.last_change(t) < since
         raise FeedError("0009")
+    if kind == 14:  # planned end: anotherperiod_withtime (whole minutes, both ends in)
+        start = _date(account, value.findtext("datefrom") if value is not None else None)
+        end = _date(account, value.findtext("dateto") if value is not None else None) + 59.999
+
+        def ends_within(task: dict[str, Any]) -> bool:
+            deadline = account.deadline(task)
+            return deadline is not None and start <= deadline.timestamp() <= end
+
+        return ends_within
     if kind == 10:  # status: ids separated by ;
         ids = {_int(part, 0) for part in text.split(";") if part.strip()}
         inside: TaskTest = lambda t: t.get("status", 2) in ids  # noqa: E731

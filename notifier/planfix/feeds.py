@@ -26,6 +26,7 @@ class TaskQuery:
     target: str = "all"  # all | in | out | a saved filter's id
     project: int | None = None
     changed_since: datetime | None = None  # last change after this (filter 38)
+    deadline_between: tuple[datetime, datetime] | None = None  # endTime in (filter 14)
     active: bool = False
     overdue: bool = False
 
@@ -36,6 +37,7 @@ class TaskQuery:
         words = [w for w, on in (("ACTIVE", self.active), ("OVERDUE", self.overdue)) if on]
         if words:
             body.append(("filter", " ".join(words)))
+        filters: list[tuple[str, Value]] = []
         if self.changed_since is not None:
             since = format_datetime(self.changed_since, tz)
             value: list[tuple[str, Value]] = [
@@ -43,7 +45,17 @@ class TaskQuery:
                 ("datefrom", since),
             ]
             rule: list[tuple[str, Value]] = [("type", 38), ("operator", "gt"), ("value", value)]
-            body.append(("filters", [("filter", rule)]))
+            filters.append(("filter", rule))
+        if self.deadline_between is not None:
+            start, end = (format_datetime(when, tz) for when in self.deadline_between)
+            period: list[tuple[str, Value]] = [
+                ("datetype", "anotherperiod_withtime"),
+                ("datefrom", start),
+                ("dateto", end),
+            ]
+            filters.append(("filter", [("type", 14), ("operator", "equal"), ("value", period)]))
+        if filters:
+            body.append(("filters", filters))
         body += [("pageCurrent", page), ("pageSize", PAGE_SIZE)]
         return body
 

@@ -166,7 +166,7 @@ class ChangeFeed:
                 if self.mode is FeedMode.CARDS:
                     found = await self._cards(under, watched, joins)
                     if found.complete and under.started >= self.swept_at + SWEEP_S:
-                        await self._sweep(found, watched)
+                        await self._sweep(found, watched, under.started)
                         self.swept_at = under.started
                 else:
                     found = await self._actions(under, watched)
@@ -218,11 +218,15 @@ class ChangeFeed:
                 break
         return found
 
-    async def _sweep(self, found: Look, watched: Collection[int]) -> None:
-        """The watched tasks PlanFix now calls overdue: a flip moves no
-        last-change date (so far as anyone knows), and a deadline changed in
-        silent mode leaves the planner's deadline poll at the old time."""
-        query, requests = TaskQuery(active=True, overdue=True), 0
+    async def _sweep(self, found: Look, watched: Collection[int], now: float) -> None:
+        """The watched tasks that PlanFix calls overdue and whose deadline
+        passed since the last sweep (at most a day back; the account's older
+        overdue tasks would cost a page per hundred every hour): a flip moves
+        no last-change date, so far as anyone knows, and a deadline changed
+        in silent mode leaves the planner's deadline poll at the old time."""
+        since = max(self.swept_at, now - MAX_LOOKBACK_S) - self.overlap_s
+        window = (datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(now, UTC))
+        query, requests = TaskQuery(deadline_between=window, active=True, overdue=True), 0
         read = partial(self.client.list_tasks, query)
         async for _, result, _ in every_page(read, lambda r: r.total):
             requests += 1

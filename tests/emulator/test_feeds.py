@@ -133,3 +133,15 @@ def test_a_flip_moves_the_last_change_date_only_where_configured(
     assert listed(emulator, changed_since("23-11-2026 12:30"))[0] == []
     frozen.configure(flip_moves_last_change=True)
     assert listed(emulator, changed_since("23-11-2026 12:30"))[0] == [task]
+
+
+def test_deadline_period_filter(emulator: Emulator, frozen: EmulatorControl) -> None:
+    inside = frozen.create_task(title="В окне", endTime="23-11-2026 11:30")["id"]
+    frozen.create_task(title="Раньше", endTime="22-11-2026 11:30")
+    frozen.create_task(title="Без срока")
+    period = (
+        "<filters><filter><type>14</type><operator>equal</operator><value>"
+        "<datetype>anotherperiod_withtime</datetype><datefrom>23-11-2026 11:00</datefrom>"
+        "<dateto>23-11-2026 12:00</dateto></value></filter></filters>"
+    )
+    assert listed(emulator, period)[0] == [inside]
