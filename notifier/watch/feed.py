@@ -220,11 +220,13 @@ class ChangeFeed:
 
     async def _sweep(self, found: Look, watched: Collection[int], now: float) -> None:
         """The watched tasks that PlanFix calls overdue and whose deadline
-        passed since the last sweep (at most a day back; the account's older
-        overdue tasks would cost a page per hundred every hour): a flip moves
-        no last-change date, so far as anyone knows, and a deadline changed
-        in silent mode leaves the planner's deadline poll at the old time."""
-        since = max(self.swept_at, now - MAX_LOOKBACK_S) - self.overlap_s
+        passed since the last sweep (the first one after a start: in the last
+        two hours; the account's older overdue tasks would cost a page per
+        hundred, and the planner polls every deadline it knows of anyway): a
+        flip moves no last-change date, so far as anyone knows, and a
+        deadline changed in silent mode leaves the planner's poll at the old
+        time."""
+        since = max(self.swept_at, now - 2 * SWEEP_S) - self.overlap_s
         window = (datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(now, UTC))
         query, requests = TaskQuery(deadline_between=window, active=True, overdue=True), 0
         read = partial(self.client.list_tasks, query)
