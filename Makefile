@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.detection_latency
 	$(BIN)/python -m bench.dispatch
 	$(BIN)/python -m bench.footprint
+	$(BIN)/python -m bench.feed_scale
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache bench/results

@@ -70,6 +70,7 @@ async def baselines(port: int, folder: str, ids: list[int]) -> float:
 async def run(tasks: int, seconds: float) -> dict[str, Any]:
     port = free_port()
     emulator = start_emulator(port, tasks=tasks)
+    created = time.monotonic()
     control = EmulatorControl(f"http://127.0.0.1:{port}")
     ids = [int(t["id"]) for t in control.tasks()]
     rng = random.Random(3)
@@ -77,8 +78,10 @@ async def run(tasks: int, seconds: float) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory() as folder:
             result["baseline_s"] = await baselines(port, folder, ids)
-            # Steady state: the feed looked a moment ago (else its first look
-            # would page through the whole account, just created).
+            # Steady state: the feed looked a moment ago, and the account's
+            # tasks are older than its overlap (else a look would page through
+            # them all, just created).
+            await asyncio.sleep(max(0.0, 130.0 - (time.monotonic() - created)))
             store = Store(f"{folder}/scale.sqlite3")
             store.set_meta("feed.cursor", repr(time.time()))
             store.close()
