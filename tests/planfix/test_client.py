@@ -180,13 +180,16 @@ async def test_task_list_pages(control: EmulatorControl, client: PlanfixClient) 
 async def test_feeds_name_what_changed(control: EmulatorControl, client: PlanfixClient) -> None:
     """task.getList by last change (minute precision in the API user's zone)
     and the account's action log: the poller's change feeds."""
-    control.set_clock("2026-11-23T12:00:00+03:00", freeze=True)
+    start = (datetime.now(MSK) - timedelta(days=1)).replace(
+        hour=12, minute=0, second=0, microsecond=0
+    )
+    control.set_clock(start.isoformat(), freeze=True)
     quiet, moved = (control.create_task(title=f"Лента {n}", status=1)["id"] for n in range(2))
     bad = control.create_task(title="Кривая", status=1)["id"]
     control.advance_clock(300)
     control.change_task(moved, status=2)
     control.change_task(bad, status=2, garbled={"endTime": "завтра"})
-    since = datetime(2026, 11, 23, 12, 2, tzinfo=MSK)
+    since = start + timedelta(minutes=2)
     page = await client.list_tasks(TaskQuery(changed_since=since))
     assert [t.id for t in page.tasks] == [moved] and page.unreadable == [bad] and page.total == 2
     actions, total = await client.list_actions(since, since + timedelta(minutes=10))
@@ -195,7 +198,7 @@ async def test_feeds_name_what_changed(control: EmulatorControl, client: Planfix
         (bad, "STATUSCHANGED"),
     ]
     assert (actions[0].old_status, actions[0].new_status) == (1, 2)
-    assert actions[0].at == datetime(2026, 11, 23, 12, 5, tzinfo=MSK)
+    assert actions[0].at == start + timedelta(minutes=5)
     assert quiet not in {a.task_id for a in actions}
 
 
