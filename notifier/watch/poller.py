@@ -277,6 +277,7 @@ class Poller:
         cards, errors = await self.sets.resolve()
         if errors:
             self._track(errors, self.clock())
+        self.reload_watch_set()
         self._take_cards(cards, started, fresh=[card.id for card in cards])
 
     def _discovery_due(self) -> bool:
@@ -311,18 +312,19 @@ class Poller:
             return
         fresh = found - self.records.keys()
         _, missing = self.sets.settle(found)
+        self.reload_watch_set()  # those gone for good are no longer polled
         self._take_cards(cards, started, fresh=fresh)
         await self._read_all(sorted(missing & self.records.keys()))
-        self.reload_watch_set()  # those gone for good are no longer polled
 
     def _take_cards(
         self, cards: Sequence[Task], started: float, *, fresh: Collection[int] = ()
     ) -> None:
         """Cards read in a list (feed, watch sets), from ``started`` on: polls
-        of their tasks, unless a newer card of the task came meanwhile (the
-        bot's /watch between two pages): an older card never overwrites it.
-        A task ``fresh`` in the watch set gets a baseline, whatever was known."""
-        self.reload_watch_set()
+        of the watched tasks among them, unless a newer card of the task came
+        meanwhile (the bot's /watch between two pages): an older card never
+        overwrites it. A task ``fresh`` in the watch set gets a baseline,
+        whatever was known of it. (The caller has reloaded the watch set if
+        it changed it.)"""
         for task_id in fresh:
             if task_id in self.records:
                 self.records[task_id] = TaskRecord(task_id)
@@ -358,6 +360,7 @@ class Poller:
         joined = [card.id for card in look.cards if card.id not in self.records]
         if joined and self.sets is not None:  # a new task in a watched project
             self.sets.join(joined)
+            self.reload_watch_set()
         self._take_cards(look.cards, started, fresh=joined)
         if await self._read_all(sorted(look.to_read)) and look.complete:
             self.feed.commit(look)  # else the next look covers this one's time again
@@ -413,11 +416,12 @@ class Poller:
             )  # fmt: skip
             changed.append((updated, events))
         self._track([r.error for r in results], now)
-        if any(r.outcome in ("ok", "unavailable") for r in results):
+        answered = any(r.outcome in ("ok", "unavailable") for r in results)  # PlanFix did
+        if answered:
             self._check_quota(answered=True)  # told before this poll's own events
         if save and changed:
             self._save(changed)  # may raise: then this poll was no success
-        if any(r.outcome in ("ok", "unavailable") for r in results):  # PlanFix answered
+        if answered:
             self.last_success_at = now
         if self.on_polled is not None:
             self.on_polled(results, now - started)
