@@ -16,7 +16,8 @@ How it spends the daily budget:
 * A deadline is known in advance: each unfinished task is polled right after
   its ``endTime`` (to catch ``isOverdued``) and right after it enters the
   close-to-deadline window; those polls go first and may pull a request
-  forward, within the hourly cap. Inside the window a task weighs more.
+  forward, within an hourly cap relative to the pace of what is left (so that
+  they never starve the rest of the day). Inside the window a task weighs more.
 * Finished tasks weigh less, and are re-checked at least every
   ``finished_interval_s``; unavailable ones only on that slow interval;
   failing tasks back off exponentially; tasks never polled go first (baseline).
@@ -55,6 +56,11 @@ class PlannerSettings:
     min_interval_s: float = 60.0
     deadline_window_s: float = DAY_S  # close-to-deadline window before endTime
     deadline_margin_s: float = 15.0  # poll this long after the flip moment
+    # With getMulti, a deadline poll waits up to this long for the next regular
+    # request (and the flips falling due meanwhile) before it pulls one forward:
+    # pulled forward at once, 50,000 watched tasks spent the day's budget on a
+    # request per flip by noon.
+    deadline_gather_s: float = 30.0
     window_boost: float = 1.25  # weight multiplier inside the window
     finished_weight: float = 0.5  # finished tasks rarely reopen
     finished_interval_s: float = 6 * HOUR_S
@@ -64,7 +70,7 @@ class PlannerSettings:
     rate_floor_per_day: float = 0.1
     requests_per_second: float = 1.0
     max_pace: float = 1.5  # regular requests at most this × the day's average rate
-    max_hour_share: float = 2.0  # with pulled-forward ones, no hour over this × its share
+    max_hour_share: float = 2.0  # with pulled-forward ones, no hour over this × the pace
     batch_size: int = 1  # 100 where the server has task.getMulti
 
 
@@ -197,9 +203,13 @@ class Due:
     the next task becomes pollable, and the next deadline poll."""
 
     forced: list[tuple[int, float, int]]  # (priority, due at, task id)
-    regular: list[int]
+    best_regular: Callable[[], list[int]]  # asked only when a request goes out
     next_due: float
     next_deadline: float
+
+    @property
+    def regular(self) -> list[int]:
+        return self.best_regular()
 
 
 def scan(tasks: Iterable[Candidate], now: float, room: int) -> Due:
@@ -227,9 +237,10 @@ def scan(tasks: Iterable[Candidate], now: float, room: int) -> Due:
         in_window = task.window_from <= now <= task.window_to
         w = task.window_weight if in_window else task.weight
         regular.append(((task.last_poll_at - now) * w, task.task_id))
+    best = [task_id for _, task_id in heapq.nsmallest(room, regular)]
     return Due(
         heapq.nsmallest(room, forced),
-        [task_id for _, task_id in heapq.nsmallest(room, regular)],
+        lambda: best,
         next_due,
         next_deadline,
     )
@@ -247,15 +258,21 @@ def decide(
     if now < not_before:  # nothing can be sent yet, whatever the tasks say
         return Decision((), not_before, "idle")
     next_slot = now if last is None else last + pace_gap(budget, now, settings)
-    may_pull_forward = (
-        budget.requests_last_hour + 1 <= settings.max_hour_share * budget.daily / 24.0
-    )
+    # Pulled forward, no hour goes over max_hour_share × the pace of what is
+    # left (not of the whole day: deadlines due faster than the budget allows
+    # spent it all by noon and left the afternoon unwatched).
+    hour_pace = budget.remaining * HOUR_S / max(budget.resets_at - now, HOUR_S)
+    may_pull_forward = budget.requests_last_hour + 1 <= settings.max_hour_share * hour_pace
     due = due_at(settings.batch_size)
     forced = due.forced
+    gather = settings.deadline_gather_s if settings.batch_size > 1 else 0.0
     deadline_due = bool(forced) and forced[0][0] == _DEADLINE
-    if now < next_slot and not (deadline_due and may_pull_forward):
-        if may_pull_forward and due.next_deadline < next_slot:
-            return Decision((), max(due.next_deadline, not_before), "idle")
+    gathered = deadline_due and now >= forced[0][1] + gather
+    if now < next_slot and not (gathered and may_pull_forward):
+        if may_pull_forward:
+            pull_at = forced[0][1] + gather if deadline_due else due.next_deadline + gather
+            if pull_at < next_slot:
+                return Decision((), max(pull_at, not_before), "idle")
         return Decision((), next_slot, "idle")
     chosen = [task_id for _, _, task_id in forced[: settings.batch_size]]
     room = settings.batch_size - len(chosen)

@@ -11,13 +11,14 @@ from heaps kept up to date as tasks change:
 * regular tasks that may not be polled yet (min interval, back-off) by the
   moment they may;
 * pollable regular tasks in one heap per *weight class*, ordered by last
-  poll. Within a class the weights differ by under 5 %, so the order by
+  poll. Within a class the weights differ by under 10 %, so the order by
   ``elapsed × weight`` is the order by last poll; the best task is the best
   of the class heads. Entering or leaving a deadline window changes a task's
   weight: those moments are in a heap of their own.
 
-Entries are never removed in place: a changed task gets a new version, and
-stale entries are skipped when met (and swept when they outnumber the live).
+Entries are never removed in place: a changed task gets a new version (its
+moments keep theirs while they stay the same), and stale entries are skipped
+when met (and swept when they outnumber the live).
 Time only moves forward here; after a wall-clock step the poller rebuilds.
 """
 
@@ -27,13 +28,14 @@ import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from .planner import _DEADLINE, Candidate, Due
 
 _E = TypeVar("_E", bound=tuple[Any, ...])  # a heap entry
 
-CLASS_RATIO = 2 ** (1 / 16)  # neighbouring weight classes differ by 4.4 %
+CLASS_RATIO = 2 ** (1 / 8)  # neighbouring weight classes differ by 9 %
 _LOG_RATIO = math.log(CLASS_RATIO)
 
 
@@ -48,9 +50,14 @@ def class_weight(cls: int) -> float:
 @dataclass(slots=True)
 class _Live:
     candidate: Candidate
-    version: int
+    version: int  # of the candidate: entries for the class and waiting heaps
+    moments: int  # of its moments (forced poll, window): kept while they stay the same
     pollable: bool = False  # in a class heap (else waiting, or not regular)
     cls: int = 0  # its class while pollable
+
+
+def _moments(c: Candidate) -> tuple[int, float, float, float, bool]:
+    return c.forced_priority, c.forced_due, c.window_from, c.window_to, c.regular
 
 
 class PlanIndex:
@@ -58,11 +65,11 @@ class PlanIndex:
         self._live: dict[int, _Live] = {}
         self._version = 0
         self._now = -math.inf  # time processed so far
-        self._forced: list[tuple[float, int, int, int]] = []  # (due, priority, version, id)
+        self._forced: list[tuple[float, int, int, int]] = []  # (due, priority, moments, id)
         self._forced_due: list[tuple[int, float, int, int]] = []  # (priority, due, id, version)
-        self._deadlines: list[tuple[float, int, int]] = []  # (due, version, id), DEADLINE ones
+        self._deadlines: list[tuple[float, int, int]] = []  # (due, moments, id), DEADLINE ones
         self._waiting: list[tuple[float, int, int]] = []  # (eligible at, version, id)
-        self._windows: list[tuple[float, int, int]] = []  # (moment, version, id)
+        self._windows: list[tuple[float, int, int]] = []  # (moment, moments, id)
         self._classes: dict[int, list[tuple[float, int, int]]] = {}  # cls → (last, id, version)
         self._entries = 0
         self._sweeping = False  # a rebuild is under way
@@ -85,28 +92,38 @@ class PlanIndex:
         """A task's candidate, new or changed."""
         self._version += 1
         version, task_id = self._version, candidate.task_id
-        live = self._live[task_id] = _Live(candidate, version)
+        old = self._live.get(task_id)
+        # A poll changes the task's last poll, seldom its moments: their
+        # entries stand as they are (pushed anew on every poll, they piled
+        # up faster than the stale ones surfaced).
+        same = old is not None and _moments(old.candidate) == _moments(candidate)
+        moments = old.moments if old is not None and same else version
+        live = self._live[task_id] = _Live(candidate, version, moments)
         if candidate.forced_priority >= 0:
             if candidate.forced_due <= self._now:
                 self._push(
                     self._forced_due,
                     (candidate.forced_priority, candidate.forced_due, task_id, version),
                 )
-            else:
+            elif not same:
                 self._push(
                     self._forced,
-                    (candidate.forced_due, candidate.forced_priority, version, task_id),
+                    (candidate.forced_due, candidate.forced_priority, moments, task_id),
                 )
                 if candidate.forced_priority == _DEADLINE:
-                    self._push(self._deadlines, (candidate.forced_due, version, task_id))
+                    self._push(self._deadlines, (candidate.forced_due, moments, task_id))
         if candidate.regular:
-            # The weight changes as the window opens, and just after it closes.
-            for moment in (candidate.window_from, math.nextafter(candidate.window_to, math.inf)):
-                if moment > self._now and math.isfinite(moment):
-                    self._push(self._windows, (moment, version, task_id))
+            if not same:
+                # The weight changes as the window opens, and just after it closes.
+                for moment in (
+                    candidate.window_from,
+                    math.nextafter(candidate.window_to, math.inf),
+                ):
+                    if moment > self._now and math.isfinite(moment):
+                        self._push(self._windows, (moment, moments, task_id))
             if candidate.eligible_at > self._now:
                 self._push(self._waiting, (candidate.eligible_at, version, task_id))
-            else:
+            elif not self._forced_now(live):
                 self._file(live)
         if not self._sweeping and self._entries > 6 * len(self._live) + 256:
             self._rebuild()
@@ -118,9 +135,17 @@ class PlanIndex:
         heapq.heappush(heap, entry)
         self._entries += 1
 
+    def _pop(self, heap: list[_E]) -> _E:
+        self._entries -= 1
+        return heapq.heappop(heap)
+
     def _valid(self, version: int, task_id: int) -> _Live | None:
         live = self._live.get(task_id)
         return live if live is not None and live.version == version else None
+
+    def _valid_moment(self, moments: int, task_id: int) -> _Live | None:
+        live = self._live.get(task_id)
+        return live if live is not None and live.moments == moments else None
 
     def _file(self, live: _Live) -> None:
         """Into the class heap for its weight at the time processed."""
@@ -148,19 +173,23 @@ class PlanIndex:
             return  # never back: a wall-clock step rebuilds the index instead
         self._now = now
         while self._forced and self._forced[0][0] <= now:
-            due, priority, version, task_id = heapq.heappop(self._forced)
-            if self._valid(version, task_id):
-                self._push(self._forced_due, (priority, due, task_id, version))
-        while self._deadlines and self._deadlines[0][0] <= now:
-            heapq.heappop(self._deadlines)
-        while self._waiting and self._waiting[0][0] <= now:
-            _, version, task_id = heapq.heappop(self._waiting)
-            live = self._valid(version, task_id)
+            due, priority, moments, task_id = self._pop(self._forced)
+            live = self._valid_moment(moments, task_id)
             if live is not None:
+                self._push(self._forced_due, (priority, due, task_id, live.version))
+                # Out of the rotation until polled: else 50,000 tasks awaiting
+                # their baselines sit atop the class heaps, walked every time.
+                live.pollable = False
+        while self._deadlines and self._deadlines[0][0] <= now:
+            self._pop(self._deadlines)
+        while self._waiting and self._waiting[0][0] <= now:
+            _, version, task_id = self._pop(self._waiting)
+            live = self._valid(version, task_id)
+            if live is not None and not self._forced_now(live):
                 self._file(live)
         while self._windows and self._windows[0][0] <= now:
-            _, version, task_id = heapq.heappop(self._windows)
-            live = self._valid(version, task_id)
+            _, moments, task_id = self._pop(self._windows)
+            live = self._valid_moment(moments, task_id)
             if live is not None and live.pollable:
                 self._file(live)  # its weight changed: a new entry in its new class
         # (after its window closes a task's weight drops back: window_to is a moment too)
@@ -171,7 +200,8 @@ class PlanIndex:
         """What :func:`~notifier.watch.planner.scan` answers, in O(room · log N)."""
         self.advance(now)
         forced = [(priority, due, task_id) for priority, due, task_id, _ in self._forced_best(room)]
-        return Due(forced, self._best_regular(now, room), self._next_due(), self._next_deadline())
+        best = partial(self._best_regular, now, room)
+        return Due(forced, best, self._next_due(), self._next_deadline())
 
     def _forced_now(self, live: _Live) -> bool:
         c = live.candidate
@@ -179,42 +209,55 @@ class PlanIndex:
 
     def _next_due(self) -> float:
         forced, waiting = self._forced, self._waiting
-        while forced and self._valid(forced[0][2], forced[0][3]) is None:
-            heapq.heappop(forced)
+        while forced and self._valid_moment(forced[0][2], forced[0][3]) is None:
+            self._pop(forced)
         while waiting and self._valid(waiting[0][1], waiting[0][2]) is None:
-            heapq.heappop(waiting)
+            self._pop(waiting)
         return min(forced[0][0] if forced else math.inf, waiting[0][0] if waiting else math.inf)
 
     def _next_deadline(self) -> float:
         heap = self._deadlines
-        while heap and self._valid(heap[0][1], heap[0][2]) is None:
-            heapq.heappop(heap)
+        while heap and self._valid_moment(heap[0][1], heap[0][2]) is None:
+            self._pop(heap)
         return heap[0][0] if heap else math.inf
 
     def _best_regular(self, now: float, room: int) -> list[int]:
         """The ``room`` best pollable tasks by (last − now) × class weight,
-        then id; heads of each class first, then their heap children."""
-        frontier: list[tuple[float, int, int, int]] = []  # (key, id, cls, index in heap)
-        for cls, heap in self._classes.items():
+        then id; heads of each class first, then their heap children. (The
+        service's hottest loop: written for speed, helpers inlined.)"""
+        classes, lives = self._classes, self._live
+        push, pop = heapq.heappush, heapq.heappop
+        frontier: list[tuple[float, int, int, int, float]] = []  # key, id, cls, index, weight
+        for cls, heap in classes.items():
             # Stale entries hold older polls than their tasks' current ones, so
             # they gather at the top: drop them there, where they cost most.
             while heap and not self._current(cls, heap[0]):
-                heapq.heappop(heap)
-                self._entries -= 1
+                self._pop(heap)
             if heap:
-                self._offer(frontier, cls, 0, now)
+                w = class_weight(cls)
+                last, task_id, _ = heap[0]
+                frontier.append(((last - now) * w, task_id, cls, 0, w))
+        heapq.heapify(frontier)
         chosen: list[int] = []
         taken: set[int] = set()  # a task refiled into its old class is there twice
         while frontier and len(chosen) < room:
-            _, task_id, cls, index = heapq.heappop(frontier)
-            heap = self._classes[cls]
-            live = self._current(cls, heap[index])
-            if live is not None and not self._forced_now(live) and task_id not in taken:
+            _, task_id, cls, index, w = pop(frontier)
+            heap = classes[cls]
+            live = lives.get(task_id)
+            if (
+                live is not None
+                and live.version == heap[index][2]
+                and live.pollable
+                and live.cls == cls
+                and task_id not in taken
+            ):
                 chosen.append(task_id)
                 taken.add(task_id)
+            size = len(heap)
             for child in (2 * index + 1, 2 * index + 2):
-                if child < len(heap):
-                    self._offer(frontier, cls, child, now)
+                if child < size:
+                    last, child_id, _ = heap[child]
+                    push(frontier, ((last - now) * w, child_id, cls, child, w))
         return chosen
 
     def _current(self, cls: int, entry: tuple[float, int, int]) -> _Live | None:
@@ -222,18 +265,11 @@ class PlanIndex:
         live = self._valid(entry[2], entry[1])
         return live if live is not None and live.pollable and live.cls == cls else None
 
-    def _offer(
-        self, frontier: list[tuple[float, int, int, int]], cls: int, index: int, now: float
-    ) -> None:
-        last, task_id, _ = self._classes[cls][index]
-        heapq.heappush(frontier, ((last - now) * class_weight(cls), task_id, cls, index))
-
     def _forced_best(self, room: int) -> Iterator[tuple[int, float, int, int]]:
         """The ``room`` first valid forced polls due, without popping."""
         heap = self._forced_due
         while heap and self._valid(heap[0][3], heap[0][2]) is None:  # stale ones gather on top
-            heapq.heappop(heap)
-            self._entries -= 1
+            self._pop(heap)
         frontier = [(heap[0], 0)] if heap else []
         found = 0
         while frontier and found < room:

@@ -86,6 +86,33 @@ def test_deadline_poll_comes_right_after_end_time_and_pulls_forward() -> None:
     assert decision.poll == (1,) and decision.reason == "deadline"
 
 
+def test_with_get_multi_a_deadline_poll_waits_for_others_before_pulling_forward() -> None:
+    """A request per flip spent a 50,000-task day's budget by noon (bench
+    detection_latency): with getMulti the flips due meanwhile share one."""
+    multi = replace(SETTINGS, batch_size=100)
+    flips = [polled(i, 3600, deadline=NOW - 20 + i, close_seen=True) for i in (1, 2, 3)]
+    slow = budget(remaining=240, last=NOW - 2)  # the next regular request in 358 s
+    early = plan(flips, slow, NOW, multi)  # the first flip (deadline + 15 s) due 4 s ago
+    assert early.poll == ()
+    assert math.isclose(early.wake_at, NOW - 4 + multi.deadline_gather_s)
+    later = plan(flips, slow, early.wake_at, multi)
+    assert later.poll[:3] == (1, 2, 3) and later.reason == "deadline"
+
+
+def test_deadlines_beyond_the_budget_leave_no_hour_of_the_day_unwatched() -> None:
+    """Pulled-forward polls are capped by the pace of what is left, not of the
+    whole day: more deadlines than requests spread over every hour."""
+    tasks = [
+        TaskView(i, last_poll_at=-1.0, deadline=i * 72.0, close_seen=True) for i in range(1200)
+    ]  # a flip every 72 s; 400 requests for 1,200 of them
+    sent, _, _ = simulate_views(tasks, daily=400, batch=1)
+    hours = [0] * 24
+    for t in sent:
+        hours[min(23, int(t // 3600))] += 1
+    assert min(hours) > 0, hours
+    assert len(sent) <= 400
+
+
 def test_wakes_for_the_next_deadline() -> None:
     tasks = [polled(1, 100, deadline=NOW + 500, close_seen=True)]
     decision = plan(tasks, budget(remaining=100, last=NOW - 1), NOW, SETTINGS)
@@ -168,13 +195,21 @@ def simulate(
     workload: list[tuple[float, float | None, bool]], daily: int, batch: int
 ) -> tuple[list[float], dict[int, list[float]], list[TaskView]]:
     """Drive the planner through one day; return request times and each task's polls."""
-    config = replace(SETTINGS, batch_size=batch)
     start = 0.0
     tasks = [
         TaskView(i, last_poll_at=start - 1, deadline=None if d is None else start + d,
                  finished=f, rate_per_day=r)
         for i, (r, d, f) in enumerate(workload)
     ]  # fmt: skip
+    return simulate_views(tasks, daily, batch)
+
+
+def simulate_views(
+    tasks: list[TaskView], daily: int, batch: int
+) -> tuple[list[float], dict[int, list[float]], list[TaskView]]:
+    """Tasks numbered 0…n-1, the day from 0 to DAY_S."""
+    config = replace(SETTINGS, batch_size=batch)
+    start = 0.0
     sent: list[float] = []
     polls: dict[int, list[float]] = {t.task_id: [] for t in tasks}
     now, end = start, start + DAY_S
