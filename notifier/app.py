@@ -41,6 +41,7 @@ from .store import Store, StoreError
 from .watch.feed import ChangeFeed
 from .watch.planner import PlannerSettings
 from .watch.poller import Poller, PollResult
+from .watch.push import PushInbox
 from .watch.quota import QuotaLedger
 from .watch.sets import WatchSets
 
@@ -149,6 +150,9 @@ class Service:
             discover_interval_s=watch.discover_interval_s,
             clock=clock,
         )
+        self.push = PushInbox(config.push.min_interval_s, clock) if config.push.listen else None
+        if self.push is not None:
+            self.push.on_push = self.wake
         self.poller = Poller(
             self.client,
             self.store,
@@ -160,6 +164,8 @@ class Service:
             on_polled=self._observe_poll,
             feed=self.feed,
             sets=self.sets,
+            push=self.push,
+            auto_watch=config.push.auto_watch,
         )
         self._install(self._alerts(config), config)
         self._failing: set[tuple[str, str]] = set()
@@ -305,7 +311,8 @@ class Service:
     def wake(self) -> None:
         """Poll now (a new watch, the quota reset) instead of at the planned time.
         A round already running needs no wake: it decides afresh before each poll."""
-        if self._polling is None:
+        if self._polling is None and self.scheduler.get_job(POLL_JOB) is not None:
+            # (no job yet: not started, and the first round comes at once anyway)
             self.scheduler.modify_job(POLL_JOB, next_run_time=self._now())
 
     def dispatcher_wake(self) -> None:
@@ -354,7 +361,7 @@ class Service:
         metrics endpoint, the bot's long poll)."""
         later = [
             section
-            for section in ("planfix", "state", "metrics", "bot")
+            for section in ("planfix", "state", "metrics", "bot", "push")
             if getattr(config, section) != getattr(self.config, section)
         ]
         async with self._reloading:  # one reload at a time, and none once stopping
@@ -501,6 +508,7 @@ class Service:
         m.quota_used.set(self.ledger.today().used)
         m.quota_remaining.set(self.ledger.remaining)
         m.watched.set(len(self.poller.records))
+        m.awaiting_baseline.set(sum(r.card is None for r in self.poller.records.values()))
         notify(
             f"STATUS=watching {len(self.poller.records)} tasks; quota "
             f"{self.ledger.today().used}/{self.ledger.daily_quota}; outbox "

@@ -35,6 +35,7 @@ from .watch.feed import FeedMode
 from .watch.quota import QuotaLedger, day_bounds
 from .watch.sets import NUMBER_NOT_ID
 from .web.ops import ops_routes
+from .web.push import serve_push
 from .web.server import HttpServer
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -139,6 +140,12 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
             raise ConfigError(
                 f"metrics.listen {config.metrics.listen}: cannot listen there ({exc.strerror})"
             ) from None
+    try:
+        push = await _start_push(config, service)
+    except ConfigError:
+        if web is not None:
+            await web.stop()
+        raise
     service.start()
     await service.start_bot()
     pinger = None
@@ -162,13 +169,30 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
         notify("STOPPING=1")
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
-        if web is not None:  # first: its answers read the store, closed below
-            await web.stop()
+        for server in (web, push):  # first: their answers read the store, closed below
+            if server is not None:
+                await server.stop()
         left = await service.stop(drain_s=config.alerts.shutdown_drain_s)
         if pinger is not None:
             pinger.cancel()
         log.info("stopped", undelivered=left)
     return EXIT_OK
+
+
+async def _start_push(config: Config, service: Service) -> HttpServer | None:
+    """The push endpoint, on a listener of its own (it faces PlanFix's cloud)."""
+    if service.push is None:
+        return None
+    try:
+        server = await serve_push(config.push, service.push, service.metrics.pushes_seen)
+    except OSError as exc:
+        await service.stop()
+        raise ConfigError(
+            f"push.listen {config.push.listen}: cannot listen there ({exc.strerror})"
+        ) from None
+    log.info("push endpoint listening", listen=f"{server.host}:{server.port}",
+             path=config.push.path)  # fmt: skip
+    return server
 
 
 async def _reload(service: Service, path: Path) -> None:
@@ -295,7 +319,8 @@ def _print_status(store: Store, config: Config) -> int:
     for task_id in ids:
         record = records[task_id]
         when = _local(record.last_poll_at, tz) if record.last_poll_at else "never"
-        title = record.snapshot.title if record.snapshot else ""
+        card = record.snapshot
+        title = card.title if card else ""
         result = record.last_result or "—"
         print(f"{task_id:>8}  {when:<16} {result:<12} {record.failures:>5}  {title}")
     day, resets = day_bounds(now, ZoneInfo(tz))

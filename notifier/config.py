@@ -196,6 +196,40 @@ class MetricsSection(_Section):
         return value
 
 
+class PushSection(_Section):
+    """PlanFix's scenarios POST here when a task changes: a read follows at once."""
+
+    listen: str = ""  # "host:port" facing PlanFix (behind TLS); "" = off
+    path: str = "/planfix"
+    secret: SecretStr | None = None  # or secret_file; required once listen is set
+    header: str = "X-Notifier-Secret"
+    min_interval_s: float = Field(30.0, ge=0)  # at most one read per task this often
+    auto_watch: bool = False  # a pushed task in no watch set is watched from then on
+    source_rate_per_s: float = Field(20.0, gt=0)  # pushes from one address, after the burst
+    source_burst: int = Field(1000, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value and not value.rpartition(":")[2].isdigit():
+            raise ValueError('"host:port" (e.g. "0.0.0.0:9465"), or "" for none')
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError('a path, starting with "/"')
+        return value
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c == "-" for c in value):
+            raise ValueError("an HTTP header name (letters, digits and -)")
+        return value
+
+
 class Config(_Section):
     planfix: PlanfixSection
     state: StateSection = StateSection()
@@ -205,6 +239,7 @@ class Config(_Section):
     routes: list[RouteSection] = Field(default_factory=list)
     bot: BotSection = BotSection()
     metrics: MetricsSection = MetricsSection()
+    push: PushSection = PushSection()
 
     def channel_options(self) -> dict[str, ChannelOptions]:
         """Each ``[channels.NAME]`` checked by its own type's model."""
@@ -242,6 +277,8 @@ class Config(_Section):
             for key in SECRET_KEYS["planfix"]
             if getattr(self.planfix, key) is not None
         ]
+        if self.push.secret is not None:
+            found.append(self.push.secret.get_secret_value())
         for options in self.channel_options().values():
             for key in CHANNEL_SECRET_KEYS:
                 value = getattr(options, key, None)
@@ -249,13 +286,25 @@ class Config(_Section):
                     found.append(value.get_secret_value())
         return found
 
+    def check_push(self) -> None:
+        if self.push.listen and self.push.secret is None:
+            raise ValueError(
+                "push.secret: required when push.listen is set (PlanFix sends it in "
+                f"{self.push.header}; anyone else is refused)"
+            )
+        if self.push.listen and self.push.listen == self.metrics.listen:
+            raise ValueError("push.listen: the same address as metrics.listen; give it its own")
+
     def check_auth_mode(self) -> None:
         pf = self.planfix
         if pf.token is None and not (pf.login and pf.password):
             raise ValueError("set planfix.token, or planfix.login and planfix.password")
 
 
-SECRET_KEYS = {"planfix": ("api_key", "token", "password", "signature_key")}
+SECRET_KEYS = {
+    "planfix": ("api_key", "token", "password", "signature_key"),
+    "push": ("secret",),
+}
 CHANNEL_SECRET_KEYS = ("bot_token", "password", "secret")
 
 
@@ -298,6 +347,7 @@ def config_from_dict(
         config.check_routes()
         config.channel_options()
         config.check_bot()
+        config.check_push()
     except ValidationError as exc:
         raise ConfigError(_one_line(source, exc)) from None
     except ValueError as exc:

@@ -114,3 +114,18 @@ def test_channel_secrets_from_the_environment(tmp_path: Path) -> None:
     assert "42:from-the-environment" in config.secrets()
     with pytest.raises(ConfigError, match=r"channels.team.bot_token: required, missing"):
         load_config(write(tmp_path, text), environ={})
+
+
+def test_a_push_listener_needs_a_secret_which_may_come_from_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[push]\nlisten = "0.0.0.0:9465"\n')
+    with pytest.raises(ConfigError, match=r"notifier.toml: push.secret: required"):
+        load_config(path, environ={})
+    (tmp_path / "push.secret").write_text("from-a-file\n", encoding="utf-8")
+    path.write_text(path.read_text() + 'secret_file = "push.secret"\n', encoding="utf-8")
+    config = load_config(path, environ={})
+    assert config.push.secret is not None
+    assert config.push.secret.get_secret_value() == "from-a-file"
+    assert "from-a-file" in config.secrets()  # redacted from every log line
+    env = {"PLANFIX_NOTIFIER_PUSH_SECRET": "from-the-env"}
+    path.write_text(MINIMAL + '\n[push]\nlisten = "0.0.0.0:9465"\n', encoding="utf-8")
+    assert load_config(path, environ=env).push.secret.get_secret_value() == "from-the-env"  # type: ignore[union-attr]

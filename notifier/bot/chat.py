@@ -156,7 +156,7 @@ class ChatBot:
         if ref.is_id:
             return ref.value
         for record in self.service.poller.records.values():
-            if record.snapshot is not None and record.snapshot.general == ref.value:
+            if record.card is not None and record.card.general == ref.value:
                 return record.task_id
         return None
 

@@ -47,6 +47,17 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )  # fmt: skip
         self.watched = Gauge(f"{PREFIX}_watched_tasks", "Tasks being watched", registry=r)
+        self.pushes = Counter(
+            f"{PREFIX}_pushes", "Pushes from PlanFix by result (accepted, refused, bad, …)",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.awaiting_baseline = Gauge(
+            f"{PREFIX}_tasks_awaiting_baseline",
+            "Watched tasks whose card has not been read yet", registry=r,
+        )  # fmt: skip
+
+    def pushes_seen(self, result: str) -> None:
+        self.pushes.labels(result).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

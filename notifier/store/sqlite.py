@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..alerts.events import Event
+from ..watch import state  # the module, not its names: watch.state imports the store
 from ..watch.quota import LedgerDay
-from ..watch.state import TaskRecord
 from . import codec
 from .migrations import MIGRATIONS
 
@@ -242,9 +242,9 @@ class Store:
 
     # --- task records ------------------------------------------------------------------
 
-    def load_records(self, task_ids: Iterable[int]) -> dict[int, TaskRecord]:
+    def load_records(self, task_ids: Iterable[int]) -> dict[int, state.TaskRecord]:
         """The records of these tasks; a fresh one for a task never polled."""
-        records = {task_id: TaskRecord(task_id) for task_id in task_ids}
+        records = {task_id: state.TaskRecord(task_id) for task_id in task_ids}
         query = f"SELECT {_RECORD_COLUMNS} FROM task_state"  # noqa: S608 - a constant
         for row in self._db.execute(query):
             if row[0] in records:
@@ -253,7 +253,7 @@ class Store:
 
     def save_polls(
         self,
-        polled: Sequence[tuple[TaskRecord, Sequence[Event]]],
+        polled: Sequence[tuple[state.TaskRecord, Sequence[Event]]],
         route: Route | None = None,
         due_at: float | None = None,
         *,
@@ -465,10 +465,10 @@ _RECORD_COLUMNS = (
 )
 
 
-def _record_row(record: TaskRecord) -> tuple[object, ...]:
+def _record_row(record: state.TaskRecord) -> tuple[object, ...]:
     return (
         record.task_id,
-        codec.dumps(record.snapshot) if record.snapshot else None,
+        record.card.json() if record.card else None,
         record.last_poll_at,
         record.last_ok_at,
         record.last_result,
@@ -482,11 +482,10 @@ def _record_row(record: TaskRecord) -> tuple[object, ...]:
     )
 
 
-def _record(row: tuple[Any, ...]) -> TaskRecord:
-    snapshot = codec.load_task(str(row[1])) if row[1] else None
-    return TaskRecord(
+def _record(row: tuple[Any, ...]) -> state.TaskRecord:
+    return state.TaskRecord(
         task_id=int(row[0]),
-        snapshot=snapshot,
+        card=state.Card.load(str(row[1])) if row[1] else None,
         last_poll_at=row[2],
         last_ok_at=row[3],
         last_result=row[4],

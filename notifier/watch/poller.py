@@ -39,12 +39,14 @@ from .planner import (
     learn,
     rate_per_day,
 )
+from .push import PushInbox
 from .quota import QuotaLedger
 from .schedule import PlanIndex
 from .sets import NUMBER_NOT_ID, WatchSets
-from .state import TaskRecord
+from .state import Card, TaskRecord
 
 log = oplog.get(__name__)
+PUSHED = "push"  # the watch-set source of tasks watched because they were pushed
 SUSPECT = "gone?"  # last_result after one 3001/3008: confirmed by the next poll
 EventSink = Callable[[Sequence[tuple[int, Event]]], None]
 
@@ -93,6 +95,8 @@ class Poller:
         on_polled: Callable[[Sequence[PollResult], float], None] | None = None,
         feed: ChangeFeed | None = None,
         sets: WatchSets | None = None,
+        push: PushInbox | None = None,
+        auto_watch: bool = False,
     ) -> None:
         self.client = client
         self.store = store
@@ -108,6 +112,10 @@ class Poller:
         self.on_polled = on_polled
         self.feed = feed  # what changed account-wide; None: every task on its own plan
         self.sets = sets  # watch sets to resolve (task numbers)
+        self.push = push  # tasks PlanFix pushed, to read soon
+        self.auto_watch = auto_watch  # a pushed task in no set joins the watch set
+        self._by_number: dict[int, int] = {}  # number people see → task id, from the cards
+        self._by_number_at = -math.inf
         self._unknown_ids: set[int] = set()  # configured ids PlanFix does not know, said once
         self.last_success_at: float | None = None  # the last poll PlanFix answered
         self.last_saved_at: float | None = None  # the last poll the store took
@@ -147,15 +155,14 @@ class Poller:
             self._index.remove(task_id)
 
     def view(self, record: TaskRecord) -> TaskView:
-        task = record.snapshot
-        deadline = task.deadline if task else None
+        card = record.card
         made = TaskView(
             task_id=record.task_id,
             last_poll_at=record.last_poll_at,
-            deadline=deadline.timestamp() if deadline else None,
-            overdue_seen=bool(task and task.is_overdued),
-            close_seen=bool(task and task.is_close_to_deadline),
-            finished=bool(task and self.catalog.is_finished(task.status, task.status_set)),
+            deadline=card.deadline if card else None,
+            overdue_seen=bool(card and card.overdued),
+            close_seen=bool(card and card.close_to_deadline),
+            finished=bool(card and self.catalog.is_finished(card.status, card.status_set)),
             unavailable=record.unavailable,
             failures=record.failures,
             rate_per_day=rate_per_day(record.changes, record.observed_s),
@@ -218,6 +225,13 @@ class Poller:
             decision = replace(decision, wake_at=self.ledger.more_plannable_at())
         if self._feed_waits() and self.feed is not None and self.feed.next_at < decision.wake_at:
             decision = replace(decision, wake_at=self.feed.next_at)
+        if self.push is not None:
+            if decision.poll:  # pushed tasks the reserve could not pay for go first
+                hurried = tuple(self.push.hurried(settings.batch_size))
+                planned = [t for t in decision.poll if t not in hurried]
+                poll = hurried + tuple(planned[: settings.batch_size - len(hurried)])
+                decision = replace(decision, poll=poll)
+            decision = replace(decision, wake_at=min(decision.wake_at, self.push.next_at()))
         return decision
 
     def _feed_waits(self) -> bool:
@@ -239,6 +253,8 @@ class Poller:
         if self._discovery_due():
             await self._discover()
         for _ in range(max_requests):
+            if self._push_due():
+                await self.read_pushed()
             if self._feed_waits() and self.feed is not None and self.feed.due(self.clock()):
                 await self.follow_feed()
             decision = self.decide()
@@ -248,6 +264,78 @@ class Poller:
             if until is not None and time.monotonic() >= until:
                 break
         return self.clock()
+
+    # --- pushes -----------------------------------------------------------------------
+
+    def _push_due(self) -> bool:
+        return (
+            self.push is not None
+            and self.push.next_at() <= self.clock()
+            and self.ledger.blocked() is None
+            and self.breaker_allows()
+        )
+
+    async def read_pushed(self) -> None:
+        """Read the tasks PlanFix pushed (see watch/push.py), from the
+        on-demand reserve; once it is spent, the planner takes them along."""
+        push = self.push
+        assert push is not None
+        for number in push.numbers():
+            task_id = await self._id_of_number(number)
+            if task_id is not None:
+                push.schedule(task_id)
+        pushed = push.take(self.clock())
+        watched = [task_id for task_id in pushed if task_id in self.records]
+        others = [task_id for task_id in pushed if task_id not in self.records]
+        if others and self.auto_watch:
+            for task_id in others:
+                self.store.add_watched(task_id, PUSHED, self.clock())
+            self.reload_watch_set()
+            watched += others  # read now: the card is their baseline
+            log.info("pushed tasks in no watch set are watched now", tasks=others[:20])
+        elif others:
+            push.stats.ignored += len(others)
+            log.debug("pushed tasks in no watch set ignored", tasks=others[:20])
+        size = max(1, self.settings.batch_size)
+        for first in range(0, len(watched), size):
+            batch = watched[first : first + size]
+            if self.ledger.blocked_on_demand() is not None:
+                push.hurry(watched[first:])
+                return
+            with self.ledger.on_demand():
+                results = await self.poll(batch)
+            push.stats.read += len(batch)
+            unread = [r.task_id for r in results if r.outcome == "quota"]
+            if unread:
+                push.hurry(unread + watched[first + size :])
+                return
+
+    async def _id_of_number(self, number: int) -> int | None:
+        """A pushed number's task id: from the cards at hand, then from what
+        was resolved before, then (once, remembered) from PlanFix."""
+        now = self.clock()
+        if number not in self._by_number and now - self._by_number_at >= 60.0:
+            self._by_number = {
+                r.card.general: task_id
+                for task_id, r in self.records.items()
+                if r.card is not None and r.card.general is not None
+            }
+            self._by_number_at = now
+        if number in self._by_number:
+            return self._by_number[number]
+        known = self.store.get_meta(f"number:{number}")
+        if known is not None:
+            return int(known)
+        try:
+            with self.ledger.on_demand():
+                task = await self.client.get_task_by_number(number)
+        except PlanfixError as exc:
+            log.warning("push: no task with this number could be read", number=number,
+                        error=exc.message)  # fmt: skip
+            return None
+        self.store.set_meta(f"number:{number}", str(task.id))
+        self._by_number[number] = task.id
+        return task.id
 
     # --- polling ----------------------------------------------------------------------
 
@@ -378,9 +466,10 @@ class Poller:
     def _with_people(self, card: Task) -> Task:
         """A task.getList card has no members or auditors: keep the ones known."""
         known = self.records.get(card.id)
-        if known is None or known.snapshot is None:
+        old = known.snapshot if known is not None else None
+        if old is None:
             return card
-        return replace(card, members=known.snapshot.members, auditors=known.snapshot.auditors)
+        return replace(card, members=old.members, auditors=old.auditors)
 
     async def poll(self, task_ids: Sequence[int], *, save: bool = True) -> list[PollResult]:
         """Ask PlanFix about these tasks once; store and raise what changed (or,
@@ -446,18 +535,22 @@ class Poller:
         self, record: TaskRecord, answer: Task | PlanfixError, now: float, at: datetime
     ) -> tuple[TaskRecord, list[Event]]:
         elapsed = now - record.last_poll_at if record.last_poll_at is not None else 0.0
-        if record.snapshot is None and getattr(answer, "code", None) == "3001":
+        if record.card is None and getattr(answer, "code", None) == "3001":
             self._unknown_id(record.task_id)
         if isinstance(answer, Task):
-            events = diff.diff(record.snapshot, answer, self.catalog, at)
+            card = Card.of(answer)
+            # Most polls find the card as it was: then there is nothing to unpack.
+            same = record.card is not None and record.card.packed == card.packed
+            old = None if same else record.snapshot
+            events = [] if same else diff.diff(old, answer, self.catalog, at)
             if record.unavailable:
                 events.insert(0, diff.available_again(answer, self.catalog, at))
             changes, observed = learn(
-                record.changes, record.observed_s, diff.is_change(record.snapshot, answer), elapsed
+                record.changes, record.observed_s, diff.is_change(old, answer), elapsed
             )
             reminded_at = self._reminder(record, answer, events, now, at)
             updated = replace(
-                record, snapshot=answer, last_poll_at=now, last_ok_at=now, last_result="ok",
+                record, card=card, last_poll_at=now, last_ok_at=now, last_result="ok",
                 last_error=None, failures=0, unavailable=False, changes=changes,
                 observed_s=observed, polls=record.polls + 1, reminded_at=reminded_at,
             )  # fmt: skip
@@ -503,7 +596,7 @@ class Poller:
             return now
         last = record.reminded_at if record.reminded_at is not None else record.last_ok_at
         every = self.repeat_overdue_s
-        if every is None or last is None or record.snapshot is None or now - last < every:
+        if every is None or last is None or record.card is None or now - last < every:
             return record.reminded_at
         deadline = diff.format_when(task.end_time, task.end_time_has_time)
         summary = TaskSummary.of(task, self.catalog)

@@ -72,6 +72,7 @@ class PlanIndex:
         self._windows: list[tuple[float, int, int]] = []  # (moment, moments, id)
         self._classes: dict[int, list[tuple[float, int, int]]] = {}  # cls → (last, id, version)
         self._entries = 0
+        self._clean = 0  # entries after the last rebuild: all live then
         self._sweeping = False  # a rebuild is under way
 
     def __len__(self) -> int:
@@ -125,7 +126,7 @@ class PlanIndex:
                 self._push(self._waiting, (candidate.eligible_at, version, task_id))
             elif not self._forced_now(live):
                 self._file(live)
-        if not self._sweeping and self._entries > 6 * len(self._live) + 256:
+        if not self._sweeping and self._entries > 2 * self._clean + 256:
             self._rebuild()
 
     def remove(self, task_id: int) -> None:
@@ -156,6 +157,8 @@ class PlanIndex:
         self._push(heap, (c.last_poll_at, c.task_id, live.version))
 
     def _rebuild(self) -> None:
+        """Afresh, without stale entries: once they are as many as the live
+        (RSS stays within twice the index's clean size)."""
         candidates = [live.candidate for live in self._live.values()]
         now = self._now
         self.clear()
@@ -165,6 +168,7 @@ class PlanIndex:
                 self.update(candidate)
         finally:
             self._sweeping = False
+            self._clean = self._entries
 
     def advance(self, now: float) -> None:
         """Process the moments up to ``now``: forced polls falling due, tasks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,7 +14,7 @@ from notifier.alerts.events import Event, EventKind, TaskSummary
 from notifier.planfix.model import CustomValue, EndCondition, People, Periodicity, Ref, Task
 from notifier.store import Store, StoreError
 from notifier.store.migrations import MIGRATIONS
-from notifier.watch.state import TaskRecord
+from notifier.watch.state import Card, TaskRecord
 
 MSK = ZoneInfo("Europe/Moscow")
 TASK = Task(
@@ -50,7 +50,7 @@ def test_new_file_is_private_and_current(tmp_path: Path) -> None:
     store = Store(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert store.schema_version == len(MIGRATIONS)
-    store.save_polls([(TaskRecord(1, TASK), [])], queued_at=100.0)
+    store.save_polls([(TaskRecord(1, Card.of(TASK)), [])], queued_at=100.0)
     for extra in ("-wal", "-shm"):
         side = path.with_name(path.name + extra)
         if side.exists():
@@ -60,12 +60,13 @@ def test_new_file_is_private_and_current(tmp_path: Path) -> None:
 
 def test_records_and_events_round_trip(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite3")
-    record = TaskRecord(5, TASK, 100.0, 90.0, "ok", None, 0, False, 1.5, 3600.0, 7)
+    record = TaskRecord(5, Card.of(TASK), 100.0, 90.0, "ok", None, 0, False, 1.5, 3600.0, 7)
     stored = store.save_polls([(record, [EVENT])], queued_at=100.0)
     assert [e for _, e in stored] == [EVENT]
     store.close()
     reopened = Store(tmp_path / "s.sqlite3")
     assert reopened.load_records([5, 6]) == {5: record, 6: TaskRecord(6)}
+    assert reopened.load_records([5])[5].snapshot == TASK  # the card unpacks as it was
     assert reopened.events_after(0) == stored
 
 
@@ -75,7 +76,7 @@ def test_a_failed_save_leaves_nothing(tmp_path: Path) -> None:
         EventKind.STATUS_CHANGED, datetime(2026, 1, 1, tzinfo=UTC), 5, details={"x": object()}
     )
     with pytest.raises(TypeError):
-        store.save_polls([(TaskRecord(5, TASK), [EVENT, bad])], queued_at=100.0)
+        store.save_polls([(TaskRecord(5, Card.of(TASK)), [EVENT, bad])], queued_at=100.0)
     assert store.events_after(0) == []
     assert store.load_records([5]) == {5: TaskRecord(5)}
 
@@ -108,3 +109,12 @@ def test_not_a_database(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a usable SQLite database"):
         Store(path)
+
+
+def test_a_packed_card_keeps_the_planners_facts_at_hand() -> None:
+    card = Card.of(TASK)
+    assert card.task() == TASK
+    assert TASK.end_time is not None
+    assert card.deadline == (TASK.end_time + timedelta(days=1)).timestamp()  # a date: its day's end
+    assert (card.status, card.status_set, card.general, card.overdued) == (2, 1, 12, False)
+    assert len(card.packed) < len(card.json().encode())

@@ -35,6 +35,7 @@ class Harness:
         tasks: Sequence[int],
         alerts: dict[str, Any] | None = None,
         watch: dict[str, Any] | None = None,
+        push: dict[str, Any] | None = None,
         **planfix: Any,
     ) -> Service:
         settings = self.emulator.account.settings
@@ -51,6 +52,7 @@ class Harness:
                 "state": {"path": str(self.state)},
                 "watch": {"tasks": list(tasks), "events": list(TASK_EVENT_KINDS), **(watch or {})},
                 "alerts": alerts or {},
+                "push": push or {},
             },
             source="test",
             environ={},
