@@ -73,6 +73,11 @@ listen = "127.0.0.1:{metrics}"
 """
 
 
+def other_status(status: int) -> int:
+    """A status the task is not in: setting the one it has changes nothing."""
+    return 2 if status != 2 else 1
+
+
 class Sink:
     """The webhook: when each task's status-change alert arrived."""
 
@@ -174,7 +179,8 @@ async def run(tasks: int, seconds: float) -> dict[str, Any]:
     emulator = start_emulator(port, tasks=tasks)
     created = time.monotonic()
     control = EmulatorControl(f"http://127.0.0.1:{port}")
-    ids = [int(t["id"]) for t in control.tasks()]
+    statuses = {int(t["id"]): int(t.get("status", 1)) for t in control.tasks()}
+    ids = list(statuses)
     rng = random.Random(3)
     sink = Sink()
     runner = await sink.start()
@@ -198,12 +204,11 @@ async def run(tasks: int, seconds: float) -> dict[str, Any]:
             changed: dict[int, float] = {}
             cpu0, wall0 = cpu_s(service.pid), time.monotonic()
             samples = [rss_mb(service.pid)]
-            sampled, status = wall0, 1
+            sampled = wall0
             while time.monotonic() - wall0 < seconds:
                 await asyncio.sleep(CHANGE_EVERY_S)
                 task = rng.choice([i for i in ids if i not in changed])
-                status = 2 if status == 1 else 1
-                control.change_task(task, status=status)
+                control.change_task(task, status=other_status(statuses[task]))
                 changed[task] = time.time()
                 if time.monotonic() - sampled >= SAMPLE_EVERY_S:
                     samples.append(rss_mb(service.pid))

@@ -506,6 +506,7 @@ class Service:
         m.outbox_pending.set(counts.get("pending", 0))
         m.outbox_dead.set(counts.get("dead", 0))
         m.quota_used.set(self.ledger.today().used)
+        m.quota_on_demand.set(self.ledger.today().on_demand)
         m.quota_remaining.set(self.ledger.remaining)
         m.watched.set(len(self.poller.records))
         m.awaiting_baseline.set(sum(r.card is None for r in self.poller.records.values()))

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import secrets
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -18,6 +21,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import httpx
 
 from . import __version__
 from .alerts.events import TASK_EVENT_KINDS, Event, EventKind, TaskSummary
@@ -36,7 +41,7 @@ from .watch.quota import QuotaLedger, day_bounds
 from .watch.sets import NUMBER_NOT_ID
 from .web.ops import ops_routes
 from .web.push import serve_push
-from .web.server import HttpServer
+from .web.server import HttpServer, parse_listen
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 log = oplog.get("notifier.cli")
@@ -78,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
         "--reset", action="store_true",
         help="forget a stale block (a 0007 from before a plan change, a header saying 0)",
     )  # fmt: skip
+    push_test = command(
+        "push-test", "send a sample push to the [push] endpoint and say what came back"
+    )
+    push_test.add_argument("--url", help="where PlanFix sends it (default: push.listen and path)")
+    which = push_test.add_mutually_exclusive_group()
+    which.add_argument("--task", type=int, help="a task id (default: the first in watch.tasks)")
+    which.add_argument("--number", type=int, help="a task number, as in the task's link")
     demo = command("demo", "the emulator with a scripted, changing account, watched", config=False)
     demo.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     demo.add_argument("--pace", type=float, default=1.0, help="script speed (0.2 = 5x faster)")
@@ -114,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(config)
         if args.command == "quota":
             return _quota(config, reset=args.reset)
+        if args.command == "push-test":
+            return asyncio.run(_push_test(config, args.url, args.task, args.number))
     except (ConfigError, StoreError) as exc:
         print(f"planfix-notifier: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -356,6 +370,48 @@ def _feed_line(store: Store, config: Config, tz: str) -> str:
     return f"change feed: {mode}, every {config.watch.feed_interval_s:.0f} s; last look {last}"
 
 
+# --- push-test ----------------------------------------------------------------------------
+
+PUSH_ANSWERS = {
+    200: "accepted: the service reads the task now; an alert follows if it changed",
+    401: "refused: the secret differs (push.secret, and the header {header} in the scenario)",
+    404: "not found: the path differs (push.path is {path})",
+    413: "refused: the body is over 64 KB",
+    429: "refused: too many pushes from this address (push.source_rate_per_s)",
+}
+
+
+async def _push_test(config: Config, url: str | None, task: int | None, number: int | None) -> int:
+    """What a PlanFix scenario's request gets, sent as the README says to set it up."""
+    push = config.push
+    if push.secret is None or not (push.listen or url):
+        print("push-test: no [push] listen is configured (see README: Set up push in PlanFix)")
+        return EXIT_USAGE
+    if url is None:
+        host, port = parse_listen(push.listen)
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (a wildcard)
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}{push.path}"
+    if task is None and number is None:
+        if not config.watch.tasks:
+            print("push-test: give --task ID or --number N (watch.tasks is empty)")
+            return EXIT_USAGE
+        task = config.watch.tasks[0]
+    body = {"task": task} if task is not None else {"number": number}
+    headers = {push.header: push.secret.get_secret_value()}
+    print(f"POST {url} {json.dumps(body)} with header {push.header}")
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            answer = await http.post(url, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        print(f"no answer: {type(exc).__name__}: {exc or 'connection failed'} — is the service "
+              "running with this [push] listen, and the proxy forwarding to it?")  # fmt: skip
+        return EXIT_FAILURE
+    said = PUSH_ANSWERS.get(answer.status_code, "unexpected")
+    print(f"{answer.status_code} {answer.text.strip()[:200]}")
+    print(said.format(header=push.header, path=push.path))
+    return EXIT_OK if answer.status_code == 200 else EXIT_FAILURE
+
+
 def _quota(config: Config, *, reset: bool) -> int:
     """The day's ledger; with ``reset``, forget a block. A running service
     keeps its own ledger in memory, so the reset is its to do: a SIGHUP."""
@@ -473,9 +529,18 @@ async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
 DEMO_QUOTA = 50000
 
 
-def demo_config(emulator: Emulator, task_ids: Sequence[int], state_dir: Path) -> Config:
-    """The embedded defaults `make run` shows: poll fast, alert on everything."""
+def demo_config(
+    emulator: Emulator, task_ids: Sequence[int], state_dir: Path, push_port: int = 0
+) -> Config:
+    """The embedded defaults `make run` shows: poll fast, alert on everything;
+    with ``push_port``, the emulator pushes each change there, as PlanFix's
+    scenarios do."""
     settings = emulator.account.settings
+    push: dict[str, object] = {}
+    if push_port:
+        push = {"listen": f"127.0.0.1:{push_port}", "secret": secrets.token_hex(16)}
+        settings.push_url = f"http://127.0.0.1:{push_port}/planfix"
+        settings.push_secret = str(push["secret"])
     return config_from_dict(
         {
             "planfix": {
@@ -496,6 +561,7 @@ def demo_config(emulator: Emulator, task_ids: Sequence[int], state_dir: Path) ->
             "alerts": {"group_wait_s": 1},
             "channels": {"console": {"type": "console"}},
             "metrics": {"listen": ""},
+            "push": push,
         },
         source="(demo defaults)",
         environ={},
@@ -506,10 +572,11 @@ async def _demo(seconds: float | None, pace: float) -> int:
     account = Account(Settings(daily_quota=DEMO_QUOTA))
     ids = build(account)
     with Emulator(account) as emulator, tempfile.TemporaryDirectory() as state_dir:
-        config = demo_config(emulator, ids, Path(state_dir))
+        config = demo_config(emulator, ids, Path(state_dir), push_port=_free_port())
         print(
             f"PlanFix emulator on {emulator.endpoint}: {len(ids)} tasks, changed every few "
-            "seconds; one falls overdue at the next whole minute. Watching… (Ctrl-C stops)",
+            "seconds, each change pushed to the service as a PlanFix scenario would; one "
+            "falls overdue at the next whole minute. Watching… (Ctrl-C stops)",
             flush=True,
         )
         scenario = Scenario(account, ids, pace=pace)
@@ -518,6 +585,12 @@ async def _demo(seconds: float | None, pace: float) -> int:
             return await _run(config, None, seconds)
         finally:
             scenario.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _emulator(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ explain an alert within seconds."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,72 @@ async def test_with_the_reserve_spent_a_pushed_task_goes_with_the_planners_next_
     assert [e.task_id for e in harness.events] == [target]
     assert service.push.stats.waiting_for_planner == 0
     assert service.ledger.today().on_demand == 0
+
+
+async def test_the_emulator_pushes_as_planfix_does_and_the_alert_follows(
+    pushed: Start, control: EmulatorControl, telegram: TelegramServer
+) -> None:
+    task = control.create_task(title="Сценарий", status=1)
+    _, url = await pushed([task["id"]])
+    control.configure(push_url=url, push_secret=SECRET)
+    control.change_task(task["id"], status=2)
+    await until(lambda: bool(telegram.fake.sent), within=5)
+    assert "Сценарий" in telegram.fake.sent[0].text
+    assert control.state()["pushes"] == 1
+
+
+async def test_the_emulator_retries_a_refused_push_on_its_schedule_then_gives_up(
+    pushed: Start, emulator: Emulator, control: EmulatorControl
+) -> None:
+    task = control.create_task(title="Отказ", status=1)
+    _, url = await pushed([task["id"]])
+    control.configure(push_url=url, push_secret="not-the-secret", push_retry_s=[0.2, 0.4])
+    control.change_task(task["id"], status=2)
+    await until(lambda: control.state()["pushes"] == 3, within=5)
+    await asyncio.sleep(1)
+    log = emulator.account.push_log
+    assert [(e["attempt"], e["status"]) for e in log] == [(0, 401), (1, 401), (2, 401)]
+    assert 0.35 < log[2]["at"] - log[1]["at"] < 1.0  # the second retry waits 0.4 s
+
+
+async def push_test(config: Path, *args: str) -> tuple[int, str]:
+    """``planfix-notifier push-test``, as a process (this loop serves the endpoint)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "notifier", "push-test", "--config", str(config), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
+async def test_push_test_says_what_the_endpoint_answered(
+    pushed: Start, emulator: Emulator, control: EmulatorControl, tmp_path: Path
+) -> None:
+    task = control.create_task(title="Проверка", status=1)
+    _, url = await pushed([task["id"]])
+    port = url.split(":")[2].split("/")[0]
+    settings = emulator.account.settings
+    config = tmp_path / "push.toml"
+    text = f"""
+[planfix]
+account = "{settings.account}"
+endpoint = "{emulator.endpoint}"
+api_key = "{settings.api_key}"
+token = "{settings.token}"
+[state]
+path = "{tmp_path / "other.sqlite3"}"
+[watch]
+tasks = [{task["id"]}]
+[push]
+listen = "0.0.0.0:{port}"
+secret = "{SECRET}"
+"""
+    config.write_text(text, encoding="utf-8")
+    code, out = await push_test(config)
+    assert code == 0 and "accepted" in out, out
+    assert SECRET not in out
+    config.write_text(text.replace(SECRET, "a-stale-secret"), encoding="utf-8")
+    code, out = await push_test(config, "--number", str(task["general"]))
+    assert code == 1 and "401" in out and "the secret differs" in out, out
+    code, out = await push_test(config, "--url", "http://127.0.0.1:9/planfix")
+    assert code == 1 and "no answer" in out, out

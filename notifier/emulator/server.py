@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..planfix.client import is_loopback
+from .push import Pusher
 from .state import Account, ControlError, Fault, Settings
 from .xml_api import XmlApi
 
@@ -206,6 +207,7 @@ class Emulator:
         self.account = account or Account(Settings())
         self.server = EmulatorServer(self.account, host, port)
         self._thread: threading.Thread | None = None
+        self._pusher: Pusher | None = None
 
     @property
     def port(self) -> int:
@@ -220,6 +222,7 @@ class Emulator:
         return f"{self.base_url}/xml/"
 
     def start(self) -> Emulator:
+        self._pusher = Pusher(self.account)
         self._thread = threading.Thread(
             target=self.server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -230,6 +233,8 @@ class Emulator:
         return self
 
     def stop(self) -> None:
+        if self._pusher is not None:
+            self._pusher.stop()
         self.server.shutdown()
         self.server.server_close()
         if self._thread is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -130,6 +131,13 @@ class Settings:
     feed_methods: list[str] = field(
         default_factory=lambda: ["task.getList", "action.getListByPeriod"]
     )
+    # A scenario's "Послать HTTP-запрос" on every change (see push.py); "" = none.
+    push_url: str = ""
+    push_header: str = "X-Notifier-Secret"
+    push_secret: str = ""
+    push_body: str = '{"number": {{Задача.Номер}}}'
+    push_content_type: str = "application/json"
+    push_retry_s: list[float] = field(default_factory=lambda: [900.0, 1800.0, 3600.0, 3600.0])
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
@@ -183,6 +191,8 @@ class Account:
         self.deadline_set_at: dict[int, float] = {}  # task id → when endTime was last set
         self.actions: list[dict[str, Any]] = []  # the action log, oldest first
         self.saved_filters: dict[int, dict[str, Any]] = {}  # id → conditions (see matches)
+        self.on_change: Callable[[dict[str, Any]], None] | None = None  # the pusher's
+        self.push_log: list[dict[str, Any]] = []  # every push attempt (push.py)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -255,6 +265,8 @@ class Account:
                 "newDate": after.get("endTime") or "",
             }
         self.actions.append(action)
+        if self.on_change is not None:
+            self.on_change(dict(after))
 
     def flips(self, task: dict[str, Any]) -> list[tuple[str, float]]:
         """The time-driven actions of a task so far: (type, when) for becoming
@@ -384,7 +396,12 @@ class Account:
             "tasks": len(self.tasks),
             "sessions": len(self.sessions),
             "faults": [asdict(f) for f in self.faults if f.times != 0],
-            "settings": {k: v for k, v in asdict(self.settings).items() if k != "password"},
+            "settings": {
+                k: v
+                for k, v in asdict(self.settings).items()
+                if k not in ("password", "push_secret")
+            },
+            "pushes": len(self.push_log),
         }
 
 

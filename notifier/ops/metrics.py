@@ -28,6 +28,11 @@ class Metrics:
             ["method", "result"], registry=r,
         )  # fmt: skip
         self.quota_used = Gauge(f"{PREFIX}_quota_used", "Requests used this quota day", registry=r)
+        self.quota_on_demand = Gauge(
+            f"{PREFIX}_quota_on_demand_used",
+            "Requests used this quota day on demand (pushes, poll, /watch): the reserve",
+            registry=r,
+        )  # fmt: skip
         self.quota_remaining = Gauge(
             f"{PREFIX}_quota_remaining", "Requests left this quota day", registry=r
         )
