@@ -45,14 +45,26 @@ SAMPLE_EVERY_S = 30.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def config(port: int, folder: str, ids: list[int], rps: float, hook: str, metrics: int) -> str:
+def config(
+    port: int,
+    folder: str,
+    ids: list[int],
+    rps: float,
+    hook: str,
+    metrics: int,
+    *,
+    daily: int = 20_000,
+    feed_interval_s: float = 60.0,
+    more: str = "",
+) -> str:
+    """The service's config: the emulator, a webhook here, /metrics, and ``more``."""
     return f"""
 [planfix]
 account = "demo"
 endpoint = "http://127.0.0.1:{port}/xml/"
 api_key = "emulator-api-key"
 token = "emulator-token"
-daily_quota = 20000
+daily_quota = {daily}
 requests_per_second = {rps}
 
 [state]
@@ -60,6 +72,7 @@ path = "{folder}/scale.sqlite3"
 
 [watch]
 tasks = {json.dumps(ids)}
+feed_interval_s = {feed_interval_s}
 
 [alerts]
 group_wait_s = 0
@@ -70,7 +83,7 @@ url = "{hook}"
 
 [metrics]
 listen = "127.0.0.1:{metrics}"
-"""
+{more}"""
 
 
 def other_status(status: int) -> int:

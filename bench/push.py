@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from bench import feed_scale
 from bench.client_overhead import free_port, start_emulator
 from bench.feed_scale import (
     Sink,
@@ -49,36 +50,11 @@ GAUGES_S = 16  # the service refreshes its gauges every 15 s
 
 
 def config(port: int, folder: str, ids: list[int], hook: str, metrics: int, push: int) -> str:
-    return f"""
-[planfix]
-account = "demo"
-endpoint = "http://127.0.0.1:{port}/xml/"
-api_key = "emulator-api-key"
-token = "emulator-token"
-daily_quota = 50000
-requests_per_second = 1
-
-[state]
-path = "{folder}/push.sqlite3"
-
-[watch]
-tasks = {json.dumps(ids)}
-feed_interval_s = 0
-
-[alerts]
-group_wait_s = 0
-
-[channels.hook]
-type = "webhook"
-url = "{hook}"
-
-[metrics]
-listen = "127.0.0.1:{metrics}"
-
-[push]
-listen = "127.0.0.1:{push}"
-secret = "{SECRET}"
-"""
+    """As bench.feed_scale's, busier, the feed off, and a push listener."""
+    listener = f'[push]\nlisten = "127.0.0.1:{push}"\nsecret = "{SECRET}"\n'
+    return feed_scale.config(
+        port, folder, ids, 1.0, hook, metrics, daily=50_000, feed_interval_s=0, more=listener
+    )
 
 
 def write_config(folder: str, text: str) -> Path:
