@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -510,6 +511,8 @@ class Service:
         m.quota_remaining.set(self.ledger.remaining)
         m.watched.set(len(self.poller.records))
         m.awaiting_baseline.set(sum(r.card is None for r in self.poller.records.values()))
+        if self.push is not None:  # for `status`, read from the store by another process
+            self.store.set_meta("push.stats", json.dumps(asdict(self.push.stats)))
         notify(
             f"STATUS=watching {len(self.poller.records)} tasks; quota "
             f"{self.ledger.today().used}/{self.ledger.daily_quota}; outbox "

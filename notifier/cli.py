@@ -348,12 +348,33 @@ def _print_status(store: Store, config: Config) -> int:
           f"at this pace about {forecast} by the reset ({_local(resets, tz)})"
           + ("; exhausted (0007)" if row and row.exhausted else ""))  # fmt: skip
     print(_feed_line(store, config, tz))
+    print(_push_line(store, config, tz))
     counts = store.outbox_counts()
     print(f"outbox: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, "
           f"{counts.get('dead', 0)} dead letters")  # fmt: skip
     for channel, recipient, reason, when_dead in store.dead_letters(10):
         print(f"  dead  {_local(when_dead, tz)}  {channel} → {recipient}: {reason}")
     return EXIT_OK
+
+
+def _push_line(store: Store, config: Config, tz: str) -> str:
+    if not config.push.listen:
+        return "push: off (push.listen is empty)"
+    raw = store.get_meta("push.stats")
+    if raw is None:
+        return f"push: on at {config.push.listen}{config.push.path}; none received yet"
+    stats = json.loads(raw)
+    last = _local(stats["last_at"], tz) if stats.get("last_at") else "never"
+    line = (
+        f"push: on at {config.push.listen}{config.push.path}; since start {stats['received']} "
+        f"received, {stats['read']} tasks read, {stats['ignored']} in no watch set; last {last}"
+    )
+    if stats.get("waiting_for_planner"):
+        line += (
+            f"; {stats['waiting_for_planner']} pushed tasks wait for the planner "
+            "(the on-demand reserve is spent for today)"
+        )
+    return line
 
 
 def _feed_line(store: Store, config: Config, tz: str) -> str:
