@@ -6,6 +6,7 @@ explain an alert within seconds."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from notifier.app import Service
 from notifier.cli import _push_line
 from notifier.config import config_from_dict
 from notifier.emulator import Emulator, EmulatorControl
-from notifier.web.push import MAX_BODY, serve_push
+from notifier.web.push import MAX_BODY, PushFormatError, parse_push, serve_push
 from notifier.web.server import HttpServer
 from tests.fakes.telegram import TelegramServer
 from tests.test_delivery import settings, until
@@ -289,3 +290,53 @@ secret = "{SECRET}"
     assert code == 1 and "401" in out and "the secret differs" in out, out
     code, out = await push_test(config, "--url", "http://127.0.0.1:9/planfix")
     assert code == 1 and "no answer" in out, out
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "&".join(f"f{i}=1" for i in range(60)).encode(),  # over parse_qs's field cap
+        b'{"number": ' + b"1" * 5000 + b"}",  # over int()'s digit cap
+        ("number=" + "1" * 5000).encode(),
+        "number=²".encode(),  # a digit to str.isdigit, not to int()
+        b"[" * 5000,  # nesting past the recursion limit
+    ],
+)
+def test_any_unreadable_body_is_a_400_reason_never_an_exception(body: bytes) -> None:
+    with pytest.raises(PushFormatError):
+        parse_push({}, "", body)
+
+
+async def test_a_body_in_pieces_is_read_whole_and_a_chunked_one_capped(
+    pushed: Start, control: EmulatorControl
+) -> None:
+    task = control.create_task(title="Куски", status=1)
+    _, url = await pushed([task["id"]])
+    port = int(url.split(":")[2].split("/")[0])
+
+    async def raw(*parts: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        answer = await reader.read(200)
+        writer.close()
+        return answer
+
+    body = json.dumps({"task": task["id"]}).encode()
+    head = (
+        f"POST /planfix HTTP/1.1\r\nHost: x\r\nX-Notifier-Secret: {SECRET}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert (await raw(head + body[:8], body[8:])).startswith(b"HTTP/1.1 200")
+    chunked = (
+        f"POST /planfix HTTP/1.1\r\nHost: x\r\nX-Notifier-Secret: {SECRET}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    small, big = b"number=1", b"x" * (MAX_BODY + 10)
+    parts = [b"%x\r\n%s\r\n" % (len(small), small), b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)]
+    assert (await raw(chunked, *parts)).startswith(b"HTTP/1.1 413")
+    weird = b"POST /planfix HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+    answer = await raw(weird + b"X-Notifier-Secret: \xff\xfe\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 401")

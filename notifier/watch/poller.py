@@ -47,6 +47,8 @@ from .state import Card, TaskRecord
 
 log = oplog.get(__name__)
 PUSHED = "push"  # the watch-set source of tasks watched because they were pushed
+PUSH_NUMBERS_PER_ROUND = 20  # numbers resolved a round (a request each, at most)
+PUSH_BATCHES_PER_ROUND = 5  # pushed tasks' reads a round: a round stays short
 SUSPECT = "gone?"  # last_result after one 3001/3008: confirmed by the next poll
 EventSink = Callable[[Sequence[tuple[int, Event]]], None]
 
@@ -116,6 +118,7 @@ class Poller:
         self.auto_watch = auto_watch  # a pushed task in no set joins the watch set
         self._by_number: dict[int, int] = {}  # number people see → task id, from the cards
         self._by_number_at = -math.inf
+        self._no_such_number: dict[int, float] = {}  # number → not asked again before
         self._unknown_ids: set[int] = set()  # configured ids PlanFix does not know, said once
         self.last_success_at: float | None = None  # the last poll PlanFix answered
         self.last_saved_at: float | None = None  # the last poll the store took
@@ -231,7 +234,8 @@ class Poller:
                 planned = [t for t in decision.poll if t not in hurried]
                 poll = hurried + tuple(planned[: settings.batch_size - len(hurried)])
                 decision = replace(decision, poll=poll)
-            decision = replace(decision, wake_at=min(decision.wake_at, self.push.next_at()))
+            if self._push_may_read():  # (else a due push would spin the poll job)
+                decision = replace(decision, wake_at=min(decision.wake_at, self.push.next_at()))
         return decision
 
     def _feed_waits(self) -> bool:
@@ -269,46 +273,60 @@ class Poller:
 
     def _push_due(self) -> bool:
         return (
-            self.push is not None
-            and self.push.next_at() <= self.clock()
-            and self.ledger.blocked() is None
-            and self.breaker_allows()
+            self.push is not None and self.push.next_at() <= self.clock() and self._push_may_read()
         )
+
+    def _push_may_read(self) -> bool:
+        return self.ledger.blocked() is None and self.breaker_allows()
 
     async def read_pushed(self) -> None:
         """Read the tasks PlanFix pushed (see watch/push.py), from the
-        on-demand reserve; once it is spent, the planner takes them along."""
+        on-demand reserve, a few requests a round; once the reserve is spent,
+        the planner takes them along."""
         push = self.push
         assert push is not None
-        for number in push.numbers():
+        numbers = push.numbers()
+        for index, number in enumerate(numbers[:PUSH_NUMBERS_PER_ROUND]):
+            if self.ledger.blocked_on_demand() is not None:
+                push.renumber(numbers[index:])  # kept: resolved once there is reserve
+                break
             task_id = await self._id_of_number(number)
             if task_id is not None:
                 push.schedule(task_id)
-        pushed = push.take(self.clock())
+        push.renumber(numbers[PUSH_NUMBERS_PER_ROUND:])
+        size = max(1, self.settings.batch_size)
+        pushed = push.take(self.clock(), limit=size * PUSH_BATCHES_PER_ROUND)
         watched = [task_id for task_id in pushed if task_id in self.records]
         others = [task_id for task_id in pushed if task_id not in self.records]
-        if others and self.auto_watch:
-            for task_id in others:
-                self.store.add_watched(task_id, PUSHED, self.clock())
-            self.reload_watch_set()
-            watched += others  # read now: the card is their baseline
-            log.info("pushed tasks in no watch set are watched now", tasks=others[:20])
-        elif others:
+        if others and not self.auto_watch:
             push.stats.ignored += len(others)
             log.debug("pushed tasks in no watch set ignored", tasks=others[:20])
-        size = max(1, self.settings.batch_size)
+        elif others:
+            watched += others  # read now: a card is a baseline, and proves the task exists
         for first in range(0, len(watched), size):
             batch = watched[first : first + size]
-            if self.ledger.blocked_on_demand() is not None:
+            if self.ledger.blocked_on_demand() is not None or not self.breaker_allows():
                 push.hurry(watched[first:])
                 return
             with self.ledger.on_demand():
                 results = await self.poll(batch)
             push.stats.read += len(batch)
+            self._watch_pushed([r.task_id for r in results if r.task is not None and
+                                r.task_id not in self.records])  # fmt: skip
             unread = [r.task_id for r in results if r.outcome == "quota"]
             if unread:
                 push.hurry(unread + watched[first + size :])
                 return
+
+    def _watch_pushed(self, task_ids: list[int]) -> None:
+        """``auto_watch``: pushed tasks that exist join the watch set (their
+        card just read is the baseline)."""
+        if not task_ids:
+            return
+        for task_id in task_ids:
+            self.store.add_watched(task_id, PUSHED, self.clock())
+        self.reload_watch_set()
+        log.info("pushed tasks in no watch set are watched now", tasks=task_ids[:20])
 
     async def _id_of_number(self, number: int) -> int | None:
         """A pushed number's task id: from the cards at hand, then from what
@@ -326,10 +344,15 @@ class Poller:
         known = self.store.get_meta(f"number:{number}")
         if known is not None:
             return int(known)
+        if self._no_such_number.get(number, -math.inf) > now:
+            return None  # looked up lately, in vain: not every push costs a request
         try:
             with self.ledger.on_demand():
                 task = await self.client.get_task_by_number(number)
         except PlanfixError as exc:
+            if len(self._no_such_number) > 10_000:
+                self._no_such_number.clear()
+            self._no_such_number[number] = now + 3600.0
             log.warning("push: no task with this number could be read", number=number,
                         error=exc.message)  # fmt: skip
             return None

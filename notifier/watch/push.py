@@ -68,9 +68,13 @@ class PushInbox:
         numbers, self._numbers = sorted(self._numbers), set()
         return numbers
 
-    def take(self, now: float) -> list[int]:
-        """The tasks whose read is due, marked read."""
-        ready = [task_id for task_id, at in self._due.items() if at <= now]
+    def renumber(self, numbers: list[int]) -> None:
+        """Numbers not resolved this time: again next time."""
+        self._numbers.update(numbers)
+
+    def take(self, now: float, limit: int) -> list[int]:
+        """Up to ``limit`` tasks whose read is due, marked read."""
+        ready = [task_id for task_id, at in self._due.items() if at <= now][:limit]
         for task_id in ready:
             del self._due[task_id]
             self._read_at[task_id] = now

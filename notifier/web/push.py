@@ -53,6 +53,15 @@ class PushSettings:
 
 def parse_push(query: Mapping[str, str], content_type: str, body: bytes) -> dict[str, int]:
     """``{"task_id": …}`` or ``{"number": …}`` from the body or the query string."""
+    try:
+        return _parse(query, content_type, body)
+    except PushFormatError:
+        raise
+    except (ValueError, RecursionError) as exc:  # too many fields, digits, nesting, …
+        raise PushFormatError(f"unreadable ({type(exc).__name__})") from None
+
+
+def _parse(query: Mapping[str, str], content_type: str, body: bytes) -> dict[str, int]:
     fields: dict[str, object] = {k: query[k] for k in KEYS if k in query}
     text = body.strip()
     if text:
@@ -74,8 +83,9 @@ def parse_push(query: Mapping[str, str], content_type: str, body: bytes) -> dict
         raise PushFormatError("no task: send task=<id> or number=<number>")
     key = "task" if "task" in fields else "number"
     value = fields[key]
-    if isinstance(value, str) and value.strip().lstrip("#").isdigit():
-        value = int(value.strip().lstrip("#"))
+    digits = value.strip().lstrip("#") if isinstance(value, str) else ""
+    if digits.isascii() and digits.isdecimal() and len(digits) <= 16:
+        value = int(digits)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**53:
         what = "an id" if key == "task" else "a number"
         raise PushFormatError(f"{key}: {str(value)[:40]!r} is not {what} of a task")
@@ -117,6 +127,18 @@ class _Forged:
         self.logged_at, self.unlogged = self.clock(), 0
 
 
+async def _read_body(request: web.BaseRequest) -> bytes | None:
+    """The whole body (it may come in pieces, or chunked), None once over MAX_BODY."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(MAX_BODY + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+    return b"".join(chunks)
+
+
 def push_routes(
     settings: PushSettings,
     inbox: PushInbox,
@@ -137,7 +159,8 @@ def push_routes(
 
     async def receive(request: web.BaseRequest) -> web.Response:
         source = request.remote or "?"
-        given = request.headers.get(settings.header, "").encode()
+        # (aiohttp keeps undecodable header bytes as surrogates: back to bytes)
+        given = request.headers.get(settings.header, "").encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, secret):
             forged.seen(source, settings.header)
             return answer("refused", 401, f"unauthorized: wrong or missing {settings.header}\n")
@@ -145,8 +168,8 @@ def push_routes(
             return answer("limited", 429, "too many pushes from this address\n", retry_after_s=1)
         if (request.content_length or 0) > MAX_BODY:
             return answer("too_large", 413, too_large)
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
+        body = await _read_body(request)
+        if body is None:
             return answer("too_large", 413, too_large)
         try:
             task = parse_push(request.query, request.content_type, body)
