@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -314,7 +314,11 @@ class Service:
         A round already running needs no wake: it decides afresh before each poll."""
         if self._polling is None and self.scheduler.get_job(POLL_JOB) is not None:
             # (no job yet: not started, and the first round comes at once anyway)
-            self.scheduler.modify_job(POLL_JOB, next_run_time=self._now())
+            # Not "now": a round that has just ended is still running for the
+            # scheduler until the loop's next turn, and "now" found it so
+            # ("skipped: maximum number of running instances", a push apart).
+            soon = self._now() + timedelta(seconds=0.1)
+            self.scheduler.modify_job(POLL_JOB, next_run_time=soon)
 
     def dispatcher_wake(self) -> None:
         self.dispatcher.wake()
