@@ -340,3 +340,15 @@ async def test_a_body_in_pieces_is_read_whole_and_a_chunked_one_capped(
     weird = b"POST /planfix HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
     answer = await raw(weird + b"X-Notifier-Secret: \xff\xfe\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 401")
+
+
+async def test_a_push_while_the_quota_is_spent_waits_without_spinning(harness: Harness) -> None:
+    """The quota blocks every request: a pending push must not make the poll
+    job come back at once (it came back every 50 ms until the reset)."""
+    tasks = [harness.control.create_task(title="Квота", status=1)["id"]]
+    service = harness.service(tasks, push={"listen": "127.0.0.1:0", "secret": SECRET})
+    await harness.settle(service, 120)
+    service.ledger.today().exhausted = True  # as after a 0007
+    assert service.push is not None and service.push.offer(task_id=tasks[0])
+    wake = await service.poller.tick()
+    assert wake > harness.clock.now + 60
