@@ -151,9 +151,10 @@ class Service:
             discover_interval_s=watch.discover_interval_s,
             clock=clock,
         )
-        self.push = PushInbox(config.push.min_interval_s, clock) if config.push.listen else None
-        if self.push is not None:
-            self.push.on_push = self.wake
+        # Reads on demand, soon: PlanFix's pushes (when [push] listens) and the
+        # status page's "poll now".
+        self.push = PushInbox(config.push.min_interval_s, clock)
+        self.push.on_push = self.wake
         self.poller = Poller(
             self.client,
             self.store,
@@ -322,6 +323,24 @@ class Service:
 
     def dispatcher_wake(self) -> None:
         self.dispatcher.wake()
+
+    # --- the operator's actions (the status page) ----------------------------------------
+
+    def retry_dead_letter(self, outbox_id: int) -> str:
+        if not self.store.outbox_revive(outbox_id, self.clock()):
+            raise ValueError(f"no dead letter #{outbox_id} (already retried?)")
+        log.info("dead letter retried by the operator", outbox_id=outbox_id)
+        self.dispatcher_wake()
+        return f"dead letter #{outbox_id} goes out again now"
+
+    def planned(self, task_ids: Sequence[int]) -> dict[int, tuple[float, str]]:
+        return self.poller.planned(task_ids)
+
+    def poll_now(self, task_id: int) -> str:
+        if task_id not in self.poller.records:
+            raise ValueError(f"task {task_id} is not watched")
+        self.push.ask(task_id)
+        return f"task {task_id} is read within seconds (from the on-demand reserve)"
 
     async def _poll_job(self) -> None:
         # A round ends within half a heartbeat, so the heartbeat never finds it
@@ -515,7 +534,7 @@ class Service:
         m.quota_remaining.set(self.ledger.remaining)
         m.watched.set(len(self.poller.records))
         m.awaiting_baseline.set(sum(r.card is None for r in self.poller.records.values()))
-        if self.push is not None:  # for `status`, read from the store by another process
+        if self.config.push.listen:  # for `status`, read from the store by another process
             self.store.set_meta("push.stats", json.dumps(asdict(self.push.stats)))
         notify(
             f"STATUS=watching {len(self.poller.records)} tasks; quota "

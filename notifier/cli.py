@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -33,13 +32,14 @@ from .config import Config, ConfigError, config_from_dict, find_config, load_con
 from .emulator import Account, Emulator, Settings, populate
 from .emulator.scenario import Scenario, build
 from .ops import logging as oplog
+from .ops.overview import gather
+from .ops.status_text import render_text
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task
 from .store import StateLock, Store, StoreError
-from .watch.feed import FeedMode
-from .watch.quota import QuotaLedger, day_bounds
+from .watch.quota import QuotaLedger
 from .watch.sets import NUMBER_NOT_ID
-from .web.ops import ops_routes
+from .web.ops import operator_routes
 from .web.push import serve_push
 from .web.server import HttpServer, parse_listen
 
@@ -146,7 +146,7 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
     service = Service(config)
     web: HttpServer | None = None
     if config.metrics.listen:
-        web = HttpServer(config.metrics.listen, ops_routes(service.metrics, service.health))
+        web = HttpServer(config.metrics.listen, operator_routes(config, service))
         try:
             await web.start()
         except OSError as exc:
@@ -195,7 +195,7 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
 
 async def _start_push(config: Config, service: Service) -> HttpServer | None:
     """The push endpoint, on a listener of its own (it faces PlanFix's cloud)."""
-    if service.push is None:
+    if not config.push.listen:
         return None
     try:
         server = await serve_push(config.push, service.push, service.metrics.pushes_seen)
@@ -316,79 +316,36 @@ def _table(rows: Sequence[tuple[str, bool, str]]) -> int:
 
 
 def _status(config: Config) -> int:
+    """What the running service says at /status.txt; else what the state file
+    tells (without health and the next polls: only the service knows them)."""
+    said, why = _ask_service(config)
+    if said is not None:
+        print(said, end="")
+        return EXIT_OK
     store = Store(config.state.path)
     try:
-        return _print_status(store, config)
+        print(render_text(gather(store, config, time.time()), not_running=why), end="")
     finally:
         store.close()
-
-
-def _print_status(store: Store, config: Config) -> int:
-    tz = config.planfix.timezone
-    now = time.time()
-    ids = store.watched_ids()
-    records = store.load_records(ids)
-    print(f"watched tasks: {len(ids)}")
-    print(f"{'id':>8}  {'last poll':<16} {'result':<12} {'fails':>5}  title")
-    for task_id in ids:
-        record = records[task_id]
-        when = _local(record.last_poll_at, tz) if record.last_poll_at else "never"
-        card = record.snapshot
-        title = card.title if card else ""
-        result = record.last_result or "—"
-        print(f"{task_id:>8}  {when:<16} {result:<12} {record.failures:>5}  {title}")
-    day, resets = day_bounds(now, ZoneInfo(tz))
-    row = store.load_quota(day)
-    used = row.used if row else 0
-    hours_gone = max((now - (resets - 86400)) / 3600, 0.25)
-    forecast = min(
-        config.planfix.daily_quota, int(used + used / hours_gone * (resets - now) / 3600)
-    )
-    print(f"\nquota {day}: {used} of {config.planfix.daily_quota} used; "
-          f"at this pace about {forecast} by the reset ({_local(resets, tz)})"
-          + ("; exhausted (0007)" if row and row.exhausted else ""))  # fmt: skip
-    print(_feed_line(store, config, tz))
-    print(_push_line(store, config, tz))
-    counts = store.outbox_counts()
-    print(f"outbox: {counts.get('pending', 0)} pending, {counts.get('sent', 0)} sent, "
-          f"{counts.get('dead', 0)} dead letters")  # fmt: skip
-    for channel, recipient, reason, when_dead in store.dead_letters(10):
-        print(f"  dead  {_local(when_dead, tz)}  {channel} → {recipient}: {reason}")
     return EXIT_OK
 
 
-def _push_line(store: Store, config: Config, tz: str) -> str:
-    if not config.push.listen:
-        return "push: off (push.listen is empty)"
-    raw = store.get_meta("push.stats")
-    if raw is None:
-        return f"push: on at {config.push.listen}{config.push.path}; none received yet"
-    stats = json.loads(raw)
-    last = _local(stats["last_at"], tz) if stats.get("last_at") else "never"
-    line = (
-        f"push: on at {config.push.listen}{config.push.path}; since start {stats['received']} "
-        f"received, {stats['read']} tasks read, {stats['ignored']} in no watch set; last {last}"
-    )
-    if stats.get("waiting_for_planner"):
-        line += (
-            f"; {stats['waiting_for_planner']} pushed tasks wait for the planner "
-            "(the on-demand reserve is spent for today)"
-        )
-    return line
-
-
-def _feed_line(store: Store, config: Config, tz: str) -> str:
-    if not config.watch.feed_interval_s:
-        return "change feed: off (watch.feed_interval_s = 0); every task on its own plan"
-    mode = store.get_meta("feed.mode") or FeedMode.CARDS.value
-    if mode == FeedMode.NONE.value:
-        return (
-            "change feed: none — this PlanFix offers neither task.getList filters nor the "
-            "action log; every task on its own plan"
-        )
-    cursor = store.get_meta("feed.cursor")
-    last = _local(float(cursor), tz) if cursor else "not yet"
-    return f"change feed: {mode}, every {config.watch.feed_interval_s:.0f} s; last look {last}"
+def _ask_service(config: Config) -> tuple[str | None, str]:
+    """(/status.txt, or None and why not)."""
+    if not config.metrics.listen:
+        return None, "metrics.listen is off, so the service cannot be asked"
+    host, port = parse_listen(config.metrics.listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (a wildcard)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/status.txt"
+    try:
+        answer = httpx.get(url, timeout=5.0)
+    except httpx.HTTPError:
+        return None, f"no service answers at {url}"
+    if answer.status_code == 404:
+        return None, "the running service's status page is off (metrics.status_page)"
+    if answer.status_code != 200:
+        return None, f"{url} answered {answer.status_code}"
+    return answer.text, ""
 
 
 # --- push-test ----------------------------------------------------------------------------
@@ -459,10 +416,6 @@ def _quota(config: Config, *, reset: bool) -> int:
     finally:
         lock.release()
     return EXIT_OK
-
-
-def _local(ts: float, tz: str) -> str:
-    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%d.%m %H:%M:%S")
 
 
 # --- test-alert ---------------------------------------------------------------------------

@@ -180,12 +180,21 @@ class MetricsSection(_Section):
     unhealthy_after_s: float = Field(1800.0, gt=0)  # /healthz: 503 without a good poll this long
     heartbeat_url: str = ""  # a GET after each healthy poll round, at most once a minute
     channel_stuck_after_s: float = Field(3600.0, gt=0)  # /healthz: 503 when due, undelivered
+    status_page: bool = True  # the status page at /, and /status.txt for `status`
+    admin_token: SecretStr | None = None  # or admin_token_file: the page's actions need it
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         if value and not value.rpartition(":")[2].isdigit():
             raise ValueError('"host:port" (e.g. "127.0.0.1:9464"), or "" for none')
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("at least 16 characters (e.g. the output of `openssl rand -hex 16`)")
         return value
 
     @field_validator("heartbeat_url")
@@ -277,8 +286,9 @@ class Config(_Section):
             for key in SECRET_KEYS["planfix"]
             if getattr(self.planfix, key) is not None
         ]
-        if self.push.secret is not None:
-            found.append(self.push.secret.get_secret_value())
+        for secret in (self.push.secret, self.metrics.admin_token):
+            if secret is not None:
+                found.append(secret.get_secret_value())
         for options in self.channel_options().values():
             for key in CHANNEL_SECRET_KEYS:
                 value = getattr(options, key, None)
@@ -304,6 +314,7 @@ class Config(_Section):
 SECRET_KEYS = {
     "planfix": ("api_key", "token", "password", "signature_key"),
     "push": ("secret",),
+    "metrics": ("admin_token",),
 }
 CHANNEL_SECRET_KEYS = ("bot_token", "password", "secret")
 

@@ -17,9 +17,9 @@ import pytest
 import structlog
 
 from notifier.app import Service
-from notifier.cli import _push_line
 from notifier.config import config_from_dict
 from notifier.emulator import Emulator, EmulatorControl
+from notifier.ops.overview import push_line
 from notifier.web.push import MAX_BODY, PushFormatError, parse_push, serve_push
 from notifier.web.server import HttpServer
 from tests.fakes.telegram import TelegramServer
@@ -215,7 +215,7 @@ async def test_with_the_reserve_spent_a_pushed_task_goes_with_the_planners_next_
     await service.poller.read_pushed()  # the push is taken, and left to the planner
     assert service.push.stats.waiting_for_planner == 1
     service.refresh_gauges()  # what `status` reads
-    said = _push_line(service.store, service.config, "Europe/Moscow")
+    said = push_line(service.store, service.config)
     assert "1 pushed tasks wait for the planner (the on-demand reserve is spent" in said
     await harness.settle(service, 120)  # a request every ~45 s
     assert [e.task_id for e in harness.events] == [target]

@@ -1,6 +1,13 @@
 """The state file: SQLite schema, migrations and queries (all SQL lives here)."""
 
 from .lock import StateLock
-from .sqlite import Store, StoreError, Subscription
+from .sqlite import ChannelBacklog, OutboxItem, Store, StoreError, Subscription
 
-__all__ = ["StateLock", "Store", "StoreError", "Subscription"]
+__all__ = [
+    "ChannelBacklog",
+    "OutboxItem",
+    "StateLock",
+    "Store",
+    "StoreError",
+    "Subscription",
+]

@@ -80,4 +80,6 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (chat_id, project_id)
         )"""
     ],
+    # 6: requests per hour of the quota day, for the status page's burn-down
+    ["ALTER TABLE quota ADD COLUMN hours TEXT"],
 ]

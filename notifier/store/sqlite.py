@@ -39,6 +39,34 @@ class OutboxRow:
     last_error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelBacklog:
+    """One channel's outbox at a glance, for the operator."""
+
+    channel: str
+    pending: int
+    dead: int
+    sent: int
+    oldest_pending_at: float | None
+    last_error: str | None  # of its latest failed attempt still pending or dead
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One delivery as the operator sees it."""
+
+    id: int
+    channel: str
+    recipient: str
+    state: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+    next_attempt_at: float
+    done_at: float | None
+    event: Event
+
+
 class StoreError(Exception):
     """The state file cannot be used; the text says why and what to do."""
 
@@ -405,6 +433,93 @@ class Store:
         )
         return [(row[0], codec.load_event(row[1])) for row in rows]
 
+    # --- the operator's view --------------------------------------------------------------
+
+    def outbox_by_channel(self) -> list[ChannelBacklog]:
+        counts: dict[str, dict[str, int]] = {}
+        oldest: dict[str, float] = {}
+        for channel, row_state, count, first in self._db.execute(
+            "SELECT channel, state, COUNT(*), MIN(created_at) FROM outbox GROUP BY channel, state"
+        ):
+            counts.setdefault(channel, {})[row_state] = count
+            if row_state == "pending":
+                oldest[channel] = first
+        errors = dict(
+            self._db.execute(
+                "SELECT channel, last_error FROM outbox o WHERE id = (SELECT MAX(id) FROM "
+                "outbox WHERE channel = o.channel AND state != 'sent' AND last_error IS NOT NULL)"
+            ).fetchall()
+        )
+        return [
+            ChannelBacklog(
+                channel=channel,
+                pending=by.get("pending", 0),
+                dead=by.get("dead", 0),
+                sent=by.get("sent", 0),
+                oldest_pending_at=oldest.get(channel),
+                last_error=errors.get(channel),
+            )
+            for channel, by in sorted(counts.items())
+        ]
+
+    def outbox_items(self, item_state: str, limit: int = 50) -> list[OutboxItem]:
+        """Pending deliveries, oldest first; dead letters, latest first."""
+        order = "o.id" if item_state == "pending" else "o.done_at DESC, o.id DESC"
+        sql = (
+            "SELECT o.id, o.channel, o.recipient, o.state, o.attempts, o.last_error, "
+            "o.created_at, o.next_attempt_at, o.done_at, e.payload "
+            "FROM outbox o JOIN events e ON e.id = o.event_id "
+            "WHERE o.state = ? ORDER BY {} LIMIT ?"
+        )
+        rows = self._db.execute(sql.format(order), (item_state, limit))
+        return [
+            OutboxItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], codec.load_event(r[9]))
+            for r in rows
+        ]
+
+    def outbox_revive(self, outbox_id: int, now: float) -> bool:
+        """A dead letter goes out again at once, with fresh attempts; False
+        when there is no such dead letter."""
+        cursor = self._db.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, "
+            "created_at = ?, done_at = NULL WHERE id = ? AND state = 'dead'",
+            (now, now, outbox_id),
+        )
+        return cursor.rowcount == 1
+
+    def recent_events(self, limit: int = 20) -> list[tuple[int, Event, list[tuple[str, str]]]]:
+        """The latest events, each with its deliveries: (channel, state)."""
+        events = self._db.execute(
+            "SELECT id, payload FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        deliveries: dict[int, list[tuple[str, str]]] = {}
+        if events:
+            for event_id, channel, row_state in self._db.execute(
+                "SELECT event_id, channel, state FROM outbox WHERE event_id >= ? ORDER BY id",
+                (events[-1][0],),
+            ):
+                deliveries.setdefault(event_id, []).append((channel, row_state))
+        return [(i, codec.load_event(p), deliveries.get(i, [])) for i, p in events]
+
+    def last_changes(self, task_ids: Sequence[int]) -> dict[int, float]:
+        """When an event was last raised for each of these tasks."""
+        sql = "SELECT task_id, MAX(created_at) FROM events WHERE task_id IN ({}) GROUP BY task_id"
+        return {task_id: at for task_id, at in self._rows_for(sql, task_ids)}
+
+    def watch_sources(self, task_ids: Sequence[int]) -> dict[int, list[str]]:
+        """Why each of these tasks is watched: its sources (``config``, ``chat:…``)."""
+        found: dict[int, list[str]] = {}
+        sql = "SELECT task_id, source FROM watched WHERE task_id IN ({}) ORDER BY source"
+        for task_id, source in self._rows_for(sql, task_ids):
+            found.setdefault(task_id, []).append(source)
+        return found
+
+    def _rows_for(self, sql: str, task_ids: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+        """``sql``'s rows, its ``{}`` the ids' placeholders, 500 ids at a time."""
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            yield from self._db.execute(sql.format(",".join("?" * len(chunk))), chunk)
+
     # --- small facts kept between runs ------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -418,19 +533,20 @@ class Store:
 
     def load_quota(self, day: date) -> LedgerDay | None:
         row = self._db.execute(
-            "SELECT used, server_remaining, used_at_server, exhausted, on_demand FROM quota "
-            "WHERE day = ?",
+            "SELECT used, server_remaining, used_at_server, exhausted, on_demand, hours "
+            "FROM quota WHERE day = ?",
             (day.isoformat(),),
         ).fetchone()
         if row is None:
             return None
-        return LedgerDay(day, row[0], row[1], row[2], bool(row[3]), row[4])
+        hours = json.loads(row[5]) if row[5] else [0] * 24  # a day counted before schema 6
+        return LedgerDay(day, row[0], row[1], row[2], bool(row[3]), row[4], hours)
 
     def save_quota(self, row: LedgerDay) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO quota "
-            "(day, used, server_remaining, used_at_server, exhausted, on_demand) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "(day, used, server_remaining, used_at_server, exhausted, on_demand, hours) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 row.day.isoformat(),
                 row.used,
@@ -438,6 +554,7 @@ class Store:
                 row.used_at_server,
                 int(row.exhausted),
                 row.on_demand,
+                json.dumps(row.hours, separators=(",", ":")),
             ),
         )
 

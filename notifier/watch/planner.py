@@ -128,9 +128,7 @@ def forced_at(task: TaskView, settings: PlannerSettings) -> tuple[int, float] | 
 
 
 def weight(task: TaskView, now: float, settings: PlannerSettings) -> float:
-    candidate = Candidate.of(task, settings)
-    in_window = candidate.window_from <= now <= candidate.window_to
-    return candidate.window_weight if in_window else candidate.weight
+    return current_weight(Candidate.of(task, settings), now)
 
 
 def pace_gap(budget: Budget, now: float, settings: PlannerSettings) -> float:
@@ -179,6 +177,25 @@ class Candidate:
             window_to=deadline,
             regular=not task.unavailable,
         )
+
+
+def current_weight(c: Candidate, now: float) -> float:
+    return c.window_weight if c.window_from <= now <= c.window_to else c.weight
+
+
+def next_poll(c: Candidate, now: float, cycle_s: float) -> tuple[float, str]:
+    """When ``c`` is next polled, roughly, and why (for the operator).
+
+    A forced poll has its moment. In the rotation a task is polled once
+    (now − last poll) × weight reaches a mark common to all, which comes
+    round every ``cycle_s`` for weight 1: the weights of the rotation over
+    the regular requests per second (its share of the budget).
+    """
+    if c.forced_priority >= 0:
+        return max(c.forced_due, c.eligible_at, now), _REASONS[c.forced_priority]
+    if not c.regular:
+        return math.inf, "none"
+    return max(c.last_poll_at + cycle_s / current_weight(c, now), c.eligible_at, now), "rotation"
 
 
 def plan(

@@ -5,6 +5,7 @@ no snapshot and raises no alert; one bad task never stops the rest.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -37,6 +38,8 @@ from .planner import (
     TaskView,
     decide,
     learn,
+    next_poll,
+    pace_gap,
     rate_per_day,
 )
 from .push import PushInbox
@@ -46,6 +49,7 @@ from .sets import NUMBER_NOT_ID, WatchSets
 from .state import Card, TaskRecord
 
 log = oplog.get(__name__)
+STATUS_NAMES = "status.names"  # meta: the catalogue's names, for `status`
 PUSHED = "push"  # the watch-set source of tasks watched because they were pushed
 PUSH_NUMBERS_PER_ROUND = 20  # numbers resolved a round (a request each, at most)
 PUSH_BATCHES_PER_ROUND = 5  # pushed tasks' reads a round: a round stays short
@@ -238,6 +242,27 @@ class Poller:
                 decision = replace(decision, wake_at=min(decision.wake_at, self.push.next_at()))
         return decision
 
+    def planned(self, task_ids: Sequence[int]) -> dict[int, tuple[float, str]]:
+        """When each of these tasks is next polled, roughly, and why (for the
+        operator; O(N) in the watched tasks)."""
+        now, settings = self.clock(), self.settings
+        budget = self.budget()
+        weights = self._index.rotation_weight(now)
+        cycle = math.inf
+        if budget.remaining:
+            cycle = weights * pace_gap(budget, now, settings) / settings.batch_size
+        found: dict[int, tuple[float, str]] = {}
+        for task_id in task_ids:
+            record = self.records.get(task_id)
+            if record is None:
+                continue
+            candidate = self._index.candidate(task_id) or Candidate.of(self.view(record), settings)
+            when, why = next_poll(candidate, now, cycle)
+            if budget.remaining == 0 and why != "none":  # nothing goes before the reset
+                when = max(when, budget.resets_at)
+            found[task_id] = (when, why)
+        return found
+
     def _feed_waits(self) -> bool:
         """A look is coming: the feed is on, and neither the quota nor a
         failing PlanFix holds every request."""
@@ -370,6 +395,13 @@ class Poller:
         if catalog is not self.catalog:
             self.catalog = catalog
             self._index.clear()  # "finished" may read differently now
+            # For `status`, another process: the names by "process:status".
+            names = {
+                f"{set_id}:{status_id}": status.name
+                for set_id, statuses in catalog.by_set.items()
+                for status_id, status in statuses.items()
+            }
+            self.store.set_meta(STATUS_NAMES, json.dumps(names, ensure_ascii=False))
 
     def _unknown_id(self, task_id: int) -> None:
         """An id never seen that PlanFix does not know: most often a task's

@@ -56,6 +56,12 @@ class PushInbox:
         self.on_push()
         return True
 
+    def ask(self, task_id: int) -> None:
+        """The operator asks for a read now (the status page's "poll now"): due
+        at once, whenever the last read was; not counted as a push."""
+        self._due[task_id] = self.clock()
+        self.on_push()
+
     def schedule(self, task_id: int) -> None:
         if task_id in self._due:
             self.stats.coalesced += 1

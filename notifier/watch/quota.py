@@ -19,7 +19,7 @@ import contextvars
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -59,6 +59,11 @@ class LedgerDay:
     used_at_server: int = 0  # …and our count when we saw it
     exhausted: bool = False  # 0007 seen: nothing more today
     on_demand: int = 0  # of `used`, spent on demand (capped at the reserve)
+    hours: list[int] = field(default_factory=lambda: [0] * 24)  # `used` by local hour
+
+    def count(self, hour: int) -> None:
+        self.used += 1
+        self.hours[hour] += 1  # a DST day's repeated hour adds to the same one
 
 
 class LedgerStore(Protocol):
@@ -242,7 +247,8 @@ class QuotaLedger:
             self._last_sent = now
             self._recent.append(now)
             row = self.today()
-            row.used += 1  # counted before it is sent: a crash never under-counts
+            # counted before it is sent: a crash never under-counts
+            row.count(datetime.fromtimestamp(self.clock(), self.tz).hour)
             row.on_demand += on_demand
             self.store.save_quota(row)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from .planner import _DEADLINE, Candidate, Due
+from .planner import _DEADLINE, Candidate, Due, current_weight
 
 _E = TypeVar("_E", bound=tuple[Any, ...])  # a heap entry
 
@@ -86,6 +86,18 @@ class PlanIndex:
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]
+
+    def candidate(self, task_id: int) -> Candidate | None:
+        live = self._live.get(task_id)
+        return live.candidate if live is not None else None
+
+    def rotation_weight(self, now: float) -> float:
+        """The weights of the tasks in the rotation now (O(N): for the operator)."""
+        return sum(
+            current_weight(live.candidate, now)
+            for live in self._live.values()
+            if live.candidate.regular and live.candidate.forced_priority < 0
+        )
 
     # --- keeping it current -------------------------------------------------------------
 

@@ -133,3 +133,18 @@ async def test_pacing_ignores_a_wall_clock_step(store: Store) -> None:
     assert steady.slept == [pytest.approx(1.0)]
     assert book.last_request_at == pytest.approx(wall())
     assert book.requests_last_hour() == 2
+
+
+async def test_requests_are_counted_by_local_hour_and_kept(tmp_path: Path) -> None:
+    """The status page's burn-down: each request in the hour it went, in the zone."""
+    path = tmp_path / "state.sqlite3"
+    clock = FakeClock(datetime(2026, 11, 23, 9, 59, 58, tzinfo=MSK))
+    book = ledger(Store(path), clock)
+    await spend(book, 2)  # 09:59:58 and, paced, 09:59:59
+    await spend(book, 3)  # 10:00:00 …
+    clock.advance(3 * 3600)
+    await spend(book, 1)  # 13:00
+    row = ledger(Store(path), clock).today()  # as after a restart
+    assert row.used == 6
+    assert row.hours[9] == 2 and row.hours[10] == 3 and row.hours[13] == 1
+    assert sum(row.hours) == row.used

@@ -1,0 +1,223 @@
+"""What the operator sees, gathered in one place for the status page,
+``status`` and the bot's /status: the watched tasks with their plan, the
+day's quota by hour, the outbox per channel, and health.
+
+All of it comes from the store, which another process (``status``) can read
+too; what only the running service knows (health, the next planned polls)
+comes through :class:`Live`, and is absent when the service is not running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from ..alerts.events import Event
+from ..config import Config
+from ..store import ChannelBacklog, OutboxItem, Store
+from ..watch.feed import FeedMode
+from ..watch.poller import STATUS_NAMES
+from ..watch.quota import LedgerDay, day_bounds
+
+PAGE = 200  # task rows at a time
+
+# The watch sets' sources in the store, as a person names them.
+SOURCES = {"config": "tasks", "config:numbers": "numbers", "config:sets": "sets", "push": "push"}
+
+
+class Live(Protocol):
+    """What only the running service knows."""
+
+    def health(self) -> tuple[bool, str]: ...
+
+    def planned(self, task_ids: Sequence[int]) -> dict[int, tuple[float, str]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    task_id: int
+    number: int | None
+    title: str
+    status: str  # its name where the catalogue is known, else "#id"; "" before the baseline
+    deadline: datetime | None  # in the account's zone
+    deadline_has_time: bool
+    last_poll_at: float | None
+    last_result: str | None
+    failures: int
+    next_poll_at: float | None  # None: not known here (the service is not running)
+    next_reason: str  # deadline | baseline | recheck | rotation | none
+    last_change_at: float | None
+    sets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaView:
+    day: date
+    daily: int
+    used: int
+    on_demand: int
+    hours: tuple[int, ...]  # requests per local hour, 0–23
+    hour_now: int  # the hours so far are 0..hour_now
+    resets_at: float
+    exhausted: bool
+
+    @property
+    def left(self) -> int:
+        return 0 if self.exhausted else max(0, self.daily - self.used)
+
+    @property
+    def even_per_hour(self) -> float:
+        return self.daily / 24
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    at: float
+    tz: str
+    running: bool
+    healthy: bool | None  # None: not known here
+    why: str
+    quota: QuotaView
+    feed: str
+    push: str
+    tasks: tuple[TaskRow, ...]
+    total_tasks: int
+    offset: int
+    channels: tuple[ChannelBacklog, ...]
+    pending: tuple[OutboxItem, ...]
+    dead: tuple[OutboxItem, ...]
+    recent: tuple[tuple[int, Event, list[tuple[str, str]]], ...]
+
+    def local(self, ts: float | None, fmt: str = "%d.%m %H:%M") -> str:
+        """A moment in the account's zone (the zone's label is shown once, in the header)."""
+        if ts is None or not math.isfinite(ts):
+            return "—"
+        return datetime.fromtimestamp(ts, ZoneInfo(self.tz)).strftime(fmt)
+
+
+def gather(
+    store: Store,
+    config: Config,
+    now: float,
+    live: Live | None = None,
+    *,
+    offset: int = 0,
+    limit: int = PAGE,
+    outbox_limit: int = 50,
+) -> Overview:
+    tz = config.planfix.timezone
+    ids = store.watched_ids()
+    page = ids[offset : offset + limit]
+    healthy, why = live.health() if live is not None else (None, "")
+    return Overview(
+        at=now,
+        tz=tz,
+        running=live is not None,
+        healthy=healthy,
+        why=why,
+        quota=quota_view(store, config, now),
+        feed=feed_line(store, config),
+        push=push_line(store, config),
+        tasks=tuple(task_rows(store, page, live)),
+        total_tasks=len(ids),
+        offset=offset,
+        channels=tuple(store.outbox_by_channel()),
+        pending=tuple(store.outbox_items("pending", outbox_limit)),
+        dead=tuple(store.outbox_items("dead", outbox_limit)),
+        recent=tuple(store.recent_events(20)),
+    )
+
+
+def quota_view(store: Store, config: Config, now: float) -> QuotaView:
+    zone = ZoneInfo(config.planfix.timezone)
+    day, resets = day_bounds(now, zone)
+    row = store.load_quota(day) or LedgerDay(day)
+    return QuotaView(
+        day=day,
+        daily=config.planfix.daily_quota,
+        used=row.used,
+        on_demand=row.on_demand,
+        hours=tuple(row.hours),
+        hour_now=datetime.fromtimestamp(now, zone).hour,
+        resets_at=resets,
+        exhausted=row.exhausted,
+    )
+
+
+def task_rows(store: Store, task_ids: Sequence[int], live: Live | None) -> list[TaskRow]:
+    records = store.load_records(task_ids)
+    planned = live.planned(task_ids) if live is not None else {}
+    changes = store.last_changes(task_ids)
+    sources = store.watch_sources(task_ids)
+    names: dict[str, str] = json.loads(store.get_meta(STATUS_NAMES) or "{}")
+    rows = []
+    for task_id in task_ids:
+        record = records[task_id]
+        card = record.snapshot
+        when, why = planned.get(task_id, (None, ""))
+        status = ""
+        if card is not None and card.status is not None:
+            status = names.get(f"{card.status_set}:{card.status}") or f"#{card.status}"
+        rows.append(
+            TaskRow(
+                task_id=task_id,
+                number=card.general if card else None,
+                title=card.title if card else "",
+                status=status,
+                deadline=card.end_time if card else None,
+                deadline_has_time=card.end_time_has_time if card else True,
+                last_poll_at=record.last_poll_at,
+                last_result=record.last_result,
+                failures=record.failures,
+                next_poll_at=when,
+                next_reason=why,
+                last_change_at=changes.get(task_id),
+                sets=tuple(SOURCES.get(s, s.replace(":", " ")) for s in sources.get(task_id, [])),
+            )
+        )
+    return rows
+
+
+def feed_line(store: Store, config: Config) -> str:
+    if not config.watch.feed_interval_s:
+        return "change feed: off (watch.feed_interval_s = 0); every task on its own plan"
+    mode = store.get_meta("feed.mode") or FeedMode.CARDS.value
+    if mode == FeedMode.NONE.value:
+        return (
+            "change feed: none — this PlanFix offers neither task.getList filters nor the "
+            "action log; every task on its own plan"
+        )
+    cursor = store.get_meta("feed.cursor")
+    last = local_time(float(cursor), config.planfix.timezone) if cursor else "not yet"
+    return f"change feed: {mode}, every {config.watch.feed_interval_s:.0f} s; last look {last}"
+
+
+def push_line(store: Store, config: Config) -> str:
+    if not config.push.listen:
+        return "push: off (push.listen is empty)"
+    raw = store.get_meta("push.stats")
+    if raw is None:
+        return f"push: on at {config.push.listen}{config.push.path}; none received yet"
+    stats = json.loads(raw)
+    last_at = stats.get("last_at")
+    last = local_time(last_at, config.planfix.timezone) if last_at else "never"
+    line = (
+        f"push: on at {config.push.listen}{config.push.path}; since start {stats['received']} "
+        f"received, {stats['read']} tasks read, {stats['ignored']} in no watch set; last {last}"
+    )
+    if stats.get("waiting_for_planner"):
+        line += (
+            f"; {stats['waiting_for_planner']} pushed tasks wait for the planner "
+            "(the on-demand reserve is spent for today)"
+        )
+    return line
+
+
+def local_time(ts: float, tz: str) -> str:
+    """A moment as a person reads it, with the zone's label: "30.11 14:05 MSK"."""
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%d.%m %H:%M %Z")
