@@ -224,6 +224,7 @@ class Service:
             on_result=lambda channel, result: self.metrics.deliveries.labels(channel, result).inc(),
             monotonic=self.monotonic,
         )
+        dispatcher.on_latency = self._observe_latency
         return Alerts(renderer, channels, router, dispatcher)
 
     def _install(self, built: Alerts, config: Config) -> None:
@@ -372,6 +373,7 @@ class Service:
         finally:
             self._polling = None
             self._round_done_at = self.monotonic()
+            self.metrics.round_done.set(self.clock())
         # Never "now": the scheduler would find this very run still going and
         # skip the next one until the heartbeat.
         wake_at = min(max(wake_at, self.clock() + 0.05), self.clock() + HEARTBEAT_S)
@@ -507,7 +509,15 @@ class Service:
     def _events_stored(self, stored: Sequence[tuple[int, Event]]) -> None:
         for _, event in stored:
             self.metrics.events.labels(event.kind.value).inc()
+            if event.kind is EventKind.BECAME_OVERDUE and event.task and event.task.deadline:
+                flip = event.task.deadline  # a date-only deadline flips at the day's end
+                flip += timedelta(days=0 if event.task.deadline_has_time else 1)
+                delay = max(0.0, (event.at - flip).total_seconds())
+                self.metrics.detection_delay.labels(event.kind.value).observe(delay)
         self.dispatcher.wake()
+
+    def _observe_latency(self, channel: str, seconds: float) -> None:
+        self.metrics.alert_latency.labels(channel).observe(max(0.0, seconds))
 
     # --- health and metrics -------------------------------------------------------------
 
@@ -529,6 +539,9 @@ class Service:
         m = self.metrics
         m.outbox_pending.set(counts.get("pending", 0))
         m.outbox_dead.set(counts.get("dead", 0))
+        oldest = self.store.outbox_oldest_pending()
+        m.outbox_oldest.set(0 if oldest is None else max(0.0, self.clock() - oldest))
+        m.healthy.set(int(self.health()[0]))
         m.quota_used.set(self.ledger.today().used)
         m.quota_on_demand.set(self.ledger.today().on_demand)
         m.quota_remaining.set(self.ledger.remaining)

@@ -123,6 +123,8 @@ async def test_a_dead_letter_is_retried_with_the_token_and_only_with_it(
         assert "refused=" in again.headers["Location"]  # it is no longer dead
     assert "Письмо в никуда" in telegram.fake.texts(CHAT)[0]
     assert service.store.outbox_counts().get("dead", 0) == 0
+    sample = service.metrics.registry.get_sample_value
+    assert sample("planfix_notifier_alert_latency_seconds_count", {"channel": "team"}) == 1
 
 
 async def test_poll_now_reads_the_task_at_once(

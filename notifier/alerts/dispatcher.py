@@ -102,6 +102,7 @@ class Dispatcher:
         self.on_failed = on_failed
         self.on_delivered = on_delivered
         self.on_result = on_result  # (channel, delivered|retry|dead), for metrics
+        self.on_latency: Callable[[str, float], None] | None = None  # (channel, event → sent)
         self.rng = random.Random(seed)  # noqa: S311 - jitter, not a secret
         self._wake: dict[str, asyncio.Event] = {}
         self._workers: list[asyncio.Task[None]] = []
@@ -266,6 +267,9 @@ class Dispatcher:
         self._note_progress(channel.name, result)
         if isinstance(result, Delivered):
             self._record_sent(ids, now)
+            if self.on_latency is not None:
+                for row in batch:
+                    self.on_latency(channel.name, now - row.event.at.timestamp())
             if self.on_delivered is not None:
                 self.on_delivered(channel.name, recipient)
         elif isinstance(result, RetryLater):

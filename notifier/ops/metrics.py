@@ -61,8 +61,40 @@ class Metrics:
             "Watched tasks whose card has not been read yet", registry=r,
         )  # fmt: skip
 
+        self.round_done = Gauge(
+            f"{PREFIX}_last_poll_round_timestamp_seconds",
+            "When a poll round last completed (the poll loop is turning)", registry=r,
+        )  # fmt: skip
+        self.healthy = Gauge(
+            f"{PREFIX}_healthy", "1 while /healthz says ok, else 0", registry=r
+        )  # fmt: skip
+        self.outbox_oldest = Gauge(
+            f"{PREFIX}_outbox_oldest_pending_age_seconds",
+            "Age of the oldest delivery still waiting (0 when none waits)", registry=r,
+        )  # fmt: skip
+        self.detection_delay = Histogram(
+            f"{PREFIX}_detection_delay_seconds",
+            "From a change's known moment in PlanFix (an overdue flip: the deadline) "
+            "to its event here",
+            ["kind"], registry=r, buckets=(15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
+        )  # fmt: skip
+        self.alert_latency = Histogram(
+            f"{PREFIX}_alert_latency_seconds", "From an event to its delivery, per channel",
+            ["channel"], registry=r, buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
+        )  # fmt: skip
+
     def pushes_seen(self, result: str) -> None:
         self.pushes.labels(result).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def names(self) -> set[str]:
+        """Every series name this registry can export (monitoring/ must use only these)."""
+        suffixes = {"counter": ("_total", "_created"), "gauge": ("",),
+                    "histogram": ("_bucket", "_sum", "_count", "_created")}  # fmt: skip
+        return {
+            family.name + suffix
+            for family in self.registry.collect()
+            for suffix in suffixes[family.type]
+        }

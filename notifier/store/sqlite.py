@@ -414,6 +414,10 @@ class Store:
                 [(*values, row_id) for row_id in ids],
             )
 
+    def outbox_oldest_pending(self) -> float | None:
+        row = self._db.execute("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
+        return row.fetchone()[0]  # type: ignore[no-any-return]
+
     def outbox_counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")
         return {state: count for state, count in rows}

@@ -223,6 +223,14 @@ async def test_overdue_is_caught_right_after_the_deadline(harness: Harness) -> N
     overdue = [e for e in harness.events if e.kind is EventKind.BECAME_OVERDUE]
     assert len(overdue) == 1
     assert 0 <= overdue[0].at.timestamp() - deadline.timestamp() <= 120
+    # The dashboard's detection delay: the deadline to the event, as the service records it.
+    service._events_stored([(1, overdue[0])])  # (the harness collects the events itself)
+    sample = service.metrics.registry.get_sample_value
+    labels = {"kind": "became_overdue"}
+    assert sample("planfix_notifier_detection_delay_seconds_count", labels) == 1
+    assert sample("planfix_notifier_detection_delay_seconds_sum", labels) == pytest.approx(
+        overdue[0].at.timestamp() - deadline.timestamp()
+    )
 
 
 async def test_planfix_failing_is_told_once_and_its_end(harness: Harness) -> None:
