@@ -1,9 +1,13 @@
-# planfix-notifier in a container.
+# planfix-notifier in a container; docker-compose.yml beside this file runs it
+# with its config and secrets (compose `secrets:` land in /run/secrets, so the
+# config says token_file = "/run/secrets/planfix_token"):
+#   docker compose up -d
+# Or by hand, the secrets mounted read-only the same way:
 #   docker build -t planfix-notifier .
 #   docker run -d --name planfix-notifier \
 #     -v planfix-state:/var/lib/planfix-notifier \
 #     -v /srv/planfix/config.toml:/etc/planfix-notifier/config.toml:ro \
-#     --secret … (Docker secrets land in /run/secrets: token_file = "/run/secrets/planfix_token")
+#     -v /srv/planfix/secrets:/run/secrets:ro \
 #     planfix-notifier
 # SIGTERM (docker stop) drains pending alerts for up to alerts.shutdown_drain_s.
 

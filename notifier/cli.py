@@ -19,7 +19,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -55,11 +57,18 @@ def _parser() -> argparse.ArgumentParser:
         "130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    log_level: dict[str, Any] = {
+        "type": str.upper, "choices": oplog.LEVELS, "metavar": "LEVEL",
+        "help": "DEBUG, INFO, WARNING or ERROR (before or after the command)",
+    }  # fmt: skip
+    parser.add_argument("--log-level", default="INFO", **log_level)
+    # After the command too: its parser must not put back the default over one given before.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--log-level", default=argparse.SUPPRESS, **log_level)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str, *, config: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text)
+        sub = commands.add_parser(name, help=text, description=text, parents=[after])
         if config:
             sub.add_argument(
                 "--config",
@@ -68,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
             )
         return sub
 
+    init = command("init", "write a commented sample config to start from", config=False)
+    init.add_argument("path", nargs="?", default="notifier.toml", help="default: ./notifier.toml")
     command("run", "the service, in the foreground; SIGHUP reloads the config, SIGTERM stops it")
     command("check", "check the config, the PlanFix log-in, each channel and the state file")
     poll = command("poll", "poll tasks once: print each card and the events it would raise")
@@ -106,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     oplog.setup(level=args.log_level)
     try:
+        if args.command == "init":
+            return _init(Path(args.path))
         if args.command in ("demo", "emulator"):
             if args.command == "demo":
                 return asyncio.run(_demo(args.seconds, args.pace))
@@ -113,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = find_config(args.config)
         config = load_config(path)
         oplog.REDACTOR.set_secrets(config.secrets())
+        oplog.use_zone(config.planfix.timezone)
         if args.command == "run":
             with StateLock(config.state.path):  # one service per state
                 return asyncio.run(_run(config, path))
@@ -137,6 +151,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return EXIT_USAGE
+
+
+# --- init -------------------------------------------------------------------------------
+
+
+def _init(path: Path) -> int:
+    if path.exists():
+        print(f"planfix-notifier: {path} exists; nothing written", file=sys.stderr)
+        return EXIT_USAGE
+    sample = resources.files("notifier").joinpath("data/notifier.example.toml").read_text("utf-8")
+    try:
+        path.write_text(sample, encoding="utf-8")
+        path.chmod(0o600)  # it will hold secrets
+    except OSError as exc:
+        print(f"planfix-notifier: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {path}: set planfix.account, api_key and token (or their *_file), the tasks "
+          "to watch and a channel; then:")  # fmt: skip
+    print(f"  planfix-notifier check --config {path}")
+    return EXIT_OK
 
 
 # --- run --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the key path and what was expected.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
@@ -49,6 +50,16 @@ class PlanfixSection(_Section):
     daily_quota: int = Field(5000, ge=1)
     requests_per_second: float = Field(1.0, gt=0, le=100)
     timeout_s: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        # "https://x.planfix.ru/" or "x.planfix.ru", copied from the browser: the name is x.
+        host = value.strip().split("://", 1)[-1].split("/", 1)[0]
+        if "." in host or "/" in value:
+            name = host.split(".", 1)[0]
+            raise ValueError(f'the account\'s name, not its address: use "{name}"')
+        return value
 
     @field_validator("endpoint")
     @classmethod
@@ -175,6 +186,13 @@ class BotSection(_Section):
     max_subscriptions: int = Field(100, ge=1)  # tasks one chat may watch
 
 
+def _listen_address(value: str, example: str) -> str:
+    port = value.rpartition(":")[2]
+    if value and not (port.isdigit() and 0 <= int(port) <= 65535):
+        raise ValueError(f'"host:port", the port 0 to 65535 (e.g. "{example}"), or "" for none')
+    return value
+
+
 class MetricsSection(_Section):
     listen: str = "127.0.0.1:9464"  # "" turns the endpoint off
     unhealthy_after_s: float = Field(1800.0, gt=0)  # /healthz: 503 without a good poll this long
@@ -186,9 +204,7 @@ class MetricsSection(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        if value and not value.rpartition(":")[2].isdigit():
-            raise ValueError('"host:port" (e.g. "127.0.0.1:9464"), or "" for none')
-        return value
+        return _listen_address(value, "127.0.0.1:9464")
 
     @field_validator("admin_token")
     @classmethod
@@ -220,9 +236,7 @@ class PushSection(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        if value and not value.rpartition(":")[2].isdigit():
-            raise ValueError('"host:port" (e.g. "0.0.0.0:9465"), or "" for none')
-        return value
+        return _listen_address(value, "0.0.0.0:9465")
 
     @field_validator("path")
     @classmethod
@@ -262,7 +276,8 @@ class Config(_Section):
             try:
                 found[name] = types[kind].Options.model_validate(raw)
             except ValidationError as exc:
-                raise ValueError(_first_error(exc, prefix=f"channels.{name}")) from None
+                within = types[kind].Options
+                raise ValueError(_first_error(exc, f"channels.{name}", within)) from None
         return found
 
     def check_bot(self) -> None:
@@ -330,7 +345,7 @@ def find_config(explicit: str | None) -> Path:
             return candidate
     raise ConfigError(
         "no configuration: pass --config PATH, set PLANFIX_NOTIFIER_CONFIG, or create "
-        "./notifier.toml (see config/notifier.example.toml)"
+        "./notifier.toml (`planfix-notifier init` writes a commented one)"
     )
 
 
@@ -413,33 +428,93 @@ def _read_secret_files(
                 if isinstance(values.get(key), str) and not values[key].strip():
                     raise ConfigError(f"{source}: {section}.{key}: empty (a secret cannot be)")
                 continue
-            path = Path(str(values.pop(file_key)))
-            if not path.is_absolute():
-                credentials = env.get("CREDENTIALS_DIRECTORY")
-                path = (Path(credentials) if credentials else base) / path
+            places = _secret_places_for(Path(str(values.pop(file_key))), base, env)
+            path = next((p for p in places if p.exists()), places[0])
             try:
                 values[key] = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
+                tried = f" (looked in {', '.join(map(str, places))})" if len(places) > 1 else ""
+                if len(places) > 1 and not env.get("CREDENTIALS_DIRECTORY"):
+                    tried += "; $CREDENTIALS_DIRECTORY is not set (systemd sets it for the service)"
                 raise ConfigError(
-                    f"{source}: {section}.{file_key}: cannot read {path}: {exc.strerror}"
+                    f"{source}: {section}.{file_key}: cannot read {path}: {exc.strerror}{tried}"
                 ) from None
             if not values[key]:
                 raise ConfigError(f"{source}: {section}.{file_key}: {path} is empty")
+
+
+# The systemd unit loads every file of /etc/planfix-notifier/credentials with one
+# LoadCredential=secret:<that folder> line (so a config may use fewer secrets),
+# which names each credential secret_<file>.
+UNIT_CREDENTIAL_PREFIX = "secret_"
+CREDENTIALS_FOLDER = "credentials"
+
+
+def _secret_places_for(
+    name: Path, base: Path, env: os._Environ[str] | dict[str, str]
+) -> list[Path]:
+    """Where a relative ``*_file`` name is looked for, in order: systemd's
+    $CREDENTIALS_DIRECTORY (as named, or as the unit's folder-wide line names
+    it), then beside the config, then in its credentials/ folder (the unit's
+    layout, when ``check`` is run by hand)."""
+    if name.is_absolute():
+        return [name]
+    places = []
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        places += [Path(credentials) / name, Path(credentials) / f"{UNIT_CREDENTIAL_PREFIX}{name}"]
+    return [*places, base / name, base / CREDENTIALS_FOLDER / name]
 
 
 def _one_line(source: str, exc: ValidationError) -> str:
     return f"{source}: {_first_error(exc)}"
 
 
-def _first_error(exc: ValidationError, prefix: str = "") -> str:
-    first = exc.errors()[0]
+def _sections() -> dict[str, type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {}
+    for name, field in Config.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            found[name] = kind
+    return found
+
+
+def _unknown_key_hint(loc: tuple[str | int, ...], within: type[BaseModel] | None = None) -> str:
+    """For a key no section knows: the section it belongs in, or the key it is a typo of.
+    ``within``: the model ``loc`` is in, when not the whole config (a channel's options)."""
+    key = str(loc[-1])
+    if within is not None:
+        known = list(within.model_fields)
+    elif len(loc) == 1:
+        known = list(Config.model_fields)
+        for name, model in _sections().items():
+            if key in model.model_fields:
+                return f" ({key} belongs in [{name}])"
+    else:
+        section = _sections().get(str(loc[0]))
+        if section is None or len(loc) != 2:
+            return ""
+        known = list(section.model_fields)
+        for name, other in _sections().items():
+            if key in other.model_fields and key not in known:
+                return f" ({key} belongs in [{name}], not [{loc[0]}])"
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _first_error(
+    exc: ValidationError, prefix: str = "", within: type[BaseModel] | None = None
+) -> str:
+    errors = exc.errors()
+    # A typo'd key is both unknown and, under its right name, missing: name the typo.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     where = ".".join(
         [prefix, *(str(p) for p in first["loc"])] if prefix else [str(p) for p in first["loc"]]
     )
     where = where or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
-        what = "unknown key (a typo?)"
+        what = "unknown key" + (_unknown_key_hint(tuple(first["loc"]), within) or " (a typo?)")
     elif kind == "missing":
         what = "required, missing"
     else:

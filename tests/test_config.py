@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from notifier.channels.base import channel_types
-from notifier.config import Config, ConfigError, RouteSection, load_config
+from notifier.config import Config, ConfigError, RouteSection, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "notifier.example.toml"
@@ -129,3 +130,61 @@ def test_a_push_listener_needs_a_secret_which_may_come_from_a_file(tmp_path: Pat
     env = {"PLANFIX_NOTIFIER_PUSH_SECRET": "from-the-env"}
     path.write_text(MINIMAL + '\n[push]\nlisten = "0.0.0.0:9465"\n', encoding="utf-8")
     assert load_config(path, environ=env).push.secret.get_secret_value() == "from-the-env"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("table", "said"),
+    [
+        ({"planfix": {"acount": "x"}}, "planfix.acount: unknown key (did you mean account?)"),
+        (
+            {"planfix": {"tasks": [1]}},
+            "planfix.tasks: unknown key (tasks belongs in [watch], not [planfix])",
+        ),
+        ({"tasks": [1]}, "tasks: unknown key (tasks belongs in [watch])"),
+        ({"watch": {"taks": [1]}}, "watch.taks: unknown key (did you mean tasks?)"),
+        (
+            {"planfix": {"account": "acme.planfix.ru"}},
+            'planfix.account: the account\'s name, not its address: use "acme"',
+        ),
+        ({"planfix": {"account": "https://acme.planfix.ru/"}}, 'use "acme"'),
+        (
+            {"metrics": {"listen": "127.0.0.1:99999"}},
+            'metrics.listen: "host:port", the port 0 to 65535',
+        ),
+        (
+            {"channels": {"t": {"type": "telegram", "bot_token": "1:x", "chat_idz": [1]}}},
+            "channels.t.chat_idz: unknown key (did you mean chat_ids?)",
+        ),
+    ],
+)
+def test_a_slip_gets_one_line_that_says_what_to_write(table: dict[str, Any], said: str) -> None:
+    data: dict[str, Any] = {"planfix": {"account": "acme", "api_key": "k", "token": "t"}}
+    for section, values in table.items():
+        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data, source="n.toml", environ={})
+    assert said in str(caught.value) and str(caught.value).startswith("n.toml: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_secret_files_follow_the_units_layout_by_hand_and_under_systemd(tmp_path: Path) -> None:
+    """The unit loads /etc/planfix-notifier/credentials/* as secret_<name>; the
+    config names planfix_token. The service finds it in $CREDENTIALS_DIRECTORY,
+    `check` run by hand finds it in credentials/ beside the config."""
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "planfix_token").write_text("by-hand-token\n")
+    loaded = tmp_path / "run-credentials"
+    loaded.mkdir()
+    (loaded / "secret_planfix_token").write_text("systemd-token\n")
+    path = write(tmp_path, MINIMAL.replace('token = "t"', 'token_file = "planfix_token"'))
+    by_hand = load_config(path, environ={})
+    under_systemd = load_config(path, environ={"CREDENTIALS_DIRECTORY": str(loaded)})
+    assert by_hand.planfix.token is not None and under_systemd.planfix.token is not None
+    assert by_hand.planfix.token.get_secret_value() == "by-hand-token"
+    assert under_systemd.planfix.token.get_secret_value() == "systemd-token"
+    missing = write(tmp_path, MINIMAL.replace('token = "t"', 'token_file = "nowhere"'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(missing, environ={})
+    said = str(caught.value)
+    assert f"{tmp_path / 'nowhere'}" in said and f"{tmp_path / 'credentials' / 'nowhere'}" in said
+    assert "$CREDENTIALS_DIRECTORY is not set" in said

@@ -14,7 +14,9 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime, tzinfo
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -68,6 +70,29 @@ class Redactor:
 
 
 REDACTOR = Redactor()
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConsoleTime:
+    """The console's time prefix, in the account's zone and with its label
+    ("2026-11-30 14:05:03 MSK"), as every time a person reads: deadlines are
+    in that zone too. UTC until the config names the zone; JSON lines keep UTC."""
+
+    def __init__(self) -> None:
+        self.zone: tzinfo = UTC
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
+        stamp = datetime.now(self.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+        event_dict["timestamp"] = stamp
+        return event_dict
+
+
+CONSOLE_TIME = ConsoleTime()
+
+
+def use_zone(zone: str) -> None:
+    """The console's times from now on in ``zone`` (planfix.timezone)."""
+    CONSOLE_TIME.zone = ZoneInfo(zone)
 
 
 def setup(
@@ -80,7 +105,7 @@ def setup(
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.TimeStamper(fmt="iso", utc=True) if as_json else CONSOLE_TIME,
         structlog.stdlib.ExtraAdder(),
         structlog.processors.format_exc_info,  # tracebacks become text: redacted too
         REDACTOR,
@@ -98,6 +123,8 @@ def setup(
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    if level.upper() not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}: {', '.join(LEVELS)}")
     root.setLevel(level.upper())
     for name, quiet in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(quiet, root.level))
