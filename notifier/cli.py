@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import secrets
 import signal
@@ -29,7 +30,7 @@ from . import __version__
 from .alerts.events import TASK_EVENT_KINDS, Event, EventKind, TaskSummary
 from .alerts.render import TemplateProblem
 from .app import Service, build_channels, renderer_for
-from .channels.base import Delivered, Message
+from .channels.base import Delivered, Message, Misconfigured, RetryLater, SendResult
 from .config import Config, ConfigError, config_from_dict, find_config, load_config
 from .emulator import Account, Emulator, Settings, populate
 from .emulator.scenario import Scenario, build
@@ -46,6 +47,7 @@ from .web.push import serve_push
 from .web.server import HttpServer, parse_listen
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+NOTHING_TO_WATCH = "nothing to watch; add watch.numbers, tasks, projects or filters"
 log = oplog.get("notifier.cli")
 
 
@@ -202,6 +204,12 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
         pinger = asyncio.create_task(watchdog(interval))
     notify("READY=1")
     log.info("started", watching=len(service.poller.records), channels=sorted(service.channels))
+    watch = config.watch
+    if not (service.poller.records or watch.tasks or watch.numbers or watch.projects
+            or watch.filters or config.push.auto_watch):  # fmt: skip
+        log.warning(
+            NOTHING_TO_WATCH + (" (or /watch in a chat with the bot)" if service.bot else "")
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -276,6 +284,7 @@ async def _check(config: Config, path: Path) -> int:
         return _table(rows)
     try:
         rows.append(_state_writable(service.store, config))
+        answered = True
         try:
             with service.ledger.on_demand():
                 if service.client.login_mode:
@@ -287,20 +296,48 @@ async def _check(config: Config, path: Path) -> int:
             rows.append(await _check_watch(service, config))
         except PlanfixError as exc:
             rows.append(("PlanFix log-in", False, str(exc)))
-        ledger = service.ledger
-        rows.append(
-            (
-                "PlanFix quota",
-                ledger.remaining > 0,
-                f"{ledger.remaining} of {ledger.daily_quota} left today",
-            )
-        )
+            answered = False
+        rows.append(_quota_row(service.ledger, answered))
         for name, channel in service.channels.items():
             result = await channel.check()
             rows.append((f"channel {name}", result.ok, result.detail))
+        if config.metrics.listen:
+            rows.append(await _listen_row("metrics.listen", config.metrics.listen))
+        if config.push.listen:
+            rows.append(await _listen_row("push.listen", config.push.listen))
     finally:
         await service.stop()
     return _table(rows)
+
+
+def _quota_row(ledger: QuotaLedger, answered: bool) -> tuple[str, bool, str]:
+    left = f"{ledger.remaining} of {ledger.daily_quota} left today by our count"
+    if not answered:  # PlanFix's own word (0007, its header) was not heard
+        return ("PlanFix quota", ledger.remaining > 0, f"unknown: PlanFix did not answer; {left}")
+    return ("PlanFix quota", ledger.remaining > 0, left)
+
+
+async def _listen_row(key: str, listen: str) -> tuple[str, bool, str]:
+    """Can the address be had? (A running service holds it: that is fine too.)"""
+    server = HttpServer(listen, {})
+    try:
+        await server.start()
+    except OSError as exc:
+        host, port = parse_listen(listen)
+        if exc.errno == errno.EADDRINUSE and await _answers(host, port):
+            return (key, True, f"{listen} is in use; something answers there (the service?)")
+        return (key, False, f"{listen}: cannot listen there ({exc.strerror})")
+    await server.stop()
+    return (key, True, f"{listen} can be listened on")
+
+
+async def _answers(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 async def _check_watch(service: Service, config: Config) -> tuple[str, bool, str]:
@@ -311,7 +348,7 @@ async def _check_watch(service: Service, config: Config) -> tuple[str, bool, str
         return (
             "watch",
             True,
-            "warning: nothing to watch; add watch.numbers, tasks, projects or filters",
+            f"warning: {NOTHING_TO_WATCH}",
         )
     with service.ledger.on_demand():
         answers = await service.client.get_tasks(watch.tasks) if watch.tasks else {}
@@ -341,8 +378,8 @@ def _state_writable(store: Store, config: Config) -> tuple[str, bool, str]:
 
 def _table(rows: Sequence[tuple[str, bool, str]]) -> int:
     width = max(len(name) for name, _, _ in rows)
-    for name, ok, detail in rows:
-        print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {detail}")
+    for name, ok, detail in rows:  # (a server's error text may echo a secret)
+        print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {oplog.REDACTOR.scrub(detail)}")
     return EXIT_OK if all(ok for _, ok, _ in rows) else EXIT_FAILURE
 
 
@@ -468,7 +505,8 @@ async def _test_alert(config: Config, only: str | None) -> int:
         EventKind.STATUS_CHANGED,
         datetime.now(UTC),
         0,
-        TaskSummary(0, 0, "Проверка уведомлений planfix-notifier", 2, "В работе", "AVERAGE",
+        # No number: a sample has no task in PlanFix to link to.
+        TaskSummary(0, None, "Проверка уведомлений planfix-notifier", 2, "В работе", "AVERAGE",
                     "Тест", ("planfix-notifier",), None, True),
         "Новая",
         "В работе",
@@ -480,14 +518,29 @@ async def _test_alert(config: Config, only: str | None) -> int:
             continue
         for recipient in channel.recipients():
             result = await channel.send(Message(name, recipient, (sample,)))
-            ok = isinstance(result, Delivered)
-            failed += not ok
-            print(f"{name} → {recipient}: {'delivered' if ok else result}")
+            failed += not isinstance(result, Delivered)
+            print(f"{name} → {recipient}: {said_of(result)}")
         await channel.aclose()
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+def said_of(result: SendResult) -> str:
+    """A channel's answer in words, for a person."""
+    if isinstance(result, Delivered):
+        return "delivered" + (f" ({result.detail})" if result.detail else "")
+    if isinstance(result, RetryLater):
+        when = f"; the service would retry in {result.after_s:.0f} s" if result.after_s else ""
+        return f"not delivered, for now: {result.reason}{when}"
+    if isinstance(result, Misconfigured):
+        return f"not delivered: the channel's settings need fixing: {result.reason}"
+    return f"not delivered, and retrying would not help: {result.reason}"
+
+
 # --- poll -----------------------------------------------------------------------------------
+
+
+# The CLI speaks English; PlanFix's own words (status names, titles) stay as they are.
+POLL_HEADER = f"{'id':>6} {'number':<6} {'status':<14} {'deadline':<12} {'':<22} title"
 
 
 def format_task(task: Task, catalog: StatusCatalog) -> str:
@@ -496,8 +549,8 @@ def format_task(task: Task, catalog: StatusCatalog) -> str:
     flags = " ".join(
         mark
         for mark, on in (
-            ("просрочена", task.is_overdued),
-            ("скоро срок", task.is_close_to_deadline),
+            ("overdue", task.is_overdued),
+            ("deadline near", task.is_close_to_deadline),
         )
         if on
     )
@@ -515,7 +568,7 @@ async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
         if send:
             undelivered = await service.dispatcher.drain(config.alerts.retry_max_s)
         catalog = service.poller.catalog
-        print(f"{'id':>6} {'номер':<6} {'статус':<14} {'срок':<12} {'':<22} название")
+        print(f"{POLL_HEADER}  (times in {config.planfix.timezone})")
         for result in results:
             if result.task is not None:
                 print(format_task(result.task, catalog))

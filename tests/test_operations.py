@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,14 +215,51 @@ def test_check_prints_a_table_and_fails_on_any_failure(
         "PlanFix quota",
         "channel team",
         "channel mail",
+        "metrics.listen",
     }
     assert all(status == "ok" for status, _ in rows.values()), rows
     assert rows["watch"][1].startswith("warning: nothing to watch")
-    assert re.fullmatch(r"\d+ of 5000 left today", rows["PlanFix quota"][1])
+    assert re.fullmatch(r"\d+ of 5000 left today by our count", rows["PlanFix quota"][1])
+    assert rows["channel team"][1].endswith("1 chats found")
+    assert rows["metrics.listen"][1].endswith("can be listened on")
     telegram.fake.token = "1:other"  # the bot token no longer works
     done = run_cli("check", "--config", str(config))
     assert done.returncode == 1
     assert check_rows(done.stdout)["channel team"][0] == "FAIL"
+
+
+def test_check_names_the_cause_and_the_place_of_each_failure(
+    emulator: Emulator,
+    telegram: TelegramServer,
+    smtp_plain: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    """Tried as a new user: a bare "SMTPConnectError", "quota ok" with PlanFix
+    unreachable, a chat the bot is not in found only at the first alert."""
+    data = service_config(emulator, telegram, tmp_path, [])
+    data["planfix"]["endpoint"] = f"http://127.0.0.1:{free_port()}/xml/"  # nothing listens
+    mail = smtp_plain.options() | {"port": free_port()}  # nor here
+    data["channels"]["mail"] = mail
+    telegram.fake.unknown_chats.add(str(CHAT))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # bound, not listening: no one answers, no one may listen
+    data["metrics"]["listen"] = f"127.0.0.1:{taken.getsockname()[1]}"
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    try:
+        done = run_cli("check", "--config", str(config))
+    finally:
+        taken.close()
+    rows = check_rows(done.stdout)
+    assert done.returncode == 1
+    assert rows["PlanFix quota"][1].startswith("unknown: PlanFix did not answer")
+    status, detail = rows["channel mail"]
+    assert status == "FAIL" and f"127.0.0.1:{mail['port']}" in detail
+    assert re.search(r"SMTPConnectError: .*(refused|connect)", detail, re.IGNORECASE), detail
+    status, detail = rows["channel team"]
+    assert status == "FAIL" and f"chat {CHAT}: Chat not found" in detail, detail
+    status, detail = rows["metrics.listen"]
+    assert status == "FAIL" and "cannot listen there" in detail
 
 
 def test_check_says_which_ids_do_not_exist_and_points_to_numbers(
@@ -266,14 +304,20 @@ def test_status_and_test_alert(
         and " ok " in done.stdout
     )
     assert "of 100000 used" in done.stdout
-    assert "outbox: 0 pending" in done.stdout
+    assert "outbox: empty" in done.stdout
+    assert "health: unknown — no service answers at http://127.0.0.1:" in done.stdout
     assert "change feed: task.getList, every 60 s; last look not yet" in done.stdout
     done = run_cli("test-alert", "--config", str(config))
     assert done.returncode == 0 and f"team → {CHAT}: delivered" in done.stdout
     assert "Проверка уведомлений planfix-notifier" in telegram.fake.sent[-1].text
+    assert "/task/" not in telegram.fake.sent[-1].text  # a sample links to no task
     telegram.fake.inject("forbidden", CHAT)
     done = run_cli("test-alert", "--channel", "team", "--config", str(config))
-    assert done.returncode == 1 and "blocked" in done.stdout
+    assert done.returncode == 1
+    assert done.stdout == (
+        f"team → {CHAT}: not delivered, and retrying would not help: the bot cannot write to "
+        f"chat {CHAT}: Forbidden: bot was blocked by the user\n"
+    )
     assert run_cli("test-alert", "--channel", "nope", "--config", str(config)).returncode == 2
 
 

@@ -31,6 +31,7 @@ from .base import (
     Misconfigured,
     RetryLater,
     SendResult,
+    described,
 )
 
 # CPython folds a long non-ASCII header between two encoded-words at a space,
@@ -213,6 +214,8 @@ class EmailChannel(Channel):
             await _goodbye(smtp)
         except _OptionsRefused as exc:
             return CheckResult(False, f"{where}: {exc}")
-        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            return CheckResult(False, f"{where}: {type(exc).__name__}")
+        except TimeoutError:
+            return CheckResult(False, f"{where}: no answer within {self.opts.timeout_s:.0f} s")
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            return CheckResult(False, f"{where}: {described(exc)}")
         return CheckResult(True, f"{where} ({self.opts.security})")

@@ -48,6 +48,7 @@ from .base import (
     Misconfigured,
     RetryLater,
     SendResult,
+    described,
 )
 from .ratelimit import Pacer
 
@@ -215,7 +216,21 @@ class TelegramChannel(Channel):
         except (TelegramError, TimeoutError) as exc:
             return CheckResult(False, f"getMe failed: {self._scrub(str(exc))}")
         took = time.monotonic() - started
-        return CheckResult(True, f"bot @{me.username} reachable ({took * 1000:.0f} ms)")
+        unreachable = []
+        for chat_id in self.recipients():  # each chat the bot must write to
+            try:
+                await asyncio.wait_for(self.bot.get_chat(chat_id), self.opts.timeout_s)
+            except (TelegramError, TimeoutError) as exc:
+                why = self._scrub(str(exc)) or type(exc).__name__
+                unreachable.append(f"chat {chat_id}: {why} (is the bot a member of it?)")
+            except Exception as exc:  # an answer PTB cannot read: said, not a traceback
+                unreachable.append(f"chat {chat_id}: {self._scrub(described(exc))}")
+        if unreachable:
+            return CheckResult(False, f"bot @{me.username} reachable; " + "; ".join(unreachable))
+        chats = len(self.recipients())
+        return CheckResult(
+            True, f"bot @{me.username} reachable ({took * 1000:.0f} ms), {chats} chats found"
+        )
 
     async def aclose(self) -> None:
         if self._ready:

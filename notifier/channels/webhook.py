@@ -38,6 +38,7 @@ from .base import (
     Misconfigured,
     RetryLater,
     SendResult,
+    described,
 )
 
 SIGNATURE_HEADER = "X-Planfix-Notifier-Signature"
@@ -126,8 +127,13 @@ class WebhookChannel(Channel):
         try:
             response = await self._http.request("HEAD", self.opts.url)
         except httpx.HTTPError as exc:
-            return CheckResult(False, f"unreachable: {type(exc).__name__}")
-        return CheckResult(response.status_code < 500, f"HTTP {response.status_code} to HEAD")
+            return CheckResult(False, f"{self._host()} unreachable: {described(exc)}")
+        return CheckResult(
+            response.status_code < 500, f"{self._host()}: HTTP {response.status_code} to HEAD"
+        )
+
+    def _host(self) -> str:
+        return httpx.URL(self.opts.url).netloc.decode()  # no path: it may carry a secret
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -95,6 +95,7 @@ class FakeTelegram:
     _all: deque[float] = field(default_factory=deque)
     _next_id: int = 1
     down: bool = False  # set while the server is "down" (see TelegramServer.restarted)
+    unknown_chats: set[str] = field(default_factory=set)  # getChat: "chat not found"
 
     def texts(self, chat_id: object) -> list[str]:
         return [s.text for s in self.sent if s.chat_id == str(chat_id)]
@@ -196,6 +197,17 @@ class FakeTelegram:
                 "editMessageReplyMarkup",
             ):
                 return 200, _ok(True), 0
+            if method == "getChat":
+                chat_id = str(params.get("chat_id"))
+                if chat_id in self.unknown_chats:
+                    return self._reject(400, "Bad Request: chat not found")
+                fault = self._fault(chat_id)
+                if fault is not None and fault.kind in ("forbidden", "bad_request"):
+                    return self._faulty(fault)
+                kind = "supergroup" if chat_id.startswith("-100") else "private"
+                found = {"id": int(chat_id), "type": kind, "title": "Команда",
+                         "accent_color_id": 0, "max_reaction_count": 11}  # fmt: skip
+                return 200, _ok(found), 0
             if method != "sendMessage":
                 return 404, _error(404, "Not Found: method not found"), 0
             chat = str(params.get("chat_id"))
