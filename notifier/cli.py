@@ -588,10 +588,16 @@ async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
 # --- demo and emulator -------------------------------------------------------------------
 
 DEMO_QUOTA = 50000
+DEMO_PAGE_PORT = 9464  # the status page's usual port, when free
 
 
 def demo_config(
-    emulator: Emulator, task_ids: Sequence[int], state_dir: Path, push_port: int = 0
+    emulator: Emulator,
+    task_ids: Sequence[int],
+    state_dir: Path,
+    push_port: int = 0,
+    page_port: int = 0,
+    admin_token: str | None = None,
 ) -> Config:
     """The embedded defaults `make run` shows: poll fast, alert on everything;
     with ``push_port``, the emulator pushes each change there, as PlanFix's
@@ -621,7 +627,10 @@ def demo_config(
             },
             "alerts": {"group_wait_s": 1},
             "channels": {"console": {"type": "console"}},
-            "metrics": {"listen": ""},
+            "metrics": {
+                "listen": f"127.0.0.1:{page_port}" if page_port else "",
+                **({"admin_token": admin_token} if admin_token else {}),
+            },
             "push": push,
         },
         source="(demo defaults)",
@@ -633,11 +642,15 @@ async def _demo(seconds: float | None, pace: float) -> int:
     account = Account(Settings(daily_quota=DEMO_QUOTA))
     ids = build(account)
     with Emulator(account) as emulator, tempfile.TemporaryDirectory() as state_dir:
-        config = demo_config(emulator, ids, Path(state_dir), push_port=_free_port())
+        page, token = _free_port(DEMO_PAGE_PORT), secrets.token_hex(16)
+        config = demo_config(emulator, ids, Path(state_dir), push_port=_free_port(),
+                             page_port=page, admin_token=token)  # fmt: skip
         print(
             f"PlanFix emulator on {emulator.endpoint}: {len(ids)} tasks, changed every few "
             "seconds, each change pushed to the service as a PlanFix scenario would; one "
-            "falls overdue at the next whole minute. Watching… (Ctrl-C stops)",
+            "falls overdue at the next whole minute.\n"
+            f"Status page: http://127.0.0.1:{page}/ (admin token for its actions: {token})\n"
+            "Watching… (Ctrl-C stops)",
             flush=True,
         )
         scenario = Scenario(account, ids, pace=pace)
@@ -648,9 +661,13 @@ async def _demo(seconds: float | None, pace: float) -> int:
             scenario.stop()
 
 
-def _free_port() -> int:
+def _free_port(wanted: int = 0) -> int:
+    """``wanted`` if it is free (a URL people may keep), else any free port."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind(("127.0.0.1", wanted))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
@@ -658,16 +675,45 @@ def _emulator(args: argparse.Namespace) -> int:
     account = Account(Settings(daily_quota=args.quota))
     populate(account, args.tasks, seed=args.seed)
     emulator = Emulator(account, host=args.host, port=args.port).start()
-    settings = account.settings
-    print(
-        f"PlanFix emulator on {emulator.endpoint} — account {settings.account!r}, "
-        f"api_key {settings.api_key!r}, token {settings.token!r} "
-        f"(or login {settings.login!r} / {settings.password!r}); "
-        f"control API at {emulator.base_url}/control/state. Ctrl-C stops it.",
-        flush=True,
-    )
+    print(emulator_intro(emulator), flush=True)
     try:
         while True:
             time.sleep(3600)
     finally:
         emulator.stop()
+
+
+def emulator_intro(emulator: Emulator, shown: int = 10) -> str:
+    """What the emulator holds, and a config to point the service at it."""
+    settings = emulator.account.settings
+    tasks = sorted(emulator.account.tasks.values(), key=lambda t: int(t["id"]))
+    lines = [
+        f"PlanFix emulator on {emulator.endpoint}: account {settings.account!r}, "
+        f"{len(tasks)} tasks, {settings.daily_quota} requests a day; control API at "
+        f"{emulator.base_url}/control/state. Ctrl-C stops it.",
+        "",
+        f"{'id':>6}  {'number':>6}  title",
+        *(f"{t['id']:>6}  {t.get('general', ''):>6}  {t.get('title', '')}" for t in tasks[:shown]),
+    ]
+    if len(tasks) > shown:
+        lines.append(f"{'…':>6}  and {len(tasks) - shown} more")
+    numbers = ", ".join(str(t["general"]) for t in tasks[:3] if t.get("general"))
+    lines += [
+        "",
+        "A config for the service (save as notifier.toml; then planfix-notifier check):",
+        "",
+        "[planfix]",
+        f'account = "{settings.account}"',
+        f'endpoint = "{emulator.endpoint}"',
+        f'api_key = "{settings.api_key}"',
+        f'token = "{settings.token}"',
+        f'timezone = "{settings.timezone}"',
+        f"daily_quota = {settings.daily_quota}",
+        "",
+        "[watch]",
+        f"numbers = [{numbers}]                 # as in the task's link; or tasks = [ids]",
+        "",
+        "[channels.console]",
+        'type = "console"',
+    ]
+    return "\n".join(lines)

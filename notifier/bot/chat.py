@@ -357,17 +357,29 @@ class ChatBot:
             return await self.refuse(update)
         service = self.service
         ledger = service.ledger
-        counts = service.store.outbox_counts()
+        zone = service.tz
+
+        def at(ts: float, fmt: str = "%H:%M:%S %Z") -> str:  # in the account's zone, labelled
+            return datetime.fromtimestamp(ts, zone).strftime(fmt)
+
+        healthy, why = service.health()
         last = service.poller.last_success_at
-        last_text = datetime.fromtimestamp(last).strftime("%H:%M:%S") if last else "ещё не было"
-        await self.reply(
-            update,
+        lines = [
+            "Состояние: в порядке." if healthy else f"Состояние: НЕ в порядке — {why}.",
             f"Квота PlanFix: {ledger.today().used} из {ledger.daily_quota} за сегодня, "
-            f"осталось {ledger.remaining}.\nПоследний удачный опрос: {last_text}.\n"
-            f"Задач под наблюдением: {len(service.poller.records)}.\n"
-            f"Очередь уведомлений: {counts.get('pending', 0)}, "
-            f"не доставлено: {counts.get('dead', 0)}.",
-        )
+            f"осталось {ledger.remaining}; сброс {at(ledger.resets_at, '%d.%m %H:%M %Z')}.",
+            f"Последний удачный опрос: {at(last) if last else 'ещё не было'}.",
+            f"Задач под наблюдением: {len(service.poller.records)}.",
+        ]
+        backlog = service.store.outbox_by_channel()
+        if not backlog:
+            lines.append("Очередь уведомлений пуста.")
+        for c in backlog:
+            oldest = f" (самое старое с {at(c.oldest_pending_at)})" if c.oldest_pending_at else ""
+            error = f"; последняя ошибка: {c.last_error}" if c.last_error else ""
+            lines.append(f"Канал {c.channel}: ждут {c.pending}{oldest}, "
+                         f"не доставлено {c.dead}{error}.")  # fmt: skip
+        await self.reply(update, "\n".join(lines))
 
     # --- buttons under alerts -----------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
+from datetime import datetime
 from typing import Literal
 
 from .base import Channel, ChannelOptions, Delivered, Message, SendResult
@@ -21,7 +21,8 @@ class ConsoleChannel(Channel):
         return ["stdout"]
 
     async def send(self, message: Message) -> SendResult:
-        stamp = time.strftime("%H:%M:%S")
+        # In the account's zone, labelled, as every time a person reads here.
+        stamp = datetime.now(self.renderer.tz).strftime("%H:%M:%S %Z")
         for line in self.renderer.text(message.events).splitlines():
             print(f"{stamp} {line}", file=sys.stdout, flush=True)
         return Delivered()

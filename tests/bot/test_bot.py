@@ -119,7 +119,10 @@ async def test_watch_becomes_alerts_in_that_chat(
     }
     listing = await said(telegram, TEAM, MEMBER, "/list", "Отчёт для чата")
     assert "В работе" in listing and "каждые" in listing
-    assert "Квота PlanFix" in await said(telegram, TEAM, MEMBER, "/status", "Квота")
+    status = await said(telegram, TEAM, MEMBER, "/status", "Квота")
+    assert "Квота PlanFix" in status and "Состояние: в порядке." in status
+    zone = datetime.now(ZoneInfo("Europe/Moscow")).strftime("%Z")
+    assert f"{zone}." in status  # times carry the account zone's label
 
 
 async def test_watch_by_link_and_by_id_and_unknown_ones(
