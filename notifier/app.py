@@ -34,6 +34,7 @@ from .channels.console import ConsoleOptions
 from .channels.telegram import TelegramChannel
 from .config import Config
 from .ops import logging as oplog
+from .ops import memory
 from .ops.clock import StepWatch, steady
 from .ops.metrics import Metrics
 from .ops.systemd import notify
@@ -328,6 +329,9 @@ class Service:
     # --- the operator's actions (the status page) ----------------------------------------
 
     def retry_dead_letter(self, outbox_id: int) -> str:
+        channel = self.store.outbox_channel(outbox_id)
+        if channel is not None and channel not in self.channels:
+            raise ValueError(f"dead letter #{outbox_id} is for {channel}, no longer configured")
         if not self.store.outbox_revive(outbox_id, self.clock()):
             raise ValueError(f"no dead letter #{outbox_id} (already retried?)")
         log.info("dead letter retried by the operator", outbox_id=outbox_id)
@@ -341,6 +345,14 @@ class Service:
         if task_id not in self.poller.records:
             raise ValueError(f"task {task_id} is not watched")
         self.push.ask(task_id)
+        blocked = self.ledger.blocked()
+        if not self.poller.breaker_allows():
+            return f"task {task_id} is read once PlanFix answers again (it is failing now)"
+        if blocked is not None:
+            return f"task {task_id} is read once polling may go on: {blocked}"
+        if self.ledger.blocked_on_demand() is not None:
+            return (f"task {task_id} goes with the planner's next request (the on-demand "
+                    "reserve is spent today)")  # fmt: skip
         return f"task {task_id} is read within seconds (from the on-demand reserve)"
 
     async def _poll_job(self) -> None:
@@ -535,11 +547,12 @@ class Service:
             self._answered_at = self.monotonic()
 
     def refresh_gauges(self) -> None:
+        memory.give_back()
         counts = self.store.outbox_counts()
         m = self.metrics
         m.outbox_pending.set(counts.get("pending", 0))
         m.outbox_dead.set(counts.get("dead", 0))
-        oldest = self.store.outbox_oldest_pending()
+        oldest = self.store.outbox_oldest_undelivered(self.clock())
         m.outbox_oldest.set(0 if oldest is None else max(0.0, self.clock() - oldest))
         m.healthy.set(int(self.health()[0]))
         m.quota_used.set(self.ledger.today().used)

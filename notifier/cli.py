@@ -35,7 +35,7 @@ from .config import Config, ConfigError, config_from_dict, find_config, load_con
 from .emulator import Account, Emulator, Settings, populate
 from .emulator.scenario import Scenario, build
 from .ops import logging as oplog
-from .ops.overview import gather
+from .ops.overview import PAGE, gather
 from .ops.status_text import render_text
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task
@@ -48,6 +48,7 @@ from .web.server import HttpServer, parse_listen
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 NOTHING_TO_WATCH = "nothing to watch; add watch.numbers, tasks, projects or filters"
+ALL_TASKS = 10_000_000  # status --all
 log = oplog.get("notifier.cli")
 
 
@@ -88,9 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     poll.add_argument("--send", action="store_true", help="record the state and deliver the events")
     test = command("test-alert", "send a sample alert through the channels")
     test.add_argument("--channel", help="only this channel (default: all)")
-    command(
-        "status", "watched tasks, last polls, quota, outbox and dead letters (from the state file)"
+    status = command(
+        "status", "health, watched tasks and their next polls, quota, outbox and dead letters"
     )
+    status.add_argument("--all", action="store_true", help="every task (default: the first 200)")
     quota = command("quota", "the day's PlanFix request count, and what blocks polling if anything")
     quota.add_argument(
         "--reset", action="store_true",
@@ -139,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "test-alert":
             return asyncio.run(_test_alert(config, args.channel))
         if args.command == "status":
-            return _status(config)
+            return _status(config, every=args.all)
         if args.command == "quota":
             return _quota(config, reset=args.reset)
         if args.command == "push-test":
@@ -204,6 +206,9 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
         pinger = asyncio.create_task(watchdog(interval))
     notify("READY=1")
     log.info("started", watching=len(service.poller.records), channels=sorted(service.channels))
+    if config.metrics.listen and not config.metrics.page_on:
+        log.info("status page off: metrics.listen is not a loopback address (it shows task "
+                 "titles); metrics.status_page = true serves it there")  # fmt: skip
     watch = config.watch
     if not (service.poller.records or watch.tasks or watch.numbers or watch.projects
             or watch.filters or config.push.auto_watch):  # fmt: skip
@@ -386,22 +391,24 @@ def _table(rows: Sequence[tuple[str, bool, str]]) -> int:
 # --- status -----------------------------------------------------------------------------
 
 
-def _status(config: Config) -> int:
+def _status(config: Config, *, every: bool = False) -> int:
     """What the running service says at /status.txt; else what the state file
     tells (without health and the next polls: only the service knows them)."""
-    said, why = _ask_service(config)
+    limit = ALL_TASKS if every else PAGE
+    said, why = _ask_service(config, limit)
     if said is not None:
         print(said, end="")
         return EXIT_OK
     store = Store(config.state.path)
     try:
-        print(render_text(gather(store, config, time.time()), not_running=why), end="")
+        overview = gather(store, config, time.time(), limit=limit)
+        print(render_text(overview, not_running=why), end="")
     finally:
         store.close()
     return EXIT_OK
 
 
-def _ask_service(config: Config) -> tuple[str | None, str]:
+def _ask_service(config: Config, limit: int) -> tuple[str | None, str]:
     """(/status.txt, or None and why not)."""
     if not config.metrics.listen:
         return None, "metrics.listen is off, so the service cannot be asked"
@@ -409,11 +416,12 @@ def _ask_service(config: Config) -> tuple[str | None, str]:
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (a wildcard)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/status.txt"
     try:
-        answer = httpx.get(url, timeout=5.0)
+        answer = httpx.get(url, params={"limit": limit}, timeout=30.0)
     except httpx.HTTPError:
         return None, f"no service answers at {url}"
-    if answer.status_code == 404:
-        return None, "the running service's status page is off (metrics.status_page)"
+    if answer.status_code in (404, 421):
+        why = "see metrics.status_page and metrics.hosts"
+        return None, f"the running service does not serve its status at {url} ({why})"
     if answer.status_code != 200:
         return None, f"{url} answered {answer.status_code}"
     return answer.text, ""

@@ -11,6 +11,7 @@ the key path and what was expected.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -186,6 +187,13 @@ class BotSection(_Section):
     max_subscriptions: int = Field(100, ge=1)  # tasks one chat may watch
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _listen_address(value: str, example: str) -> str:
     port = value.rpartition(":")[2]
     if value and not (port.isdigit() and 0 <= int(port) <= 65535):
@@ -198,8 +206,18 @@ class MetricsSection(_Section):
     unhealthy_after_s: float = Field(1800.0, gt=0)  # /healthz: 503 without a good poll this long
     heartbeat_url: str = ""  # a GET after each healthy poll round, at most once a minute
     channel_stuck_after_s: float = Field(3600.0, gt=0)  # /healthz: 503 when due, undelivered
-    status_page: bool = True  # the status page at /, and /status.txt for `status`
+    # The status page at / and /status.txt (for `status`); unset: served on a
+    # loopback listen only (it shows task titles and recipients).
+    status_page: bool | None = None
     admin_token: SecretStr | None = None  # or admin_token_file: the page's actions need it
+    hosts: list[str] = Field(default_factory=list)  # names the page answers to, besides IPs
+
+    @property
+    def page_on(self) -> bool:
+        if self.status_page is not None:
+            return self.status_page
+        host = self.listen.rpartition(":")[0].strip("[]")
+        return bool(self.listen) and (host in ("", "localhost") or _loopback(host))
 
     @field_validator("listen")
     @classmethod
@@ -487,9 +505,9 @@ def _unknown_key_hint(loc: tuple[str | int, ...], within: type[BaseModel] | None
         known = list(within.model_fields)
     elif len(loc) == 1:
         known = list(Config.model_fields)
-        for name, model in _sections().items():
-            if key in model.model_fields:
-                return f" ({key} belongs in [{name}])"
+        homes = [f"[{name}]" for name, model in _sections().items() if key in model.model_fields]
+        if homes:
+            return f" ({key} belongs in {' or '.join(homes)})"
     else:
         section = _sections().get(str(loc[0]))
         if section is None or len(loc) != 2:

@@ -5,23 +5,27 @@ as a browser would (the browser itself: tests/test_status_browser.py)."""
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from notifier.alerts.events import Event, EventKind, TaskSummary
 from notifier.app import Service
 from notifier.cli import main
 from notifier.config import ConfigError, config_from_dict
 from notifier.emulator import Emulator, EmulatorControl
-from notifier.ops.overview import QuotaView
+from notifier.ops.overview import Overview, QuotaView, TaskRow
+from notifier.store import ChannelBacklog, OutboxItem
 from notifier.web.burndown import burndown_svg
 from notifier.web.ops import operator_routes
 from notifier.web.server import HttpServer
+from notifier.web.status_page import render_page
 from tests.fakes.telegram import TelegramServer
 from tests.test_delivery import CHAT, settings, until
 
@@ -117,10 +121,13 @@ async def test_a_dead_letter_is_retried_with_the_token_and_only_with_it(
         assert [wrong.status_code, missing.status_code, forged.status_code] == [403, 403, 403]
         assert not telegram.fake.sent
         right = await http.post(retry, data={"outbox_id": dead.id, "token": TOKEN})
-        assert right.status_code == 303 and "goes%20out%20again" in right.headers["Location"]
+        assert right.status_code == 303
+        assert "goes out again" in await said(http, url, right)
         await until(lambda: bool(telegram.fake.texts(CHAT)), within=10)
         again = await http.post(retry, data={"outbox_id": dead.id, "token": TOKEN})
-        assert "refused=" in again.headers["Location"]  # it is no longer dead
+        assert "refused: no dead letter" in await said(http, url, again)  # no longer dead
+        forged_note = (await http.get(url + "/?note=pay-here&said=evil")).text
+        assert 'id="said"' not in forged_note  # a link cannot put words on the page
     assert "Письмо в никуда" in telegram.fake.texts(CHAT)[0]
     assert service.store.outbox_counts().get("dead", 0) == 0
     sample = service.metrics.registry.get_sample_value
@@ -140,8 +147,17 @@ async def test_poll_now_reads_the_task_at_once(
         )
         assert answer.status_code == 303
         await until(lambda: bool(telegram.fake.texts(CHAT)), within=10)
+        assert "is read within seconds" in await said(http, url, answer)
         unknown = await http.post(url + "/actions/poll", data={"task_id": 1, "token": TOKEN})
-    assert "not%20watched" in unknown.headers["Location"]
+        assert "refused: task 1 is not watched" in await said(http, url, unknown)
+
+
+async def said(http: httpx.AsyncClient, url: str, answer: httpx.Response) -> str:
+    """What the page says after an action's redirect."""
+    page_html = (await http.get(url + answer.headers["Location"])).text
+    found = re.search(r'<p class="said[^"]*" id="said">([^<]*)</p>', page_html)
+    assert found, "the page says nothing after the action"
+    return html.unescape(found[1])
 
 
 async def test_status_asks_the_running_service_and_says_when_none_answers(
@@ -158,7 +174,7 @@ async def test_status_asks_the_running_service_and_says_when_none_answers(
     assert re.search(r"\((rotation|deadline|recheck)\)", line)  # the next planned poll
 
     config = tmp_config(service)
-    code = await asyncio.to_thread(main, ["status", "--config", str(config)])
+    code = await asyncio.to_thread(main, ["status", "--all", "--config", str(config)])
     printed = capsys.readouterr().out
     assert code == 0 and "health: unknown" in printed and "no service answers" in printed
     assert "Что с ней" in printed
@@ -199,3 +215,62 @@ def test_a_short_admin_token_is_refused(emulator: Emulator, tmp_path: Path) -> N
             "metrics": {"admin_token": "short"}}  # fmt: skip
     with pytest.raises(ConfigError, match=r"metrics\.admin_token: at least 16 characters"):
         config_from_dict(data, source="x.toml", environ={})
+
+
+async def test_only_our_hosts_are_answered_and_odd_input_is_no_error(
+    page: Start, control: EmulatorControl
+) -> None:
+    """DNS rebinding: a page at evil.example, its name pointed at 127.0.0.1,
+    must not read the status page; an offset like "²" is no crash."""
+    task = control.create_task(title="Чужим не видно", status=1)
+    _, url = await page([task["id"]], admin_token=TOKEN, hosts=["notifier.internal"])
+    port = url.rsplit(":", 1)[1]
+    async with httpx.AsyncClient() as http:
+        for host, status in [("evil.example", 421), (f"evil.example:{port}", 421),
+                             (f"localhost:{port}", 200), (f"notifier.internal:{port}", 200),
+                             (f"127.0.0.1:{port}", 200), (f"[::1]:{port}", 200)]:  # fmt: skip
+            answer = await http.get(url + "/", headers={"Host": host})
+            assert answer.status_code == status, host
+            assert ("Чужим не видно" in answer.text) == (status == 200)
+        assert (
+            await http.get(url + "/status.txt", headers={"Host": "evil.example"})
+        ).status_code == 421
+        assert (await http.get(url + "/?offset=%C2%B2")).status_code == 200
+        assert (
+            await http.get(url + "/metrics", headers={"Host": "evil.example"})
+        ).status_code == 200
+        origin_only = await http.post(
+            url + "/actions/poll", data={"task_id": task["id"], "token": TOKEN},
+            headers={"Origin": "https://evil.example"},
+        )  # fmt: skip
+        assert origin_only.status_code == 403 and "another origin" in origin_only.text
+
+
+def test_every_string_on_the_page_is_escaped() -> None:
+    """Not only titles: status names, errors, recipients, channels, feed lines."""
+    bad = "<img src=x onerror=alert(1)>"
+    event = Event(EventKind.STATUS_CHANGED, datetime.now(UTC), 7,
+                  TaskSummary(7, 70, bad, 1, bad, None, None, (), None, True))  # fmt: skip
+    item = OutboxItem(1, bad, bad, "dead", 3, bad, 1.0, 1.0, 2.0, event)
+    row = TaskRow(7, 70, bad, bad, None, True, 1.0, bad, 2, 3.0, "rotation", 4.0, (bad,))
+    ov = Overview(
+        at=10.0, tz="Europe/Moscow", running=True, healthy=False, why=bad,
+        quota=quota(3, [1] * 24), feed=bad, push=bad, tasks=(row,), total_tasks=1, offset=0,
+        channels=(ChannelBacklog(bad, 1, 1, 1, 1.0, bad),), pending=(item,), dead=(item,),
+        recent=((1, event, [(bad, "sent")]),),
+    )  # fmt: skip
+    html_page = render_page(ov, nonce="n", actions=True, note=(bad, True))
+    assert "<img" not in html_page and html_page.count("&lt;img src=x onerror=alert(1)&gt;") >= 12
+
+
+def test_the_page_stays_off_a_listen_others_can_reach() -> None:
+    base = {"planfix": {"account": "a", "api_key": "k", "token": "t"}}
+    on = {"127.0.0.1:9464": True, "[::1]:9464": True, "localhost:9464": True,
+          "0.0.0.0:9464": False, "10.0.0.5:9464": False, "": False}  # fmt: skip
+    for listen, want in on.items():
+        config = config_from_dict(base | {"metrics": {"listen": listen}}, source="t", environ={})
+        assert config.metrics.page_on is want, listen
+    config = config_from_dict(
+        base | {"metrics": {"listen": "0.0.0.0:9464", "status_page": True}}, source="t", environ={}
+    )
+    assert config.metrics.page_on

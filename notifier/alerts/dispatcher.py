@@ -267,9 +267,9 @@ class Dispatcher:
         self._note_progress(channel.name, result)
         if isinstance(result, Delivered):
             self._record_sent(ids, now)
-            if self.on_latency is not None:
+            if self.on_latency is not None:  # from when it was queued (or retried by hand)
                 for row in batch:
-                    self.on_latency(channel.name, now - row.event.at.timestamp())
+                    self.on_latency(channel.name, now - row.created_at)
             if self.on_delivered is not None:
                 self.on_delivered(channel.name, recipient)
         elif isinstance(result, RetryLater):

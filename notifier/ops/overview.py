@@ -95,9 +95,7 @@ class Overview:
 
     def local(self, ts: float | None, fmt: str = "%d.%m %H:%M") -> str:
         """A moment in the account's zone (the zone's label is shown once, in the header)."""
-        if ts is None or not math.isfinite(ts):
-            return "—"
-        return datetime.fromtimestamp(ts, ZoneInfo(self.tz)).strftime(fmt)
+        return local(ts, self.tz, fmt)
 
 
 def gather(
@@ -193,7 +191,7 @@ def feed_line(store: Store, config: Config) -> str:
             "action log; every task on its own plan"
         )
     cursor = store.get_meta("feed.cursor")
-    last = local_time(float(cursor), config.planfix.timezone) if cursor else "not yet"
+    last = local(float(cursor), config.planfix.timezone) if cursor else "not yet"
     return f"change feed: {mode}, every {config.watch.feed_interval_s:.0f} s; last look {last}"
 
 
@@ -205,7 +203,7 @@ def push_line(store: Store, config: Config) -> str:
         return f"push: on at {config.push.listen}{config.push.path}; none received yet"
     stats = json.loads(raw)
     last_at = stats.get("last_at")
-    last = local_time(last_at, config.planfix.timezone) if last_at else "never"
+    last = local(last_at, config.planfix.timezone) if last_at else "never"
     line = (
         f"push: on at {config.push.listen}{config.push.path}; since start {stats['received']} "
         f"received, {stats['read']} tasks read, {stats['ignored']} in no watch set; last {last}"
@@ -218,6 +216,8 @@ def push_line(store: Store, config: Config) -> str:
     return line
 
 
-def local_time(ts: float, tz: str) -> str:
-    """A moment as a person reads it, with the zone's label: "30.11 14:05 MSK"."""
-    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%d.%m %H:%M %Z")
+def local(ts: float | None, tz: str, fmt: str = "%d.%m %H:%M %Z") -> str:
+    """A moment as a person reads it, in the account's zone: "30.11 14:05 MSK"."""
+    if ts is None or not math.isfinite(ts):
+        return "—"
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime(fmt)

@@ -62,7 +62,7 @@ def next_poll_text(ov: Overview, row: TaskRow) -> str:
 
 def quota_line(q: QuotaView, ov: Overview) -> str:
     hours_gone = q.hour_now + 1
-    pace = sum(q.hours) / hours_gone
+    pace = q.used / hours_gone  # (not the hours' sum: a day begun before they were counted)
     line = (
         f"quota {q.day}: {q.used} of {q.daily} used ({q.on_demand} on demand), {q.left} left; "
         f"{pace:.0f}/h so far against an even {q.even_per_hour:.0f}/h; "

@@ -274,7 +274,13 @@ class Store:
         """The records of these tasks; a fresh one for a task never polled."""
         records = {task_id: state.TaskRecord(task_id) for task_id in task_ids}
         query = f"SELECT {_RECORD_COLUMNS} FROM task_state"  # noqa: S608 - a constant
-        for row in self._db.execute(query):
+        # A few (a page of the status page): by key; many (the start): one scan.
+        rows = (
+            self._rows_for(query + " WHERE task_id IN ({})", list(records))
+            if len(records) <= 1000
+            else self._db.execute(query)
+        )
+        for row in rows:
             if row[0] in records:
                 records[row[0]] = _record(row)
         return records
@@ -414,8 +420,14 @@ class Store:
                 [(*values, row_id) for row_id in ids],
             )
 
-    def outbox_oldest_pending(self) -> float | None:
-        row = self._db.execute("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
+    def outbox_oldest_undelivered(self, now: float) -> float | None:
+        """When the oldest delivery that should have gone by now was queued:
+        one tried and failed, or due; not one held back unattempted (quiet hours)."""
+        row = self._db.execute(
+            "SELECT MIN(created_at) FROM outbox WHERE state = 'pending' "
+            "AND (attempts > 0 OR next_attempt_at <= ?)",
+            (now,),
+        )
         return row.fetchone()[0]  # type: ignore[no-any-return]
 
     def outbox_counts(self) -> dict[str, int]:
@@ -450,8 +462,9 @@ class Store:
                 oldest[channel] = first
         errors = dict(
             self._db.execute(
-                "SELECT channel, last_error FROM outbox o WHERE id = (SELECT MAX(id) FROM "
-                "outbox WHERE channel = o.channel AND state != 'sent' AND last_error IS NOT NULL)"
+                "SELECT o.channel, o.last_error FROM outbox o JOIN (SELECT MAX(id) AS id "
+                "FROM outbox WHERE state != 'sent' AND last_error IS NOT NULL GROUP BY channel) "
+                "latest ON o.id = latest.id"
             ).fetchall()
         )
         return [
@@ -486,10 +499,14 @@ class Store:
         when there is no such dead letter."""
         cursor = self._db.execute(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, "
-            "created_at = ?, done_at = NULL WHERE id = ? AND state = 'dead'",
+            "created_at = ?, done_at = NULL, last_error = NULL WHERE id = ? AND state = 'dead'",
             (now, now, outbox_id),
         )
         return cursor.rowcount == 1
+
+    def outbox_channel(self, outbox_id: int) -> str | None:
+        row = self._db.execute("SELECT channel FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def recent_events(self, limit: int = 20) -> list[tuple[int, Event, list[tuple[str, str]]]]:
         """The latest events, each with its deliveries: (channel, state)."""

@@ -183,19 +183,28 @@ def current_weight(c: Candidate, now: float) -> float:
     return c.window_weight if c.window_from <= now <= c.window_to else c.weight
 
 
-def next_poll(c: Candidate, now: float, cycle_s: float) -> tuple[float, str]:
+def in_rotation(c: Candidate, now: float) -> bool:
+    """Polled in turn by weight now: regular, and no forced poll due yet
+    (a task whose forced poll is due waits for that instead)."""
+    return c.regular and not (c.forced_priority >= 0 and c.forced_due <= now)
+
+
+def next_poll(c: Candidate, now: float, cycle_s: float, *, each: bool = False) -> tuple[float, str]:
     """When ``c`` is next polled, roughly, and why (for the operator).
 
-    A forced poll has its moment. In the rotation a task is polled once
-    (now − last poll) × weight reaches a mark common to all, which comes
-    round every ``cycle_s`` for weight 1: the weights of the rotation over
-    the regular requests per second (its share of the budget).
+    In the rotation a task is polled once (now − last poll) × weight reaches a
+    mark common to all, which comes round every ``cycle_s`` for weight 1: the
+    weights of the rotation over the regular requests per second. With
+    ``each``, every request takes every task (they fit in one batch): a turn
+    is then ``cycle_s``, the gap between requests, whatever the weight. A
+    forced poll (deadline, recheck) comes at its moment, or sooner by the rotation.
     """
-    if c.forced_priority >= 0:
-        return max(c.forced_due, c.eligible_at, now), _REASONS[c.forced_priority]
-    if not c.regular:
-        return math.inf, "none"
-    return max(c.last_poll_at + cycle_s / current_weight(c, now), c.eligible_at, now), "rotation"
+    forced = max(c.forced_due, c.eligible_at, now), _REASONS.get(c.forced_priority, "")
+    if not in_rotation(c, now):
+        return forced if c.forced_priority >= 0 else (math.inf, "none")
+    gap = cycle_s if each else cycle_s / current_weight(c, now)
+    turn = max(c.last_poll_at + gap, c.eligible_at, now)
+    return forced if c.forced_priority >= 0 and forced[0] <= turn else (turn, "rotation")
 
 
 def plan(

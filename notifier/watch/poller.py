@@ -247,17 +247,17 @@ class Poller:
         operator; O(N) in the watched tasks)."""
         now, settings = self.clock(), self.settings
         budget = self.budget()
-        weights = self._index.rotation_weight(now)
-        cycle = math.inf
-        if budget.remaining:
-            cycle = weights * pace_gap(budget, now, settings) / settings.batch_size
+        count, weights = self._index.rotation(now)
+        gap = pace_gap(budget, now, settings) if budget.remaining else math.inf
+        each = count <= settings.batch_size  # every request takes every task in turn
+        cycle = gap if each else weights * gap / settings.batch_size
         found: dict[int, tuple[float, str]] = {}
         for task_id in task_ids:
             record = self.records.get(task_id)
             if record is None:
                 continue
             candidate = self._index.candidate(task_id) or Candidate.of(self.view(record), settings)
-            when, why = next_poll(candidate, now, cycle)
+            when, why = next_poll(candidate, now, cycle, each=each)
             if budget.remaining == 0 and why != "none":  # nothing goes before the reset
                 when = max(when, budget.resets_at)
             found[task_id] = (when, why)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from .planner import _DEADLINE, Candidate, Due, current_weight
+from .planner import _DEADLINE, Candidate, Due, current_weight, in_rotation
 
 _E = TypeVar("_E", bound=tuple[Any, ...])  # a heap entry
 
@@ -91,13 +91,15 @@ class PlanIndex:
         live = self._live.get(task_id)
         return live.candidate if live is not None else None
 
-    def rotation_weight(self, now: float) -> float:
-        """The weights of the tasks in the rotation now (O(N): for the operator)."""
-        return sum(
+    def rotation(self, now: float) -> tuple[int, float]:
+        """How many tasks are in the rotation now, and their weights' sum
+        (O(N): for the operator)."""
+        weights = [
             current_weight(live.candidate, now)
             for live in self._live.values()
-            if live.candidate.regular and live.candidate.forced_priority < 0
-        )
+            if in_rotation(live.candidate, now)
+        ]
+        return len(weights), sum(weights)
 
     # --- keeping it current -------------------------------------------------------------
 

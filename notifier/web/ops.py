@@ -3,6 +3,7 @@ status page (with /status.txt for the ``status`` command)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..config import Config
 from ..ops.metrics import Health, Metrics
-from ..ops.overview import gather
+from ..ops.overview import Overview, gather
 from .server import Routes
 from .status_page import page_routes
 
@@ -32,15 +33,41 @@ def ops_routes(metrics: Metrics, health: Health) -> Routes:
     return {("GET", "/metrics"): serve_metrics, ("GET", "/healthz"): healthz}
 
 
+FRESH_S = 2.0  # an overview this young is served again (tabs refreshing, a burst of `status`)
+
+
 def operator_routes(config: Config, service: Service) -> Routes:
-    """/metrics and /healthz; the status page at / unless metrics.status_page is off."""
+    """/metrics and /healthz; the status page at / when metrics.page_on."""
     routes = dict(ops_routes(service.metrics, service.health))
-    if config.metrics.status_page:
-        token = config.metrics.admin_token
-        routes |= page_routes(
-            lambda offset: gather(service.store, config, service.clock(), service, offset=offset),
-            token=token.get_secret_value() if token is not None else None,
-            retry=service.retry_dead_letter,
-            poll_now=service.poll_now,
-        )
+    if not config.metrics.page_on:
+        return routes
+    made: dict[tuple[int, int], tuple[float, Overview]] = {}
+
+    def overview(offset: int, limit: int) -> Overview:
+        now = service.monotonic()
+        at, ready = made.get((offset, limit), (-FRESH_S, None))
+        if ready is None or now - at >= FRESH_S:
+            made.clear()  # one page at a time is kept
+            ready = gather(service.store, config, service.clock(), service, offset=offset,
+                           limit=limit)  # fmt: skip
+            made[(offset, limit)] = (now, ready)
+        return ready
+
+    def then_fresh(action: Callable[[int], str]) -> Callable[[int], str]:
+        def act(target: int) -> str:
+            try:
+                return action(target)
+            finally:
+                made.clear()  # the page after an action shows its effect
+
+        return act
+
+    token = config.metrics.admin_token
+    routes |= page_routes(
+        overview,
+        token=token.get_secret_value() if token is not None else None,
+        retry=then_fresh(service.retry_dead_letter),
+        poll_now=then_fresh(service.poll_now),
+        hosts=config.metrics.hosts,
+    )
     return routes

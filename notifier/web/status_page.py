@@ -12,10 +12,11 @@ script run but the page's own (by nonce), as a second line of defence.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from html import escape
-from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
@@ -27,7 +28,7 @@ from .server import Handler, Routes
 REFRESH_S = 30
 MAX_FORM = 4096
 
-Gather = Callable[[int], Overview]  # offset → the overview
+Gather = Callable[[int, int], Overview]  # (offset, how many tasks) → the overview
 Action = Callable[[int], str]  # an id → what was done, in words (ValueError: refused, why)
 
 STYLE = """
@@ -56,21 +57,60 @@ if (box) {
     form.querySelector('input[name=token]').value = box.value;
   }));
 }
-if (location.search.includes('said=')) {  // the refresh must not repeat what was said
-  const url = new URL(location.href); url.searchParams.delete('said');
-  url.searchParams.delete('refused'); history.replaceState(null, '', url);
+if (location.search.includes('note=')) {  // the refresh must not repeat what was said
+  const url = new URL(location.href); url.searchParams.delete('note');
+  history.replaceState(null, '', url);
 }
 """
 
 
-def page_routes(gather: Gather, *, token: str | None, retry: Action, poll_now: Action) -> Routes:
+class Notes:
+    """What the last actions said, by a random key in the redirect's URL: the
+    page shows only what this service said (a link cannot put words on it)."""
+
+    def __init__(self, keep: int = 50) -> None:
+        self.keep = keep
+        self._said: OrderedDict[str, tuple[str, bool]] = OrderedDict()
+
+    def add(self, text: str, *, refused: bool = False) -> str:
+        key = secrets.token_urlsafe(8)
+        self._said[key] = (text, refused)
+        while len(self._said) > self.keep:
+            self._said.popitem(last=False)
+        return key
+
+    def get(self, key: str) -> tuple[str, bool] | None:
+        return self._said.get(key)
+
+
+def page_routes(
+    gather: Gather,
+    *,
+    token: str | None,
+    retry: Action,
+    poll_now: Action,
+    hosts: Sequence[str] = (),
+) -> Routes:
+    notes = Notes()
+
+    def guarded(handler: Handler) -> Handler:
+        """Only for a Host this service answers to (DNS rebinding: a page
+        elsewhere, its name pointed at 127.0.0.1, must not read this one)."""
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            if not _our_host(request.host, hosts):
+                return _refused(421, f"not served for the host {request.host[:100]!r}; "
+                                "add it to metrics.hosts")  # fmt: skip
+            return await handler(request)
+
+        return handle
+
     async def page(request: web.BaseRequest) -> web.Response:
         offset = _int(request.query.get("offset", "0")) or 0
-        said = request.query.get("said", "")
-        refused = request.query.get("refused", "")
+        note = notes.get(request.query.get("note", ""))
         nonce = secrets.token_urlsafe(16)
-        body = render_page(gather(max(0, offset)), nonce=nonce, actions=token is not None,
-                           said=said, refused=refused)  # fmt: skip
+        body = render_page(gather(offset, PAGE), nonce=nonce, actions=token is not None,
+                           note=note)  # fmt: skip
         response = web.Response(text=body, content_type="text/html")
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
@@ -98,24 +138,39 @@ def page_routes(gather: Gather, *, token: str | None, retry: Action, poll_now: A
             if target is None:
                 return _refused(400, f"{field} must be a number")
             try:
-                said = {"said": do(target)}
+                key = notes.add(do(target))
             except ValueError as exc:
-                said = {"refused": str(exc)}
+                key = notes.add(str(exc), refused=True)
             # See Other: the browser shows the page again by GET (a reload repeats nothing).
-            location = f"/?{urlencode(said, quote_via=quote)}"
-            return web.Response(status=303, headers={"Location": location})
+            return web.Response(status=303, headers={"Location": f"/?note={key}"})
 
         return handle
 
     async def text(request: web.BaseRequest) -> web.Response:
-        return web.Response(text=render_text(gather(0)))
+        """``status``'s text; ``?limit=N&offset=M`` for more than a page of tasks."""
+        offset = _int(request.query.get("offset", "0")) or 0
+        limit = _int(request.query.get("limit", str(PAGE))) or PAGE
+        return web.Response(text=render_text(gather(offset, limit)))
 
-    return {
+    routes: dict[tuple[str, str], Handler] = {
         ("GET", "/"): page,
         ("GET", "/status.txt"): text,
         ("POST", "/actions/retry"): action(retry, "outbox_id"),
         ("POST", "/actions/poll"): action(poll_now, "task_id"),
     }
+    return {route: guarded(handler) for route, handler in routes.items()}
+
+
+def _our_host(host: str, hosts: Sequence[str]) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if name in ("localhost", *(h.lower() for h in hosts)):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _refused(status: int, why: str) -> web.Response:
@@ -139,14 +194,14 @@ def _forged(request: web.BaseRequest) -> str | None:
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) < 19 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
 
 
 # --- the page -----------------------------------------------------------------------------
 
 
 def render_page(
-    ov: Overview, *, nonce: str, actions: bool, said: str = "", refused: str = ""
+    ov: Overview, *, nonce: str, actions: bool, note: tuple[str, bool] | None = None
 ) -> str:
     e = escape
     parts = [
@@ -166,10 +221,13 @@ def render_page(
             '<input type="password" id="token" autocomplete="off"></label> '
             "(metrics.admin_token; kept in this tab only)</p>"
         )
-    if said:
-        parts.append(f'<p class="said" id="said">{e(said)}</p>')
-    if refused:
-        parts.append(f'<p class="said refused" id="said">refused: {e(refused)}</p>')
+    if note is not None:
+        text, refused = note
+        parts.append(
+            f'<p class="said refused" id="said">refused: {e(text)}</p>'
+            if refused
+            else f'<p class="said" id="said">{e(text)}</p>'
+        )
     parts += [
         '<section id="quota"><h2>Quota today</h2>',
         f"<p>{e(quota_line(ov.quota, ov))}</p>",

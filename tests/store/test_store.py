@@ -118,3 +118,35 @@ def test_a_packed_card_keeps_the_planners_facts_at_hand() -> None:
     assert card.deadline == (TASK.end_time + timedelta(days=1)).timestamp()  # a date: its day's end
     assert (card.status, card.status_set, card.general, card.overdued) == (2, 1, 12, False)
     assert len(card.packed) < len(card.json().encode())
+
+
+def test_the_operators_view_of_the_outbox(tmp_path: Path) -> None:
+    """Per channel: counts, the oldest waiting, the last error; the oldest
+    undelivered ignores a delivery held back unattempted (quiet hours)."""
+    store = Store(tmp_path / "s.sqlite3")
+    route = lambda event: [("team", "-100"), ("mail", "a@b")]  # noqa: E731
+    ((first, _),) = store.add_events([EVENT], route, queued_at=100.0)
+    (team,), (mail,) = store.outbox_pending("team"), store.outbox_pending("mail")
+    store.outbox_retry([team.id], 5000.0, None, attempt=False)  # quiet hours until 5000
+    assert store.outbox_oldest_undelivered(now=200.0) == 100.0  # mail's is due
+    store.outbox_sent([mail.id], 200.0)
+    assert store.outbox_oldest_undelivered(now=300.0) is None  # team's only waits for morning
+    store.outbox_retry([team.id], 5000.0, "HTTP 502")  # tried, failed: it counts
+    assert store.outbox_oldest_undelivered(now=300.0) == 100.0
+    ((second, _),) = store.add_events([EVENT], route, queued_at=300.0)
+    store.outbox_dead([r.id for r in store.outbox_pending("mail")], "550 no such user", 400.0)
+    backlog = {c.channel: c for c in store.outbox_by_channel()}
+    assert (backlog["team"].pending, backlog["team"].last_error) == (2, "HTTP 502")
+    assert backlog["team"].oldest_pending_at == 100.0
+    assert (backlog["mail"].dead, backlog["mail"].sent) == (1, 1)
+    assert backlog["mail"].last_error == "550 no such user"
+    dead = store.outbox_items("dead")[0]
+    assert store.outbox_revive(dead.id, 500.0) and not store.outbox_revive(dead.id, 500.0)
+    (again,) = store.outbox_pending("mail")
+    assert (again.id, again.attempts, again.last_error, again.created_at) == (
+        dead.id,
+        0,
+        None,
+        500.0,
+    )
+    assert [event_id for event_id, _, _ in store.recent_events(5)] == [second, first]

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from notifier.watch.planner import (
     DAY_S,
     Budget,
+    Candidate,
     PlannerSettings,
     TaskView,
     learn,
+    next_poll,
     plan,
     polls_per_day_estimate,
     rate_per_day,
@@ -280,3 +282,37 @@ def test_spends_the_budget_evenly(n: int, seed: int) -> None:
     for t in sent:
         hours[min(23, int(t // 3600))] += 1
     assert max(hours) <= 2 * daily / 24
+
+
+# --- the next planned poll, as the operator sees it ----------------------------------------
+
+
+def when(view: TaskView, cycle_s: float = 600.0) -> tuple[float, str]:
+    at, why = next_poll(Candidate.of(view, SETTINGS), NOW, cycle_s)
+    return at - NOW, why
+
+
+def test_next_poll_in_the_rotation_follows_the_weight() -> None:
+    assert when(polled(1, ago=10)) == (590.0, "rotation")  # weight 1: once a cycle
+    busy = polled(2, ago=10, rate_per_day=4.0)  # weight sqrt(4) = 2: twice as often
+    assert when(busy) == (290.0, "rotation")
+    assert when(polled(3, ago=1000)) == (0.0, "rotation")  # overdue for its turn: now
+
+
+def test_a_far_deadline_does_not_hide_the_rotation() -> None:
+    """A deadline in 30 days forces a poll when its window opens, in 29 days;
+    the rotation comes long before that."""
+    far = polled(1, ago=10, deadline=NOW + 30 * DAY_S)
+    assert when(far) == (590.0, "rotation")
+
+
+def test_a_near_deadline_comes_first_when_it_is_sooner() -> None:
+    near = polled(1, ago=10, deadline=NOW + 120, close_seen=True)  # flips in 2 minutes
+    assert when(near) == (120 + SETTINGS.deadline_margin_s, "deadline")
+
+
+def test_forced_polls_that_are_due_wait_for_nothing() -> None:
+    assert when(TaskView(task_id=1)) == (0.0, "baseline")
+    gone = polled(1, ago=60, unavailable=True)
+    assert when(gone) == (SETTINGS.unavailable_interval_s - 60, "recheck")
+    assert when(polled(1, ago=10), cycle_s=math.inf) == (math.inf, "rotation")

@@ -261,3 +261,28 @@ async def test_overdue_reminders_repeat_until_resolved(harness: Harness) -> None
     kinds = [e.kind for e in harness.events]
     assert kinds[-2:] == [EventKind.STATUS_CHANGED, EventKind.OVERDUE_RESOLVED]
     assert kinds.count(EventKind.BECAME_OVERDUE) == 4  # no reminder once resolved
+
+
+async def test_the_planned_polls_the_operator_sees_match_the_polls_made(harness: Harness) -> None:
+    """The status page's "next poll": for a task whose deadline comes first,
+    that moment; for the rest, a turn of the rotation, which then comes."""
+    deadline = START + timedelta(minutes=20)
+    soon = harness.control.create_task(
+        title="Скоро срок", status=2, endTime=deadline.strftime("%d-%m-%Y %H:%M")
+    )
+    others = [harness.control.create_task(title=f"Фон {i}", status=2)["id"] for i in range(20)]
+    service = harness.service([soon["id"], *others], daily_quota=50)  # a request per 29 min
+    await harness.settle(service, 120)  # baselines
+    now = harness.clock.now
+    planned = service.poller.planned([soon["id"], *others])
+    at, why = planned[soon["id"]]
+    margin = service.poller.settings.deadline_margin_s
+    assert why == "deadline" and at == deadline.timestamp() + margin
+    turns = [planned[task_id] for task_id in others]
+    assert {why for _, why in turns} == {"rotation"}
+    first = min(at for at, _ in turns)
+    assert now + 20 * 60 < first < now + 3 * 3600  # the next request's turn: half an hour or so
+    polled_before = {t: service.poller.records[t].last_poll_at for t in others}
+    await harness.settle(service, first - now + 120)
+    repolled = [t for t in others if service.poller.records[t].last_poll_at != polled_before[t]]
+    assert repolled, "the rotation's turn came and went without a poll"
