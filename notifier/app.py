@@ -34,7 +34,6 @@ from .channels.console import ConsoleOptions
 from .channels.telegram import TelegramChannel
 from .config import Config
 from .ops import logging as oplog
-from .ops import memory
 from .ops.clock import StepWatch, steady
 from .ops.metrics import Metrics
 from .ops.systemd import notify
@@ -117,6 +116,7 @@ class Service:
         transport: httpx.AsyncBaseTransport | None = None,
         metrics: Metrics | None = None,
         monotonic: Callable[[], float] = steady,
+        keep_watch_set: bool = True,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -124,7 +124,8 @@ class Service:
         self.tz = ZoneInfo(config.planfix.timezone)
         self.metrics = metrics or Metrics()
         self.store = Store(config.state.path)
-        self.store.set_watched("config", config.watch.tasks, clock())
+        if keep_watch_set:  # (not for `check`: it may try another config)
+            self.store.set_watched("config", config.watch.tasks, clock())
         self.ledger = QuotaLedger(
             self.store,
             daily_quota=config.planfix.daily_quota,
@@ -547,7 +548,6 @@ class Service:
             self._answered_at = self.monotonic()
 
     def refresh_gauges(self) -> None:
-        memory.give_back()
         counts = self.store.outbox_counts()
         m = self.metrics
         m.outbox_pending.set(counts.get("pending", 0))

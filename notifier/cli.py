@@ -30,6 +30,7 @@ from . import __version__
 from .alerts.events import TASK_EVENT_KINDS, Event, EventKind, TaskSummary
 from .alerts.render import TemplateProblem
 from .app import Service, build_channels, renderer_for
+from .bot.resolve import parse_task
 from .channels.base import Delivered, Message, Misconfigured, RetryLater, SendResult
 from .config import Config, ConfigError, config_from_dict, find_config, load_config
 from .emulator import Account, Emulator, Settings, populate
@@ -38,7 +39,7 @@ from .ops import logging as oplog
 from .ops.overview import PAGE, gather
 from .ops.status_text import render_text
 from .ops.systemd import notify, watchdog, watchdog_interval_s
-from .planfix import PlanfixError, StatusCatalog, Task
+from .planfix import PlanfixError, StatusCatalog, Task, TransportError
 from .store import StateLock, Store, StoreError
 from .watch.quota import QuotaLedger
 from .watch.sets import NUMBER_NOT_ID
@@ -48,6 +49,7 @@ from .web.server import HttpServer, parse_listen
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 NOTHING_TO_WATCH = "nothing to watch; add watch.numbers, tasks, projects or filters"
+Row = tuple[str, bool | None, str]  # check's: (what, ok / None for a warning, detail)
 ALL_TASKS = 10_000_000  # status --all
 log = oplog.get("notifier.cli")
 
@@ -62,9 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     log_level: dict[str, Any] = {
         "type": str.upper, "choices": oplog.LEVELS, "metavar": "LEVEL",
-        "help": "DEBUG, INFO, WARNING or ERROR (before or after the command)",
+        "help": "DEBUG, INFO, WARNING or ERROR, before or after the command (default: INFO "
+        "for run, demo and emulator; ERROR for the others, which print what they find)",
     }  # fmt: skip
-    parser.add_argument("--log-level", default="INFO", **log_level)
+    parser.add_argument("--log-level", default=None, **log_level)
     # After the command too: its parser must not put back the default over one given before.
     after = argparse.ArgumentParser(add_help=False)
     after.add_argument("--log-level", default=argparse.SUPPRESS, **log_level)
@@ -85,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     command("run", "the service, in the foreground; SIGHUP reloads the config, SIGTERM stops it")
     command("check", "check the config, the PlanFix log-in, each channel and the state file")
     poll = command("poll", "poll tasks once: print each card and the events it would raise")
-    poll.add_argument("task_ids", nargs="+", type=int, metavar="TASK_ID")
+    poll.add_argument(
+        "tasks", nargs="+", metavar="TASK",
+        help="a task id (1001), or a number as people see it (#418) or its link",
+    )  # fmt: skip
     poll.add_argument("--send", action="store_true", help="record the state and deliver the events")
     test = command("test-alert", "send a sample alert through the channels")
     test.add_argument("--channel", help="only this channel (default: all)")
@@ -119,7 +125,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    oplog.setup(level=args.log_level)
+    # A one-shot command says what it found in its own output; its log lines
+    # would only repeat that, as JSON, between the lines of a table.
+    quiet = args.command not in ("run", "demo", "emulator")
+    oplog.setup(level=args.log_level or ("ERROR" if quiet else "INFO"))
     try:
         if args.command == "init":
             return _init(Path(args.path))
@@ -137,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(_check(config, path))
         if args.command == "poll":
-            return asyncio.run(_poll(config, args.task_ids, send=args.send))
+            return asyncio.run(_poll(config, args.tasks, send=args.send))
         if args.command == "test-alert":
             return asyncio.run(_test_alert(config, args.channel))
         if args.command == "status":
@@ -189,8 +198,10 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
             await web.start()
         except OSError as exc:
             await service.stop()
+            where = f"{path}: " if path is not None else ""
             raise ConfigError(
-                f"metrics.listen {config.metrics.listen}: cannot listen there ({exc.strerror})"
+                f"{where}metrics.listen {config.metrics.listen}: cannot listen there "
+                f"({exc.strerror})"
             ) from None
     try:
         push = await _start_push(config, service)
@@ -206,6 +217,8 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
         pinger = asyncio.create_task(watchdog(interval))
     notify("READY=1")
     log.info("started", watching=len(service.poller.records), channels=sorted(service.channels))
+    if web is not None and config.metrics.page_on:
+        log.info("status page", url=f"http://{_url_host(web.host)}:{web.port}/")
     if config.metrics.listen and not config.metrics.page_on:
         log.info("status page off: metrics.listen is not a loopback address (it shows task "
                  "titles); metrics.status_page = true serves it there")  # fmt: skip
@@ -278,9 +291,9 @@ async def _reload(service: Service, path: Path) -> None:
 
 
 async def _check(config: Config, path: Path) -> int:
-    rows: list[tuple[str, bool, str]] = [("config", True, str(path))]
+    rows: list[Row] = [("config", True, str(path))]
     try:
-        service = Service(config)
+        service = Service(config, keep_watch_set=False)
     except StoreError as exc:
         rows.append(("state file", False, str(exc)))
         return _table(rows)
@@ -301,7 +314,7 @@ async def _check(config: Config, path: Path) -> int:
             rows.append(await _check_watch(service, config))
         except PlanfixError as exc:
             rows.append(("PlanFix log-in", False, str(exc)))
-            answered = False
+            answered = not isinstance(exc, TransportError)
         rows.append(_quota_row(service.ledger, answered))
         for name, channel in service.channels.items():
             result = await channel.check()
@@ -315,14 +328,14 @@ async def _check(config: Config, path: Path) -> int:
     return _table(rows)
 
 
-def _quota_row(ledger: QuotaLedger, answered: bool) -> tuple[str, bool, str]:
+def _quota_row(ledger: QuotaLedger, answered: bool) -> Row:
     left = f"{ledger.remaining} of {ledger.daily_quota} left today by our count"
     if not answered:  # PlanFix's own word (0007, its header) was not heard
-        return ("PlanFix quota", ledger.remaining > 0, f"unknown: PlanFix did not answer; {left}")
+        return ("PlanFix quota", None, f"unknown: PlanFix could not be reached; {left}")
     return ("PlanFix quota", ledger.remaining > 0, left)
 
 
-async def _listen_row(key: str, listen: str) -> tuple[str, bool, str]:
+async def _listen_row(key: str, listen: str) -> Row:
     """Can the address be had? (A running service holds it: that is fine too.)"""
     server = HttpServer(listen, {})
     try:
@@ -345,19 +358,15 @@ async def _answers(host: str, port: int) -> bool:
     return True
 
 
-async def _check_watch(service: Service, config: Config) -> tuple[str, bool, str]:
+async def _check_watch(service: Service, config: Config) -> Row:
     """Every listed id and number names a task PlanFix knows: a task's number
     (the 418 in …/task/418) put where its id belongs is the usual slip."""
     watch = config.watch
     if not (watch.tasks or watch.numbers or watch.projects or watch.filters):
-        return (
-            "watch",
-            True,
-            f"warning: {NOTHING_TO_WATCH}",
-        )
+        return ("watch", None, NOTHING_TO_WATCH)
     with service.ledger.on_demand():
         answers = await service.client.get_tasks(watch.tasks) if watch.tasks else {}
-        await service.sets.resolve()  # numbers → ids, remembered for run
+        await service.sets.resolve(keep=False)  # numbers → ids (each remembered for run)
     unknown = sorted(i for i, a in answers.items() if getattr(a, "code", None) == "3001")
     unresolved = [n for n in watch.numbers if service.store.get_meta(f"number:{n}") is None]
     problems = []
@@ -373,7 +382,7 @@ async def _check_watch(service: Service, config: Config) -> tuple[str, bool, str
     return ("watch", True, f"{len(watch.tasks)} tasks by id, {len(watch.numbers)} by number{sets}")
 
 
-def _state_writable(store: Store, config: Config) -> tuple[str, bool, str]:
+def _state_writable(store: Store, config: Config) -> Row:
     try:
         store.check_writable()
     except StoreError as exc:
@@ -381,11 +390,13 @@ def _state_writable(store: Store, config: Config) -> tuple[str, bool, str]:
     return ("state file", True, f"{config.state.path} (schema {store.schema_version})")
 
 
-def _table(rows: Sequence[tuple[str, bool, str]]) -> int:
+def _table(rows: Sequence[Row]) -> int:
+    """ok, WARN (worth a look, not a failure) or FAIL; exit 1 on any FAIL."""
     width = max(len(name) for name, _, _ in rows)
     for name, ok, detail in rows:  # (a server's error text may echo a secret)
-        print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {oplog.REDACTOR.scrub(detail)}")
-    return EXIT_OK if all(ok for _, ok, _ in rows) else EXIT_FAILURE
+        said = "WARN" if ok is None else "ok  " if ok else "FAIL"
+        print(f"{name:<{width}}  {said}  {oplog.REDACTOR.scrub(detail)}")
+    return EXIT_FAILURE if any(ok is False for _, ok, _ in rows) else EXIT_OK
 
 
 # --- status -----------------------------------------------------------------------------
@@ -408,13 +419,18 @@ def _status(config: Config, *, every: bool = False) -> int:
     return EXIT_OK
 
 
+def _url_host(host: str) -> str:
+    """A listen address as a client reaches it: a wildcard is this host."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (a wildcard)
+    return f"[{host}]" if ":" in host else host
+
+
 def _ask_service(config: Config, limit: int) -> tuple[str | None, str]:
     """(/status.txt, or None and why not)."""
     if not config.metrics.listen:
         return None, "metrics.listen is off, so the service cannot be asked"
     host, port = parse_listen(config.metrics.listen)
-    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (a wildcard)
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/status.txt"
+    url = f"http://{_url_host(host)}:{port}/status.txt"
     try:
         answer = httpx.get(url, params={"limit": limit}, timeout=30.0)
     except httpx.HTTPError:
@@ -446,8 +462,7 @@ async def _push_test(config: Config, url: str | None, task: int | None, number: 
         return EXIT_USAGE
     if url is None:
         host, port = parse_listen(push.listen)
-        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (a wildcard)
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}{push.path}"
+        url = f"http://{_url_host(host)}:{port}{push.path}"
     if task is None and number is None:
         if not config.watch.tasks:
             print("push-test: give --task ID or --number N (watch.tasks is empty)")
@@ -514,8 +529,8 @@ async def _test_alert(config: Config, only: str | None) -> int:
         datetime.now(UTC),
         0,
         # No number: a sample has no task in PlanFix to link to.
-        TaskSummary(0, None, "Проверка уведомлений planfix-notifier", 2, "В работе", "AVERAGE",
-                    "Тест", ("planfix-notifier",), None, True),
+        TaskSummary(0, None, "Проверка уведомлений planfix-notifier (тест)", 2, "В работе",
+                    "AVERAGE", "Тест", ("planfix-notifier",), None, True),
         "Новая",
         "В работе",
         {"test": True},
@@ -566,31 +581,56 @@ def format_task(task: Task, catalog: StatusCatalog) -> str:
     return f"{task.id:>6} {number:<6} {status:<14} {deadline:<12} {flags:<22} {task.title}"
 
 
-async def _poll(config: Config, task_ids: Sequence[int], *, send: bool) -> int:
-    service = Service(config)
+async def _poll(config: Config, typed: Sequence[str], *, send: bool) -> int:
+    service = Service(config, keep_watch_set=send)  # only --send records anything
     service.poller.group_wait_s = 0  # one command, one message: nothing to wait for
-    undelivered = 0
+    undelivered, unknown = 0, []
     try:
         with service.ledger.on_demand():
-            results = await service.poller.poll(task_ids, save=send)
-        if send:
-            undelivered = await service.dispatcher.drain(config.alerts.retry_max_s)
+            task_ids = []
+            for text in typed:
+                task_id = await _task_id(service, text)
+                if task_id is None:
+                    unknown.append(text)
+                else:
+                    task_ids.append(task_id)
+            results = await service.poller.poll(task_ids, save=send) if task_ids else []
         catalog = service.poller.catalog
         print(f"{POLL_HEADER}  (times in {config.planfix.timezone})")
+        for text in unknown:
+            print(f"{text:>6} ! not a task id, nor a number PlanFix knows")
         for result in results:
             if result.task is not None:
                 print(format_task(result.task, catalog))
             else:
-                print(f"{result.task_id:>6} ! {result.error}")
-            if not send:
-                for event in result.events:
-                    print(f"{'':>6}   would raise: {service.renderer.text([event])}")
+                print(f"{result.task_id:>6} ! {result.error}{_id_hint(result.error)}")
+            for event in result.events:
+                verb = "raised" if send else "would raise"
+                print(f"{'':>6}   {verb}: {service.renderer.text([event])}")
+        if send:
+            undelivered = await service.dispatcher.drain(config.alerts.retry_max_s)
     finally:
         await service.stop()
     if undelivered:
         print(f"{undelivered} deliveries still pending in the outbox", file=sys.stderr)
         return EXIT_FAILURE
-    return EXIT_FAILURE if any(r.error for r in results) else EXIT_OK
+    return EXIT_FAILURE if unknown or any(r.error for r in results) else EXIT_OK
+
+
+async def _task_id(service: Service, text: str) -> int | None:
+    """Digits are an id (as ever); #418 or a task's link is a number, looked up."""
+    if text.strip().isdigit():
+        return int(text)
+    ref = parse_task(text)
+    if ref is None:
+        return None
+    return ref.value if ref.is_id else await service.poller.id_of_number(ref.value)
+
+
+def _id_hint(error: PlanfixError | None) -> str:
+    if getattr(error, "code", None) == "3001":
+        return " (a task's number? write it as #N)"
+    return ""
 
 
 # --- demo and emulator -------------------------------------------------------------------
@@ -682,7 +722,12 @@ def _free_port(wanted: int = 0) -> int:
 def _emulator(args: argparse.Namespace) -> int:
     account = Account(Settings(daily_quota=args.quota))
     populate(account, args.tasks, seed=args.seed)
-    emulator = Emulator(account, host=args.host, port=args.port).start()
+    try:
+        emulator = Emulator(account, host=args.host, port=args.port).start()
+    except (OSError, OverflowError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"planfix-notifier: emulator on {args.host}:{args.port}: {why}", file=sys.stderr)
+        return EXIT_USAGE
     print(emulator_intro(emulator), flush=True)
     try:
         while True:

@@ -523,19 +523,30 @@ def _unknown_key_hint(loc: tuple[str | int, ...], within: type[BaseModel] | None
 def _first_error(
     exc: ValidationError, prefix: str = "", within: type[BaseModel] | None = None
 ) -> str:
+    """The first error in one line (a typo'd key first: its right name is then
+    also "missing", which says nothing more), and the next one if any."""
     errors = exc.errors()
-    # A typo'd key is both unknown and, under its right name, missing: name the typo.
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    where = ".".join(
-        [prefix, *(str(p) for p in first["loc"])] if prefix else [str(p) for p in first["loc"]]
-    )
-    where = where or "(top level)"
-    kind = first["type"]
+    said = _error_line(first, prefix, within)
+    hint = said.rpartition("did you mean ")[2].rstrip("?)")
+    rest = [
+        e for e in errors
+        if e is not first and not (e["type"] == "missing" and str(e["loc"][-1]) == hint)
+    ]  # fmt: skip
+    if rest:
+        said += f"; also {_error_line(rest[0], prefix, within)}"
+        said += f" (and {len(rest) - 1} more)" if len(rest) > 1 else ""
+    return said
+
+
+def _error_line(error: Any, prefix: str, within: type[BaseModel] | None) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join([prefix, *map(str, loc)] if prefix else map(str, loc)) or "(top level)"
+    kind = error["type"]
     if kind == "extra_forbidden":
-        what = "unknown key" + (_unknown_key_hint(tuple(first["loc"]), within) or " (a typo?)")
+        what = "unknown key" + (_unknown_key_hint(loc, within) or " (a typo?)")
     elif kind == "missing":
         what = "required, missing"
     else:
-        what = str(first["msg"]).removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {what}{more}"
+        what = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {what}"

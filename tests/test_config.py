@@ -188,3 +188,13 @@ def test_secret_files_follow_the_units_layout_by_hand_and_under_systemd(tmp_path
     said = str(caught.value)
     assert f"{tmp_path / 'nowhere'}" in said and f"{tmp_path / 'credentials' / 'nowhere'}" in said
     assert "$CREDENTIALS_DIRECTORY is not set" in said
+
+
+def test_a_second_mistake_is_named_too() -> None:
+    data = {"planfix": {"acount": "x", "api_key": "k", "token": "t", "daily_quota": 0}}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data, source="n.toml", environ={})
+    assert str(caught.value) == (
+        "n.toml: planfix.acount: unknown key (did you mean account?); "
+        "also planfix.daily_quota: Input should be greater than or equal to 1"
+    )

@@ -217,8 +217,12 @@ def test_check_prints_a_table_and_fails_on_any_failure(
         "channel mail",
         "metrics.listen",
     }
-    assert all(status == "ok" for status, _ in rows.values()), rows
-    assert rows["watch"][1].startswith("warning: nothing to watch")
+    assert done.returncode == 0  # a warning is not a failure
+    assert all(status == "ok" for name, (status, _) in rows.items() if name != "watch"), rows
+    assert rows["watch"] == (
+        "WARN",
+        "nothing to watch; add watch.numbers, tasks, projects or filters",
+    )
     assert re.fullmatch(r"\d+ of 5000 left today by our count", rows["PlanFix quota"][1])
     assert rows["channel team"][1].endswith("1 chats found")
     assert rows["metrics.listen"][1].endswith("can be listened on")
@@ -252,7 +256,10 @@ def test_check_names_the_cause_and_the_place_of_each_failure(
         taken.close()
     rows = check_rows(done.stdout)
     assert done.returncode == 1
-    assert rows["PlanFix quota"][1].startswith("unknown: PlanFix did not answer")
+    assert rows["PlanFix quota"][0] == "WARN"
+    assert rows["PlanFix quota"][1].startswith("unknown: PlanFix could not be reached")
+    status, detail = rows["PlanFix log-in"]
+    assert status == "FAIL" and "(127.0.0.1) unreachable" in detail and "refused" in detail
     status, detail = rows["channel mail"]
     assert status == "FAIL" and f"127.0.0.1:{mail['port']}" in detail
     assert re.search(r"SMTPConnectError: .*(refused|connect)", detail, re.IGNORECASE), detail
@@ -340,3 +347,38 @@ def test_secrets_from_files_and_the_environment(
     }
     done = run_cli("check", "--config", str(config), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_poll_takes_a_number_and_check_leaves_the_watch_set_alone(
+    big_quota: None,
+    emulator: Emulator,
+    control: EmulatorControl,
+    telegram: TelegramServer,
+    tmp_path: Path,
+) -> None:
+    """Tried as a new user: `poll #5` was refused by argparse, and `check` of a
+    config being tried out rewrote the watch set `status` then showed."""
+    task = control.create_task(title="По номеру", status=1)
+    data = service_config(emulator, telegram, tmp_path, [])
+    data["watch"]["numbers"] = [task["general"]]
+    config = tmp_path / "notifier.toml"
+    config.write_text(_toml(data))
+    done = run_cli("poll", f"#{task['general']}", "--config", str(config))
+    assert done.returncode == 0 and "По номеру" in done.stdout and done.stderr == ""
+    link = f"https://demo.planfix.ru/task/{task['general']}"
+    assert "По номеру" in run_cli("poll", link, "--config", str(config)).stdout
+    missing = run_cli("poll", "#999999", "--config", str(config))
+    assert missing.returncode == 1 and "not a task id, nor a number PlanFix knows" in missing.stdout
+    assert run_cli("check", "--config", str(config)).returncode == 0
+    status = run_cli("status", "--config", str(config))
+    assert "watched tasks: 0" in status.stdout  # check changed nothing; run would watch it
+
+
+def test_a_busy_emulator_port_is_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = run_cli("emulator", "--port", str(taken.getsockname()[1]))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().endswith("Address already in use")
+    assert done.stderr.count("\n") == 1

@@ -126,7 +126,10 @@ class Renderer:
         title = one_line(task.title)
         if len(title) > TITLE_LIMIT:
             title = title[: TITLE_LIMIT - 1] + "…"
-        number = str(task.general) if task.general is not None else f"id{task.id}"
+        # (a sample, as test-alert sends, is task 0: no number to show)
+        number = (
+            str(task.general) if task.general is not None else f"id{task.id}" if task.id else ""
+        )
         workers = one_line(", ".join(task.workers))[:TITLE_LIMIT]
         return Item(event, headline, task, number, title, self.url(task), workers, deadline)
 

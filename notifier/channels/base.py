@@ -71,16 +71,6 @@ class Misconfigured:
 SendResult = Delivered | RetryLater | FailedForGood | Misconfigured
 
 
-def described(exc: BaseException) -> str:
-    """An error for a person: its kind and its cause, through the chain
-    (``ConnectError: [Errno 111] Connection refused``), never a bare class name."""
-    said = str(exc).strip()
-    cause = exc.__cause__ or exc.__context__
-    if not said and cause is not None:
-        said = str(cause).strip()
-    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
-
-
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     ok: bool

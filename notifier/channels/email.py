@@ -20,6 +20,7 @@ from typing import Any, Literal
 import aiosmtplib
 from pydantic import SecretStr, model_validator
 
+from ..ops.errors import described
 from ..planfix.client import is_loopback
 from .base import (
     Channel,
@@ -31,7 +32,6 @@ from .base import (
     Misconfigured,
     RetryLater,
     SendResult,
-    described,
 )
 
 # CPython folds a long non-ASCII header between two encoded-words at a space,

@@ -20,6 +20,7 @@ import warnings
 from datetime import timedelta
 from typing import Any, Literal
 
+import httpx
 from pydantic import SecretStr, field_validator
 from telegram import InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
@@ -37,6 +38,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from ..bot.chat import task_buttons
+from ..ops.errors import described
 from ..planfix.client import private_transport
 from .base import (
     Channel,
@@ -48,7 +50,6 @@ from .base import (
     Misconfigured,
     RetryLater,
     SendResult,
-    described,
 )
 from .ratelimit import Pacer
 
@@ -214,7 +215,8 @@ class TelegramChannel(Channel):
             started = time.monotonic()
             me = await asyncio.wait_for(self.bot.get_me(), self.opts.timeout_s)
         except (TelegramError, TimeoutError) as exc:
-            return CheckResult(False, f"getMe failed: {self._scrub(str(exc))}")
+            host = httpx.URL(self.opts.api_url).host
+            return CheckResult(False, f"getMe at {host} failed: {self._scrub(str(exc))}")
         took = time.monotonic() - started
         unreachable = []
         for chat_id in self.recipients():  # each chat the bot must write to

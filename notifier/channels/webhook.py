@@ -27,6 +27,7 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from ..alerts.events import Event
+from ..ops.errors import described
 from ..planfix.client import private_transport
 from .base import (
     Channel,
@@ -38,7 +39,6 @@ from .base import (
     Misconfigured,
     RetryLater,
     SendResult,
-    described,
 )
 
 SIGNATURE_HEADER = "X-Planfix-Notifier-Signature"

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from lxml import etree
 
+from ..ops.errors import described
 from .envelope import MAX_RESPONSE_BYTES, Body, build_request, excerpt, parse_response, text_of
 from .errors import (
     SESSION_CODES,
@@ -213,8 +214,11 @@ class PlanfixClient:
                 method=method,
             ) from None
         except httpx.HTTPError as exc:
+            # The host and the cause ("[Errno 111] Connection refused"), never the URL's
+            # query or a body: nothing secret travels in either part named here.
+            host = httpx.URL(self.settings.endpoint).host
             raise TransportError(
-                f"PlanFix unreachable during {method}: {type(exc).__name__}", method=method
+                f"PlanFix ({host}) unreachable during {method}: {described(exc)}", method=method
             ) from None
         raw = bytes(body)
         if response.status_code != 200:

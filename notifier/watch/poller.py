@@ -315,7 +315,7 @@ class Poller:
             if self.ledger.blocked_on_demand() is not None:
                 push.renumber(numbers[index:])  # kept: resolved once there is reserve
                 break
-            task_id = await self._id_of_number(number)
+            task_id = await self.id_of_number(number)
             if task_id is not None:
                 push.schedule(task_id)
         push.renumber(numbers[PUSH_NUMBERS_PER_ROUND:])
@@ -353,7 +353,7 @@ class Poller:
         self.reload_watch_set()
         log.info("pushed tasks in no watch set are watched now", tasks=task_ids[:20])
 
-    async def _id_of_number(self, number: int) -> int | None:
+    async def id_of_number(self, number: int) -> int | None:
         """A pushed number's task id: from the cards at hand, then from what
         was resolved before, then (once, remembered) from PlanFix."""
         now = self.clock()

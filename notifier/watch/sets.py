@@ -86,8 +86,9 @@ class WatchSets:
     def numbers_due(self, now: float) -> bool:
         return self.pending and now >= min(self._retry_at.values(), default=-math.inf)
 
-    async def resolve(self) -> tuple[list[Task], list[PlanfixError]]:
-        """Resolve the numbers not yet known, write the set to the store, and
+    async def resolve(self, *, keep: bool = True) -> tuple[list[Task], list[PlanfixError]]:
+        """Resolve the numbers not yet known, write the set to the store (not
+        with ``keep=False``: `check` of another config changes nothing), and
         return the cards read (new members) and the errors met."""
         now = self.clock()
         ids: list[int] = []
@@ -116,7 +117,8 @@ class WatchSets:
             self.store.set_meta(f"number:{number}", str(task.id))
             ids.append(task.id)
             cards.append(task)
-        self.store.set_watched(NUMBERS, ids, now)
+        if keep:
+            self.store.set_watched(NUMBERS, ids, now)
         self.pending = bool(self._retry_at)
         return cards, errors
 
