@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -54,8 +54,21 @@ ALL_TASKS = 10_000_000  # status --all
 log = oplog.get("notifier.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage in one line, as every other mistake (argparse adds a usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (--help for usage)\n")
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in oplog.LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(oplog.LEVELS)}")
+    return text.upper()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="planfix-notifier",
         description="Watch PlanFix tasks and alert Telegram and e-mail when they change.",
         epilog="Exit codes: 0 ok, 1 a failure was found, 2 bad usage, config or state file, "
@@ -63,15 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     log_level: dict[str, Any] = {
-        "type": str.upper, "choices": oplog.LEVELS, "metavar": "LEVEL",
+        "type": _log_level, "metavar": "LEVEL",
         "help": "DEBUG, INFO, WARNING or ERROR, before or after the command (default: INFO "
         "for run, demo and emulator; ERROR for the others, which print what they find)",
     }  # fmt: skip
     parser.add_argument("--log-level", default=None, **log_level)
     # After the command too: its parser must not put back the default over one given before.
-    after = argparse.ArgumentParser(add_help=False)
+    after = _Parser(add_help=False)
     after.add_argument("--log-level", default=argparse.SUPPRESS, **log_level)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def command(name: str, text: str, *, config: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text, parents=[after])

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from tests.fakes.telegram import TelegramServer
 from tests.test_delivery import CHAT, _toml, settings
 
 SMTP_PASSWORD = "smtp-Pa55word-XYZ"
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def service_config(
@@ -382,3 +385,25 @@ def test_a_busy_emulator_port_is_one_line() -> None:
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().endswith("Address already in use")
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--log-level", "verbose", "status"], ["status", "--log-level", "verbose"], ["poll"], []],
+)
+def test_bad_usage_is_one_line(args: list[str]) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and done.stderr.endswith("(--help for usage)\n")
+
+
+def test_init_writes_the_sample_the_package_ships(tmp_path: Path) -> None:
+    done = run_cli("init", str(tmp_path / "n.toml"))
+    assert done.returncode == 0 and "planfix-notifier check --config" in done.stdout
+    written = (tmp_path / "n.toml").read_text(encoding="utf-8")
+    assert written == (ROOT / "config" / "notifier.example.toml").read_text(encoding="utf-8")
+    assert oct((tmp_path / "n.toml").stat().st_mode & 0o777) == "0o600"
+    again = run_cli("init", str(tmp_path / "n.toml"))
+    assert again.returncode == 2 and "exists; nothing written" in again.stderr
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "data/*.toml" in pyproject["tool"]["setuptools"]["package-data"]["notifier"]
