@@ -72,7 +72,7 @@ async def run(tasks: int, polls: int) -> dict[str, float]:
         )
         service = Service(config)
         service.dispatcher.start()
-        while any(r.snapshot is None for r in service.poller.records.values()):
+        while any(r.card is None for r in service.poller.records.values()):
             decision = service.poller.decide()
             if decision.poll:
                 await service.poller.poll(decision.poll)

@@ -97,7 +97,7 @@ async def test_a_status_change_reaches_telegram_and_mail(
 ) -> None:
     task = control.create_task(title="Согласовать договор", status=1)
     service = running([task["id"]], mail=smtp_plain.options())
-    await until(lambda: service.poller.records[task["id"]].snapshot is not None)
+    await until(lambda: service.poller.records[task["id"]].card is not None)
     control.change_task(task["id"], status=2)
     await until(lambda: bool(telegram.fake.sent) and bool(smtp_plain.inbox.messages))
     (sent,) = telegram.fake.sent
@@ -115,12 +115,12 @@ async def test_a_channel_down_for_a_while_loses_nothing_and_keeps_order(
 ) -> None:
     task = control.create_task(title="Ревизия склада", status=1)
     service = running([task["id"]], mail=smtp_plain.options())
-    await until(lambda: service.poller.records[task["id"]].snapshot is not None)
+    await until(lambda: service.poller.records[task["id"]].card is not None)
     telegram.fake.inject("server_error", times=-1)
 
     def status() -> int | None:
-        snapshot = service.poller.records[task["id"]].snapshot
-        return snapshot.status if snapshot else None
+        card = service.poller.records[task["id"]].card
+        return card.status if card else None
 
     for new in (2, 4, 2, 3):
         control.change_task(task["id"], status=new)
@@ -153,7 +153,7 @@ async def test_a_blocked_bot_is_a_dead_letter_and_the_operator_is_told(
 ) -> None:
     task = control.create_task(title="Закрыть квартал", status=1)
     service = running([task["id"]], mail=smtp_plain.options())
-    await until(lambda: service.poller.records[task["id"]].snapshot is not None)
+    await until(lambda: service.poller.records[task["id"]].card is not None)
     telegram.fake.inject("forbidden", CHAT)
     control.change_task(task["id"], status=2)
     await until(

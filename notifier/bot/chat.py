@@ -311,7 +311,7 @@ class ChatBot:
         now = time.time()
         for sub in subscriptions:
             record = self.service.poller.records.get(sub.task_id)
-            card = record.snapshot if record else None
+            card = self.service.store.load_card(sub.task_id) if record and record.card else None
             text = self.describe(card) if card else f"id {sub.task_id}"
             if sub.muted_until and sub.muted_until > now:
                 muted = datetime.fromtimestamp(sub.muted_until).strftime("%d.%m %H:%M")

@@ -149,6 +149,7 @@ def quota_view(store: Store, config: Config, now: float) -> QuotaView:
 
 def task_rows(store: Store, task_ids: Sequence[int], live: Live | None) -> list[TaskRow]:
     records = store.load_records(task_ids)
+    cards = store.load_cards(task_ids)
     planned = live.planned(task_ids) if live is not None else {}
     changes = store.last_changes(task_ids)
     sources = store.watch_sources(task_ids)
@@ -156,7 +157,7 @@ def task_rows(store: Store, task_ids: Sequence[int], live: Live | None) -> list[
     rows = []
     for task_id in task_ids:
         record = records[task_id]
-        card = record.snapshot
+        card = cards.get(task_id)
         when, why = planned.get(task_id, (None, ""))
         status = ""
         if card is not None and card.status is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..alerts.events import Event
+from ..planfix.model import Task
 from ..watch import state  # the module, not its names: watch.state imports the store
 from ..watch.quota import LedgerDay
 from . import codec
@@ -285,6 +286,14 @@ class Store:
                 records[row[0]] = _record(row)
         return records
 
+    def load_cards(self, task_ids: Sequence[int]) -> dict[int, Task]:
+        """The last good cards of these tasks, as read from PlanFix (none before the baseline)."""
+        sql = "SELECT task_id, snapshot FROM task_state WHERE task_id IN ({}) AND snapshot != ''"
+        return {task_id: codec.load_task(text) for task_id, text in self._rows_for(sql, task_ids)}
+
+    def load_card(self, task_id: int) -> Task | None:
+        return self.load_cards([task_id]).get(task_id)
+
     def save_polls(
         self,
         polled: Sequence[tuple[state.TaskRecord, Sequence[Event]]],
@@ -298,8 +307,9 @@ class Store:
         raised twice and no alert is lost."""
         with _transaction(self._db):
             self._db.executemany(
-                f"INSERT OR REPLACE INTO task_state ({_RECORD_COLUMNS}) "  # noqa: S608 - a constant
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO task_state ({_RECORD_COLUMNS}) "  # noqa: S608 - constants
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
+                f"{_RECORD_UPDATE}",
                 [_record_row(record) for record, _ in polled],
             )
             events = [event for _, batch in polled for event in batch]
@@ -603,10 +613,19 @@ _RECORD_COLUMNS = (
 )
 
 
+# A card kept (not read anew: the poll failed) comes without its text: the
+# stored one stays.
+_RECORD_UPDATE = ", ".join(
+    "snapshot = COALESCE(excluded.snapshot, snapshot)" if column == "snapshot"
+    else f"{column} = excluded.{column}"
+    for column in _RECORD_COLUMNS.split(", ")[1:]
+)  # fmt: skip
+
+
 def _record_row(record: state.TaskRecord) -> tuple[object, ...]:
     return (
         record.task_id,
-        record.card.json() if record.card else None,
+        record.card.text if record.card else None,
         record.last_poll_at,
         record.last_ok_at,
         record.last_result,

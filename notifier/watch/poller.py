@@ -521,7 +521,7 @@ class Poller:
     def _with_people(self, card: Task) -> Task:
         """A task.getList card has no members or auditors: keep the ones known."""
         known = self.records.get(card.id)
-        old = known.snapshot if known is not None else None
+        old = self.store.load_card(card.id) if known is not None and known.card else None
         if old is None:
             return card
         return replace(card, members=old.members, auditors=old.auditors)
@@ -594,9 +594,9 @@ class Poller:
             self._unknown_id(record.task_id)
         if isinstance(answer, Task):
             card = Card.of(answer)
-            # Most polls find the card as it was: then there is nothing to unpack.
-            same = record.card is not None and record.card.packed == card.packed
-            old = None if same else record.snapshot
+            # Most polls find the card as it was: then the store is not even read.
+            same = record.card is not None and record.card.digest == card.digest
+            old = None if same or record.card is None else self.store.load_card(record.task_id)
             events = [] if same else diff.diff(old, answer, self.catalog, at)
             if record.unavailable:
                 events.insert(0, diff.available_again(answer, self.catalog, at))
@@ -620,7 +620,7 @@ class Poller:
         elif is_task_gone(answer):
             code = getattr(answer, "code", "")
             events = [] if record.unavailable else [
-                diff.unavailable(record.snapshot, record.task_id, code, self.catalog, at)
+                diff.unavailable(self._last_card(record), record.task_id, code, self.catalog, at)
             ]  # fmt: skip
             updated = replace(
                 record, last_poll_at=now, last_result="unavailable", last_error=answer.message,
@@ -639,6 +639,9 @@ class Poller:
             )  # fmt: skip
         wanted = [e for e in events if e.kind.value in self.wanted]
         return updated, wanted
+
+    def _last_card(self, record: TaskRecord) -> Task | None:
+        return self.store.load_card(record.task_id) if record.card is not None else None
 
     def _reminder(
         self, record: TaskRecord, task: Task, events: list[Event], now: float, at: datetime
@@ -668,6 +671,8 @@ class Poller:
         self.last_saved_at = now
         for record, _ in changed:
             if record.task_id in self.records:
+                if record.card is not None:  # the store has its text now
+                    record.card = record.card.stored()
                 self.records[record.task_id] = record
                 self._index.update(Candidate.of(self.view(record), self.settings))
         if stored and self.on_events is not None:

@@ -2,58 +2,59 @@
 
 from __future__ import annotations
 
-import zlib
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 
 from ..planfix.model import Task
 from ..store import codec
 
-# Every card's JSON has the same keys in the same order: with them as a
-# preset dictionary a card packs to ~300 bytes instead of ~540 (under 512,
-# where Python's small-object allocator reuses memory well).
-_SHAPE = codec.dumps(Task(id=0)).encode()
-
 
 @dataclass(frozen=True, slots=True)
 class Card:
-    """The last good card of a task, packed (its stored JSON, compressed),
-    with the few facts the planner asks for on every decision kept as they
-    are. 50,000 cards as Task objects took ~80 MB; packed, about 17 MB.
-    A card is unpacked only to be diffed against a different one."""
+    """What the service keeps in memory of a task's last good card: the few
+    facts the planner asks for on every decision, and a digest of the whole
+    card, to tell at once that a new one is the same (most polls find it so).
+    The card itself lives in the store, which is read only to diff a card
+    that did change. (50,000 cards as Task objects took ~80 MB; packed with
+    zlib, ~17 MB; as digests, ~2 MB.)"""
 
-    packed: bytes
+    digest: int
     deadline: float | None  # when isOverdued flips, epoch seconds
     overdued: bool
     close_to_deadline: bool
     status: int | None
     status_set: int | None
     general: int | None  # the task number people see
+    text: str | None = None  # the card's JSON, until the store has it
 
     @classmethod
     def of(cls, task: Task, text: str | None = None) -> Card:
-        """``text``: the card's JSON where already at hand (read from the store)."""
+        """A card read from PlanFix, to be stored (``text``: its JSON, where at hand)."""
+        text = text or codec.dumps(task)
         deadline = task.deadline
-        packer = zlib.compressobj(6, zdict=_SHAPE)
         return cls(
-            packed=packer.compress((text or codec.dumps(task)).encode()) + packer.flush(),
+            digest=digest(text),
             deadline=deadline.timestamp() if deadline else None,
             overdued=task.is_overdued,
             close_to_deadline=task.is_close_to_deadline,
             status=task.status,
             status_set=task.status_set,
             general=task.general,
+            text=text,
         )
 
     @classmethod
     def load(cls, text: str) -> Card:
-        return cls.of(codec.load_task(text), text)
+        """A card the store holds."""
+        return cls.of(codec.load_task(text), text).stored()
 
-    def json(self) -> str:
-        unpacker = zlib.decompressobj(zdict=_SHAPE)
-        return (unpacker.decompress(self.packed) + unpacker.flush()).decode()
+    def stored(self) -> Card:
+        """The same, once the store has it: its text is not kept."""
+        return self if self.text is None else replace(self, text=None)
 
-    def task(self) -> Task:
-        return codec.load_task(self.json())
+
+def digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 @dataclass(slots=True)
@@ -70,8 +71,3 @@ class TaskRecord:
     observed_s: float = 0.0  # decayed time watched
     polls: int = 0
     reminded_at: float | None = None  # the last overdue alert or reminder
-
-    @property
-    def snapshot(self) -> Task | None:
-        """The last good card, unpacked (each time: keep what you need)."""
-        return self.card.task() if self.card is not None else None

@@ -156,7 +156,7 @@ async def test_mute_and_unmute(
     await said(telegram, TEAM, MEMBER, f"/watch {task['general']}", "Слежу")
     await said(telegram, TEAM, MEMBER, f"/mute {task['general']} 2h", "Тишина до")
     control.change_task(task["id"], status=2)
-    await until(lambda: service.poller.records[task["id"]].snapshot.status == 2, within=15)  # type: ignore[union-attr]
+    await until(lambda: service.poller.records[task["id"]].card.status == 2, within=15)  # type: ignore[union-attr]
     await asyncio.sleep(1)
     assert not any("Новая → В работе" in t for t in replies(telegram, TEAM))
     await said(telegram, TEAM, MEMBER, "/unmute", "снова включены")
@@ -256,7 +256,7 @@ async def test_watch_a_project_tells_the_chat_of_every_task_in_it(
     text = await said(telegram, TEAM, MEMBER, "/watch project 12", "Слежу")
     assert "проект" in text and "12" in text
     await until(lambda: set(ours) <= set(service.poller.records), within=20)
-    await until(lambda: all(service.poller.records[t].snapshot for t in ours), within=20)
+    await until(lambda: all(service.poller.records[t].card for t in ours), within=20)
     control.change_task(ours[1], status=2)
     await until(
         lambda: any("Проектная 1" in t and "В работе" in t for t in replies(telegram, TEAM)),

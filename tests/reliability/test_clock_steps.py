@@ -66,7 +66,7 @@ async def test_a_wall_clock_step_neither_freezes_polling_nor_turns_health_red(
     service.poller.on_events = lambda stored: seen.extend(event for _, event in stored)
     service.start()
     try:
-        await _until(lambda: service.poller.records[task].snapshot is not None, within=GUARD_S)
+        await _until(lambda: service.poller.records[task].card is not None, within=GUARD_S)
         changes = 0
         for step in ("back", "over midnight"):
             now = time.time()

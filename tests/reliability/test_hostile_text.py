@@ -58,7 +58,7 @@ async def test_hostile_text_is_shown_as_text_everywhere(
     task = control.create_task(title=title, description=DESCRIPTION, status=1)
     hook = {"type": "webhook", "url": webhook.url, "secret": HOOK_SECRET}
     service = running([task["id"]], mail=smtp_plain.options(), hook=hook)
-    await until(lambda: service.poller.records[task["id"]].snapshot is not None)
+    await until(lambda: service.poller.records[task["id"]].card is not None)
     control.change_task(task["id"], status=2)
     await until(
         lambda: (

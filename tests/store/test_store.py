@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -65,8 +66,9 @@ def test_records_and_events_round_trip(tmp_path: Path) -> None:
     assert [e for _, e in stored] == [EVENT]
     store.close()
     reopened = Store(tmp_path / "s.sqlite3")
-    assert reopened.load_records([5, 6]) == {5: record, 6: TaskRecord(6)}
-    assert reopened.load_records([5])[5].snapshot == TASK  # the card unpacks as it was
+    kept = replace(record, card=Card.of(TASK).stored())  # (its text: in the store only)
+    assert reopened.load_records([5, 6]) == {5: kept, 6: TaskRecord(6)}
+    assert reopened.load_card(5) == TASK  # the card reads back as it was
     assert reopened.events_after(0) == stored
 
 
@@ -111,13 +113,19 @@ def test_not_a_database(tmp_path: Path) -> None:
         Store(path)
 
 
-def test_a_packed_card_keeps_the_planners_facts_at_hand() -> None:
+def test_a_card_in_memory_keeps_the_planners_facts_and_a_digest(tmp_path: Path) -> None:
     card = Card.of(TASK)
-    assert card.task() == TASK
     assert TASK.end_time is not None
     assert card.deadline == (TASK.end_time + timedelta(days=1)).timestamp()  # a date: its day's end
     assert (card.status, card.status_set, card.general, card.overdued) == (2, 1, 12, False)
-    assert len(card.packed) < len(card.json().encode())
+    assert card.text is not None and card.stored().text is None  # the store keeps the card
+    assert card.stored().digest == card.digest == Card.of(replace(TASK)).digest
+    assert Card.of(replace(TASK, title="другое")).digest != card.digest
+    store = Store(tmp_path / "s.sqlite3")
+    store.save_polls([(TaskRecord(5, card), [])], queued_at=1.0)
+    failed = TaskRecord(5, card.stored(), last_result="error")  # a failed poll keeps the card
+    store.save_polls([(failed, [])], queued_at=2.0)
+    assert store.load_card(5) == TASK and store.load_records([5])[5].card == card.stored()
 
 
 def test_the_operators_view_of_the_outbox(tmp_path: Path) -> None:

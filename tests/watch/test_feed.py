@@ -111,7 +111,7 @@ async def test_a_look_over_many_pages_goes_on_over_several_rounds(harness: Harne
     await service.poller.tick(max_requests=1)
     assert harness.control.state()["requests"]["task.getList"] == 25 + 1  # and the sweep
     assert service.feed.cursor is not None
-    assert all(service.poller.records[t].snapshot is not None for t in tasks)
+    assert all(service.poller.records[t].card is not None for t in tasks)
 
 
 async def test_a_card_older_than_the_one_known_never_overwrites_it(harness: Harness) -> None:
@@ -126,6 +126,6 @@ async def test_a_card_older_than_the_one_known_never_overwrites_it(harness: Harn
     harness.control.change_task(task["id"], status=2)
     service.poller.ingest(await service.client.get_task(task["id"]))  # …then a newer one
     service.poller._take_cards([old], started)
-    snapshot = service.poller.records[task["id"]].snapshot
+    snapshot = service.store.load_card(task["id"])
     assert snapshot is not None and snapshot.status == 2
     assert [e.kind for e in harness.events] == [EventKind.STATUS_CHANGED]

@@ -209,7 +209,7 @@ async def test_a_garbled_answer_changes_nothing(harness: Harness) -> None:
     await harness.settle(service, 3600)
     assert [e for e in harness.events if not e.kind.operator] == []
     record = service.poller.records[task["id"]]
-    assert record.snapshot is not None and record.snapshot.status == 2
+    assert record.card is not None and record.card.status == 2
 
 
 async def test_overdue_is_caught_right_after_the_deadline(harness: Harness) -> None:
