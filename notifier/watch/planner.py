@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 DAY_S = 86400.0
 HOUR_S = 3600.0
+NEVER = -math.inf  # one object for every task without a deadline (50,000 floats less)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +165,7 @@ class Candidate:
         if task.finished:
             base *= settings.finished_weight
         boost = base if task.finished else base * settings.window_boost
-        deadline = task.deadline if task.deadline is not None else -math.inf
+        deadline = task.deadline if task.deadline is not None else NEVER
         return cls(
             task_id=task.task_id,
             last_poll_at=task.last_poll_at if task.last_poll_at is not None else -math.inf,
@@ -173,7 +174,7 @@ class Candidate:
             eligible_at=backoff_until(task, settings),
             weight=base,
             window_weight=boost,
-            window_from=deadline - settings.deadline_window_s,
+            window_from=deadline - settings.deadline_window_s if deadline is not NEVER else NEVER,
             window_to=deadline,
             regular=not task.unavailable,
         )

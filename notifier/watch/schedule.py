@@ -39,6 +39,9 @@ CLASS_RATIO = 2 ** (1 / 8)  # neighbouring weight classes differ by 9 %
 _LOG_RATIO = math.log(CLASS_RATIO)
 
 
+STALE_SHARE = 4  # rebuilt once stale entries are 1/STALE_SHARE of the clean ones
+
+
 def weight_class(weight: float) -> int:
     return round(math.log(max(weight, 1e-9)) / _LOG_RATIO)
 
@@ -140,7 +143,7 @@ class PlanIndex:
                 self._push(self._waiting, (candidate.eligible_at, version, task_id))
             elif not self._forced_now(live):
                 self._file(live)
-        if not self._sweeping and self._entries > 2 * self._clean + 256:
+        if not self._sweeping and self._entries > self._clean + self._clean // STALE_SHARE + 256:
             self._rebuild()
 
     def remove(self, task_id: int) -> None:
@@ -171,8 +174,9 @@ class PlanIndex:
         self._push(heap, (c.last_poll_at, c.task_id, live.version))
 
     def _rebuild(self) -> None:
-        """Afresh, without stale entries: once they are as many as the live
-        (RSS stays within twice the index's clean size)."""
+        """Afresh, without stale entries: once they are a quarter as many as
+        the live (memory stays within 1.25 × the index's clean size; at 50,000
+        tasks a rebuild takes ~0.1 s, a few dozen times a day)."""
         candidates = [live.candidate for live in self._live.values()]
         now = self._now
         self.clear()
