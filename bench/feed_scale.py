@@ -268,8 +268,9 @@ def main() -> None:
     print("the service in a process of its own, alerts to a webhook")
     print(f"{'baselines (fast pace)':<30}{result['baseline_s']:>9.0f} s")
     print(f"{'service CPU, one core':<30}{result['cpu_share']:>9.1%}   (target <= 5 %)")
-    print(f"{'RSS loaded / at 1 min / last':<30}{result['rss_first_mb']:>9.0f} / "
-          f"{result['rss_settled_mb']:.0f} / {result['rss_mb']:.0f} MB  (target <= 150)")  # fmt: skip
+    rss = (result["rss_first_mb"], result["rss_settled_mb"], result["rss_mb"])
+    print(f"{'RSS loaded / at 1 min / last':<30}{rss[0]:>9.0f} / {rss[1]:.0f} / {rss[2]:.0f} MB"
+          "  (target <= 150)")  # fmt: skip
     minutes = result["rss_samples_mb"][:: int(60 / SAMPLE_EVERY_S)]
     print(f"{'RSS each minute':<30} {' '.join(f'{x:.0f}' for x in minutes)} MB")
     print(f"{'status changes made':<30}{result['changes']:>9d}")
