@@ -88,6 +88,7 @@ class Pusher:
             entry["error"] = type(exc).__name__
             failed = True
         self.account.push_log.append(entry)
+        self.account.pushes_made += 1
         if failed and attempt < len(settings.push_retry_s):
             due = time.monotonic() + settings.push_retry_s[attempt]
             self._put(due, task_id, attempt + 1, body)

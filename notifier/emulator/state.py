@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -192,7 +193,9 @@ class Account:
         self.actions: list[dict[str, Any]] = []  # the action log, oldest first
         self.saved_filters: dict[int, dict[str, Any]] = {}  # id → conditions (see matches)
         self.on_change: Callable[[dict[str, Any]], None] | None = None  # the pusher's
-        self.push_log: list[dict[str, Any]] = []  # every push attempt (push.py)
+        # The latest push attempts (push.py); a long bench keeps the last 10,000.
+        self.push_log: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self.pushes_made = 0
 
     @property
     def tz(self) -> ZoneInfo:
@@ -401,7 +404,7 @@ class Account:
                 for k, v in asdict(self.settings).items()
                 if k not in ("password", "push_secret")
             },
-            "pushes": len(self.push_log),
+            "pushes": self.pushes_made,
         }
 
 
