@@ -27,6 +27,7 @@ How it spends the daily budget:
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -161,10 +162,14 @@ class Candidate:
     @classmethod
     def of(cls, task: TaskView, settings: PlannerSettings) -> Candidate:
         must = forced_at(task, settings)
-        base = math.sqrt(max(task.rate_per_day, settings.rate_floor_per_day))
-        if task.finished:
-            base *= settings.finished_weight
-        boost = base if task.finished else base * settings.window_boost
+        if task.rate_per_day <= settings.rate_floor_per_day and not task.finished:
+            # Most tasks: no change seen lately. One pair of floats for all of them.
+            base, boost = _floor_weights(settings.rate_floor_per_day, settings.window_boost)
+        else:
+            base = math.sqrt(max(task.rate_per_day, settings.rate_floor_per_day))
+            if task.finished:
+                base *= settings.finished_weight
+            boost = base if task.finished else base * settings.window_boost
         deadline = task.deadline if task.deadline is not None else NEVER
         return cls(
             task_id=task.task_id,
@@ -206,6 +211,11 @@ def next_poll(c: Candidate, now: float, cycle_s: float, *, each: bool = False) -
     gap = cycle_s if each else cycle_s / current_weight(c, now)
     turn = max(c.last_poll_at + gap, c.eligible_at, now)
     return forced if c.forced_priority >= 0 and forced[0] <= turn else (turn, "rotation")
+
+
+@functools.lru_cache(maxsize=8)
+def _floor_weights(floor: float, window_boost: float) -> tuple[float, float]:
+    return math.sqrt(floor), math.sqrt(floor) * window_boost
 
 
 def plan(
@@ -325,7 +335,9 @@ def learn(
 ) -> tuple[float, float]:
     """Fold one poll's finding into a task's decayed (changes, observed time)."""
     decay = 0.5 ** (max(elapsed_s, 0.0) / RATE_HALF_LIFE_S)
-    return changes * decay + (1.0 if changed else 0.0), observed_s * decay + max(elapsed_s, 0.0)
+    folded = changes * decay + (1.0 if changed else 0.0)
+    # (`or 0.0`: one zero for every task that has not changed, not a float each)
+    return folded or 0.0, observed_s * decay + max(elapsed_s, 0.0)
 
 
 def rate_per_day(changes: float, observed_s: float) -> float:
