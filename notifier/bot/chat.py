@@ -227,7 +227,10 @@ class ChatBot:
             user.id if user else None,
             time.time(),
         )
+        watched_before = found.id in service.poller.records
         service.poller.reload_watch_set()
+        if not watched_before:  # a baseline, whatever was stored from an earlier watch
+            service.poller.forget(found.id)
         service.poller.ingest(found)  # the card we have is the baseline: no second request
         service.wake()
         await self.reply(

@@ -614,7 +614,7 @@ _RECORD_COLUMNS = (
 
 
 # A card kept (not read anew: the poll failed) comes without its text: the
-# stored one stays.
+# stored one stays (NULL); a record with no card clears it ('', read as none).
 _RECORD_UPDATE = ", ".join(
     "snapshot = COALESCE(excluded.snapshot, snapshot)" if column == "snapshot"
     else f"{column} = excluded.{column}"
@@ -625,7 +625,7 @@ _RECORD_UPDATE = ", ".join(
 def _record_row(record: state.TaskRecord) -> tuple[object, ...]:
     return (
         record.task_id,
-        record.card.text if record.card else None,
+        record.card.text if record.card else "",
         record.last_poll_at,
         record.last_ok_at,
         record.last_result,

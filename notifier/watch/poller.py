@@ -469,14 +469,17 @@ class Poller:
         whatever was known of it. (The caller has reloaded the watch set if
         it changed it.)"""
         for task_id in fresh:
-            if task_id in self.records:
-                self.records[task_id] = TaskRecord(task_id)
-                self._index.remove(task_id)
-        answers: dict[int, Task | PlanfixError] = {
-            card.id: self._with_people(card)
+            self.forget(task_id)
+        taken = [
+            card
             for card in cards
             if card.id in self.records
             and (self.records[card.id].last_ok_at or -math.inf) <= started
+        ]
+        known = [c.id for c in taken if self.records[c.id].card is not None]
+        stored = self.store.load_cards(known) if known else {}  # one read a page
+        answers: dict[int, Task | PlanfixError] = {
+            card.id: self._with_people(card, stored.get(card.id)) for card in taken
         }
         if answers:
             self._take(answers, started)
@@ -518,10 +521,16 @@ class Poller:
                 return False
         return True
 
-    def _with_people(self, card: Task) -> Task:
+    def forget(self, task_id: int) -> None:
+        """A task new to the watch set starts afresh: its next card is a
+        baseline, whatever was stored from an earlier watch of it."""
+        if task_id in self.records:
+            self.records[task_id] = TaskRecord(task_id)
+            self._index.remove(task_id)
+
+    @staticmethod
+    def _with_people(card: Task, old: Task | None) -> Task:
         """A task.getList card has no members or auditors: keep the ones known."""
-        known = self.records.get(card.id)
-        old = self.store.load_card(card.id) if known is not None and known.card else None
         if old is None:
             return card
         return replace(card, members=old.members, auditors=old.auditors)
@@ -548,6 +557,11 @@ class Poller:
         changed: list[tuple[TaskRecord, list[Event]]] = []
         for task_id, answer in answers.items():
             record = self.records.get(task_id) or TaskRecord(task_id)
+            if (record.last_ok_at or -math.inf) > started:
+                # A newer card came while this request was out (the bot's
+                # /watch): it stands; this older answer would undo it, and
+                # alert the change twice.
+                continue
             if isinstance(answer, QuotaExhaustedError) or (
                 isinstance(answer, PlanfixError) and answer.error_class is ErrorClass.QUOTA
             ):

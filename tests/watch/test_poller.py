@@ -16,6 +16,8 @@ from notifier.alerts.events import TASK_EVENT_KINDS, Event, EventKind
 from notifier.app import Service
 from notifier.config import config_from_dict
 from notifier.emulator import Emulator, EmulatorControl
+from notifier.planfix.errors import PlanfixApiError
+from notifier.planfix.model import Task
 from tests.watch.clock import FakeClock
 
 MSK = ZoneInfo("Europe/Moscow")
@@ -286,3 +288,75 @@ async def test_the_planned_polls_the_operator_sees_match_the_polls_made(harness:
     await harness.settle(service, first - now + 120)
     repolled = [t for t in others if service.poller.records[t].last_poll_at != polled_before[t]]
     assert repolled, "the rotation's turn came and went without a poll"
+
+
+async def test_an_answer_older_than_the_card_stored_meanwhile_is_dropped(harness: Harness) -> None:
+    """A poll's request is out; the bot's /watch stores a newer card; then
+    the poll's (older) answer lands: it must neither undo the change nor
+    alert it back and forth."""
+    task = harness.control.create_task(title="Гонка", status=1)
+    service = harness.service([task["id"]])
+    await harness.settle(service, 120)
+    old = await service.client.get_task(task["id"])  # the poll's answer, read first
+    started = harness.clock.now
+    harness.advance(5)
+    harness.control.change_task(task["id"], status=2)
+    service.poller.ingest(await service.client.get_task(task["id"]))  # /watch meanwhile
+    service.poller._take({task["id"]: old}, started)  # the poll's answer lands
+    assert [(e.kind, e.new) for e in harness.events] == [(EventKind.STATUS_CHANGED, "В работе")]
+    stored = service.store.load_card(task["id"])
+    assert stored is not None and stored.status == 2
+
+
+async def test_a_task_watched_again_gets_a_baseline_not_a_diff_with_its_old_card(
+    harness: Harness,
+) -> None:
+    task = harness.control.create_task(title="Снова", status=1)
+    service = harness.service([task["id"]])
+    await harness.settle(service, 120)
+    service.store.set_watched("config", [], harness.clock.now)  # no longer watched
+    service.poller.reload_watch_set()
+    harness.control.change_task(task["id"], status=2)
+    harness.advance(86400)
+    service.store.add_watched(task["id"], "chat:1", harness.clock.now)  # /watch again
+    service.poller.reload_watch_set()
+    service.poller.forget(task["id"])  # as the bot does for a task new to the set
+    assert service.poller.ingest(await service.client.get_task(task["id"])) == []
+
+
+async def test_a_fresh_baseline_that_fails_leaves_no_stale_card_behind(harness: Harness) -> None:
+    """A task back in a watch set starts afresh; if its first read fails, the
+    card from its earlier watch must not come back after a restart as the
+    baseline (a false alert then)."""
+    task = harness.control.create_task(title="Заново", status=1)
+    service = harness.service([task["id"]])
+    await harness.settle(service, 120)
+    service.poller.forget(task["id"])
+    service.poller._take({task["id"]: PlanfixApiError("3014")}, harness.clock.now)
+    await service.stop()
+    harness.control.change_task(task["id"], status=2)
+    again = harness.service([task["id"]])
+    assert again.poller.records[task["id"]].card is None
+    assert again.poller.ingest(await again.client.get_task(task["id"])) == []
+
+
+async def test_an_unchanged_card_costs_no_store_read_and_keeps_no_text(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = [harness.control.create_task(title=f"Тихо {i}", status=1)["id"] for i in range(3)]
+    service = harness.service(tasks)
+    await harness.settle(service, 120)
+    reads: list[int] = []
+    load = service.store.load_card
+
+    def counted(task_id: int) -> Task | None:
+        reads.append(task_id)
+        return load(task_id)
+
+    monkeypatch.setattr(service.store, "load_card", counted)
+    await service.poller.poll(tasks)
+    assert reads == []  # the digests matched: nothing to unpack
+    harness.control.change_task(tasks[0], status=2)
+    await service.poller.poll(tasks)
+    assert reads == [tasks[0]]  # only the changed card is read, to diff it
+    assert all(r.card is not None and r.card.text is None for r in service.poller.records.values())
