@@ -1,5 +1,5 @@
-"""What the operator sees, gathered in one place for the status page,
-``status`` and the bot's /status: the watched tasks with their plan, the
+"""What the operator sees, gathered in one place for the status page and
+``status``: the watched tasks with their plan, the
 day's quota by hour, the outbox per channel, and health.
 
 All of it comes from the store, which another process (``status``) can read
