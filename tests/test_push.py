@@ -352,3 +352,28 @@ async def test_a_push_while_the_quota_is_spent_waits_without_spinning(harness: H
     assert service.push is not None and service.push.offer(task_id=tasks[0])
     wake = await service.poller.tick()
     assert wake > harness.clock.now + 60
+
+
+async def test_a_pushed_task_left_unread_by_the_planners_request_keeps_its_turn(
+    harness: Harness,
+) -> None:
+    """The reserve is spent, the pushed task goes with the planner's next
+    request, and PlanFix answers that request with 0007: the task stays first
+    in line for the request after the reset (it was dropped)."""
+    harness.control.configure(daily_quota=2000, supports_multi=False)
+    tasks = [harness.control.create_task(title=f"Очередь {i}", status=1)["id"] for i in range(5)]
+    service = harness.service(
+        tasks, watch={"quota_reserve": 0, "feed_interval_s": 0}, push={"listen": "127.0.0.1:0", "secret": SECRET},
+        daily_quota=2000,
+    )  # fmt: skip
+    await harness.settle(service, 300)
+    assert service.push is not None and service.push.offer(task_id=tasks[3])
+    await service.poller.read_pushed()
+    assert service.push.stats.waiting_for_planner == 1
+    harness.control.inject("error", code="0007", times=1)
+    harness.advance(60)
+    requests = harness.control.state()["requests"].get("task.get", 0)
+    await service.poller.tick(max_requests=1)
+    assert harness.control.state()["requests"]["task.get"] == requests + 1
+    assert service.ledger.exhausted  # the planner's request went, and PlanFix said no
+    assert service.push.hurried(5) == [tasks[3]]  # still first in line

@@ -120,6 +120,7 @@ class Poller:
         self.sets = sets  # watch sets to resolve (task numbers)
         self.push = push  # tasks PlanFix pushed, to read soon
         self.auto_watch = auto_watch  # a pushed task in no set joins the watch set
+        self._hurried: frozenset[int] = frozenset()  # pushed tasks in this request
         self._by_number: dict[int, int] = {}  # number people see → task id, from the cards
         self._by_number_at = -math.inf
         self._no_such_number: dict[int, float] = {}  # number → not asked again before
@@ -235,6 +236,7 @@ class Poller:
         if self.push is not None:
             if decision.poll:  # pushed tasks the reserve could not pay for go first
                 hurried = tuple(self.push.hurried(settings.batch_size))
+                self._hurried = frozenset(hurried)
                 planned = [t for t in decision.poll if t not in hurried]
                 poll = hurried + tuple(planned[: settings.batch_size - len(hurried)])
                 decision = replace(decision, poll=poll)
@@ -286,10 +288,14 @@ class Poller:
                 await self.read_pushed()
             if self._feed_waits() and self.feed is not None and self.feed.due(self.clock()):
                 await self.follow_feed()
+            self._hurried = frozenset()
             decision = self.decide()
             if not decision.poll:
                 return decision.wake_at
-            await self.poll(decision.poll)
+            results = await self.poll(decision.poll)
+            if self.push is not None and self._hurried:  # unread: they keep their turn first
+                self.push.hurry([r.task_id for r in results if r.task_id in self._hurried
+                                 and _unread(r)])  # fmt: skip
             if until is not None and time.monotonic() >= until:
                 break
         return self.clock()
