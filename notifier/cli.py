@@ -18,7 +18,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -204,7 +204,14 @@ def _init(path: Path) -> int:
 # --- run --------------------------------------------------------------------------------
 
 
-async def _run(config: Config, path: Path | None, seconds: float | None = None) -> int:
+async def _run(
+    config: Config,
+    path: Path | None,
+    seconds: float | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> int:
+    """The service until a signal (or ``seconds``). ``announce``: the demo's,
+    told the status page's URL; its port, when taken, is any free one."""
     service = Service(config)
     web: HttpServer | None = None
     if config.metrics.listen:
@@ -212,12 +219,17 @@ async def _run(config: Config, path: Path | None, seconds: float | None = None) 
         try:
             await web.start()
         except OSError as exc:
-            await service.stop()
-            where = f"{path}: " if path is not None else ""
-            raise ConfigError(
-                f"{where}metrics.listen {config.metrics.listen}: cannot listen there "
-                f"({exc.strerror})"
-            ) from None
+            if announce is None:
+                await service.stop()
+                where = f"{path}: " if path is not None else ""
+                raise ConfigError(
+                    f"{where}metrics.listen {config.metrics.listen}: cannot listen there "
+                    f"({exc.strerror})"
+                ) from None
+            web = HttpServer("127.0.0.1:0", operator_routes(config, service))
+            await web.start()
+        if announce is not None:
+            announce(f"http://{_url_host(web.host)}:{web.port}/")
     try:
         push = await _start_push(config, service)
     except ConfigError:
@@ -651,7 +663,7 @@ def _id_hint(error: PlanfixError | None) -> str:
 # --- demo and emulator -------------------------------------------------------------------
 
 DEMO_QUOTA = 50000
-DEMO_PAGE_PORT = 9464  # the status page's usual port, when free
+DEMO_PAGE_PORT = 9464  # the status page's usual port; any free one when it is taken
 
 
 def demo_config(
@@ -705,32 +717,31 @@ async def _demo(seconds: float | None, pace: float) -> int:
     account = Account(Settings(daily_quota=DEMO_QUOTA))
     ids = build(account)
     with Emulator(account) as emulator, tempfile.TemporaryDirectory() as state_dir:
-        page, token = _free_port(DEMO_PAGE_PORT), secrets.token_hex(16)
+        token = secrets.token_hex(16)
         config = demo_config(emulator, ids, Path(state_dir), push_port=_free_port(),
-                             page_port=page, admin_token=token)  # fmt: skip
+                             page_port=DEMO_PAGE_PORT, admin_token=token)  # fmt: skip
         print(
             f"PlanFix emulator on {emulator.endpoint}: {len(ids)} tasks, changed every few "
             "seconds, each change pushed to the service as a PlanFix scenario would; one "
-            "falls overdue at the next whole minute.\n"
-            f"Status page: http://127.0.0.1:{page}/ (admin token for its actions: {token})\n"
-            "Watching… (Ctrl-C stops)",
+            "falls overdue at the next whole minute.",
             flush=True,
         )
+
+        def announce(url: str) -> None:
+            print(f"Status page: {url} (admin token for its actions: {token})\n"
+                  "Watching… (Ctrl-C stops)", flush=True)  # fmt: skip
+
         scenario = Scenario(account, ids, pace=pace)
         scenario.start()
         try:
-            return await _run(config, None, seconds)
+            return await _run(config, None, seconds, announce)
         finally:
             scenario.stop()
 
 
-def _free_port(wanted: int = 0) -> int:
-    """``wanted`` if it is free (a URL people may keep), else any free port."""
+def _free_port() -> int:
     with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", wanted))
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +25,18 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 
 
 def test_demo_shows_alerts_as_the_account_changes() -> None:
-    done = run("demo", "--seconds", "18", "--pace", "0.25")  # a deletion is confirmed ~10 s later
+    """With the status page's usual port taken (another demo, a service), it
+    takes any free one and says which."""
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # (taken already, by something else: as good)
+            taken.bind(("127.0.0.1", 9464))
+            taken.listen()
+        done = run("demo", "--seconds", "18", "--pace", "0.25")  # a deletion: confirmed ~10 s later
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "PlanFix emulator on http://127.0.0.1:" in lines[0]
+    page = next(line for line in lines if line.startswith("Status page: http://127.0.0.1:"))
+    assert "127.0.0.1:9464/" not in page and "admin token for its actions" in page
     shown = "\n".join(lines[1:])
     for expected in (
         "#1 «Подготовить отчёт по продажам за ноябрь»: Статус: Новая → В работе https://demo.planfix.ru/task/1",
