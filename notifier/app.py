@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -28,10 +29,8 @@ from .alerts.dispatcher import Dispatcher, DispatchSettings
 from .alerts.events import TASK_EVENT_KINDS, Event, EventKind
 from .alerts.render import Renderer
 from .alerts.routing import Router
-from .bot.chat import ChatBot
-from .channels.base import Channel, channel_types
+from .channels.base import Channel, channel_type
 from .channels.console import ConsoleOptions
-from .channels.telegram import TelegramChannel
 from .config import Config
 from .ops import logging as oplog
 from .ops.clock import StepWatch, steady
@@ -45,6 +44,9 @@ from .watch.poller import Poller, PollResult
 from .watch.push import PushInbox
 from .watch.quota import QuotaLedger
 from .watch.sets import WatchSets
+
+if TYPE_CHECKING:
+    from .bot.chat import ChatBot
 
 log = oplog.get(__name__)
 
@@ -68,8 +70,12 @@ def _on_loop(func: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 def build_channels(config: Config, renderer: Renderer) -> dict[str, Channel]:
     """The configured channels; the console alone when none is configured."""
     options = config.channel_options() or {"console": ConsoleOptions(type="console")}
-    types = channel_types()
-    return {name: types[opts.type](name, opts, renderer) for name, opts in options.items()}
+    built: dict[str, Channel] = {}
+    for name, opts in options.items():
+        kind = channel_type(opts.type)
+        assert kind is not None  # channel_options() found it
+        built[name] = kind(name, opts, renderer)
+    return built
 
 
 def renderer_for(config: Config) -> Renderer:
@@ -200,6 +206,8 @@ class Service:
         channels = build_channels(config, renderer)
         if config.bot.channel in channels:
             bot_channel = channels[config.bot.channel]
+            from .channels.telegram import TelegramChannel  # only where a bot is set
+
             if isinstance(bot_channel, TelegramChannel):
                 bot_channel.callback_buttons = True
         router = Router(
@@ -288,6 +296,8 @@ class Service:
 
     async def _try_bot(self) -> str | None:
         """Start the bot; None when it runs, else why not."""
+        from .bot.chat import ChatBot  # python-telegram-bot: only where a bot is set
+
         bot = ChatBot(self)
         try:
             await bot.start()

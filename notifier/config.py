@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .alerts.events import ALL_EVENT_KINDS, TASK_EVENT_KINDS
-from .channels.base import ChannelOptions, channel_types
+from .channels.base import ChannelOptions, channel_kinds, channel_type
 from .planfix.client import ClientSettings, check_endpoint, private_transport
 from .planfix.errors import ConfigError as PlanfixConfigError
 
@@ -284,17 +284,17 @@ class Config(_Section):
 
     def channel_options(self) -> dict[str, ChannelOptions]:
         """Each ``[channels.NAME]`` checked by its own type's model."""
-        types = channel_types()
         found: dict[str, ChannelOptions] = {}
         for name, raw in self.channels.items():
             kind = raw.get("type")
-            if kind not in types:
-                known = ", ".join(sorted(types))
+            channel = channel_type(kind) if isinstance(kind, str) else None
+            if channel is None:
+                known = ", ".join(channel_kinds())
                 raise ValueError(f"channels.{name}.type: {kind!r} is not a channel type ({known})")
             try:
-                found[name] = types[kind].Options.model_validate(raw)
+                found[name] = channel.Options.model_validate(raw)
             except ValidationError as exc:
-                within = types[kind].Options
+                within = channel.Options
                 raise ValueError(_first_error(exc, f"channels.{name}", within)) from None
         return found
 

@@ -18,6 +18,7 @@ Third-party channels register under the entry-point group
 from __future__ import annotations
 
 import abc
+import importlib
 import re
 from dataclasses import dataclass
 from datetime import time
@@ -141,19 +142,36 @@ class Channel(abc.ABC):
         return None
 
 
+# The built-in channels, imported only when configured: python-telegram-bot
+# alone is 17 MB of the process, wasted where no Telegram channel is set.
+BUILTIN = {
+    "console": "notifier.channels.console:ConsoleChannel",
+    "email": "notifier.channels.email:EmailChannel",
+    "telegram": "notifier.channels.telegram:TelegramChannel",
+    "webhook": "notifier.channels.webhook:WebhookChannel",
+}
+
+
+def channel_kinds() -> list[str]:
+    """The name of every channel type, built in or installed, none imported."""
+    names = set(BUILTIN) | {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)
+
+
+def channel_type(kind: str) -> type[Channel] | None:
+    """The channel type called ``kind``, imported now; None if there is none."""
+    if kind in BUILTIN:
+        module, _, name = BUILTIN[kind].partition(":")
+        found: object = getattr(importlib.import_module(module), name)
+    else:
+        entries = entry_points(group=ENTRY_POINT_GROUP, name=kind)
+        if not entries:
+            return None
+        found = next(iter(entries)).load()
+    return found if isinstance(found, type) and issubclass(found, Channel) else None
+
+
 def channel_types() -> dict[str, type[Channel]]:
     """Every channel type: the built-in ones and those installed by packages."""
-    from . import console, email, telegram, webhook
-
-    found: dict[str, type[Channel]] = {
-        "console": console.ConsoleChannel,
-        "email": email.EmailChannel,
-        "telegram": telegram.TelegramChannel,
-        "webhook": webhook.WebhookChannel,
-    }
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in found:
-            loaded = entry.load()
-            if isinstance(loaded, type) and issubclass(loaded, Channel):
-                found[entry.name] = loaded
-    return found
+    found = {kind: channel_type(kind) for kind in channel_kinds()}
+    return {kind: loaded for kind, loaded in found.items() if loaded is not None}

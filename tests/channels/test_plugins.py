@@ -112,3 +112,23 @@ def test_an_unknown_type_names_the_known_ones() -> None:
         config_from_dict(
             {**MINIMAL, "channels": {"x": {"type": "carrier"}}}, source="t.toml", environ={}
         )
+
+
+def test_a_channel_type_is_imported_only_when_configured(tmp_path: Path) -> None:
+    # python-telegram-bot is 17 MB of the process: not loaded for a config
+    # that has no Telegram channel (a fresh interpreter: this one has it).
+    script = """
+import sys
+from notifier.app import build_channels, renderer_for
+from notifier.config import config_from_dict
+config = config_from_dict(
+    {"planfix": {"account": "acme", "api_key": "k", "token": "t"},
+     "channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}},
+    source="t.toml", environ={})
+build_channels(config, renderer_for(config))
+print(sorted(m for m in ("telegram", "aiosmtplib") if m in sys.modules))
+"""
+    found = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    )
+    assert found.stdout.strip() == "[]"
