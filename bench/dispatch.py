@@ -86,19 +86,20 @@ async def run(alerts: int, n_chats: int) -> dict[str, object]:
                 True,
             )
             event = Event(EventKind.STATUS_CHANGED, at, task.id, task, "Новая", "В работе")
-            store.add_events([event], to_chat(chat_ids[i % n_chats]), now, queued_at=now)
+            to = to_chat(chat_ids[i % n_chats])
+            await store.add_events([event], [to(event)], now, queued_at=now)
         dispatcher = Dispatcher(
             store, {"team": channel}, DispatchSettings(retry_base_s=1, retry_max_s=5)
         )
         started = time.monotonic()
         dispatcher.start()
         dispatcher.wake()
-        while store.outbox_counts().get("pending", 0):  # noqa: ASYNC110 - the store is the truth
+        while (await store.outbox_counts()).get("pending", 0):  # noqa: ASYNC110 - the store is the truth
             await asyncio.sleep(0.05)
         took = time.monotonic() - started
         await dispatcher.stop()
         await channel.aclose()
-        store.close()
+        await store.close()
     per_chat = alerts // n_chats
     floor = max(floor_seconds(per_chat, chat.startswith("-")) for chat in chat_ids)
     return {

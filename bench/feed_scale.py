@@ -208,8 +208,8 @@ async def run(tasks: int, seconds: float) -> dict[str, Any]:
             # page through them all, just created.
             await asyncio.sleep(max(0.0, 200.0 - (time.monotonic() - created)))
             store = Store(f"{folder}/scale.sqlite3")
-            store.set_meta("feed.cursor", repr(time.time()))
-            store.close()
+            await store.set_meta("feed.cursor", repr(time.time()))
+            await store.close()
             service = start_service(steady)
             # Once it has loaded its state, it is steady: measured from here.
             await until_gauge(metrics, "planfix_notifier_watched_tasks", len(ids), service)

@@ -102,7 +102,7 @@ async def run(tasks: int, polls: int) -> dict[str, float]:
             gc.collect()
             samples["rss_at_end_mb"] = rss_mb()
             cpu = time.process_time() - cpu_at_1000
-        events = service.store.outbox_counts()
+        events = await service.store.outbox_counts()
         await service.stop()
     control.close()
     emulator.terminate()

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import math
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -37,7 +36,7 @@ from .ops.clock import StepWatch, steady
 from .ops.metrics import Metrics
 from .ops.systemd import notify
 from .planfix.client import PlanfixClient, RequestRecord
-from .store import Store, StoreError
+from .store import Store, StoreError, open_store
 from .watch.feed import ChangeFeed
 from .watch.planner import PlannerSettings
 from .watch.poller import Poller, PollResult
@@ -129,9 +128,8 @@ class Service:
         self.monotonic = monotonic  # ages and waits: a wall-clock step must not move them
         self.tz = ZoneInfo(config.planfix.timezone)
         self.metrics = metrics or Metrics()
-        self.store = Store(config.state.path)
-        if keep_watch_set:  # (not for `check`: it may try another config)
-            self.store.set_watched("config", config.watch.tasks, clock())
+        self.store: Store = open_store(config.state)
+        self.keep_watch_set = keep_watch_set
         self.ledger = QuotaLedger(
             self.store,
             daily_quota=config.planfix.daily_quota,
@@ -248,14 +246,27 @@ class Service:
 
     # --- running -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Rebuild the jobs (stable ids, in memory: our state is in the store)."""
+    async def load(self) -> None:
+        """Read what the store holds: the watch set (the config's written
+        first, unless ``keep_watch_set`` is off), the day's quota, the feed's
+        cursor, the chats' projects. Before start(), and before any poll."""
+        if self.keep_watch_set:  # (not for `check`: it may try another config)
+            await self.store.set_watched("config", self.config.watch.tasks, self.clock())
+        await self.ledger.load()
+        await self.feed.load()
+        await self.sets.projects_changed()
+        await self.poller.reload_watch_set()
+
+    async def start(self) -> None:
+        """Load the state, then rebuild the jobs (stable ids, in memory: our
+        state is in the store)."""
+        await self.load()
         jobs: list[tuple[str, Callable[[], object], dict[str, object]]] = [
             (POLL_JOB, self._poll_job, {"seconds": HEARTBEAT_S, "next_run_time": self._now()}),
             ("outbox", _on_loop(self.dispatcher_wake), {"seconds": HEARTBEAT_S}),  # a safety net
             (
                 "gauges",
-                _on_loop(self.refresh_gauges),
+                self.refresh_gauges,
                 {"seconds": GAUGES_S, "next_run_time": self._now()},
             ),
         ]
@@ -291,7 +302,7 @@ class Service:
         if error is None:
             return
         log.warning("the Telegram bot cannot start; going on without it, retrying", error=error)
-        self._channel_failed(self.config.bot.channel, "the bot (getUpdates)", error)
+        await self._channel_failed(self.config.bot.channel, "the bot (getUpdates)", error)
         self._bot_retry = asyncio.create_task(self._retry_bot(), name="bot-retry")
 
     async def _try_bot(self) -> str | None:
@@ -317,7 +328,7 @@ class Service:
                 break
             wait = min(wait * 2, most_s)
         log.info("the Telegram bot is up")
-        self._channel_delivered(self.config.bot.channel, "the bot (getUpdates)")
+        await self._channel_delivered(self.config.bot.channel, "the bot (getUpdates)")
         self._bot_retry = None
 
     def _now(self) -> datetime:
@@ -339,11 +350,11 @@ class Service:
 
     # --- the operator's actions (the status page) ----------------------------------------
 
-    def retry_dead_letter(self, outbox_id: int) -> str:
-        channel = self.store.outbox_channel(outbox_id)
+    async def retry_dead_letter(self, outbox_id: int) -> str:
+        channel = await self.store.outbox_channel(outbox_id)
         if channel is not None and channel not in self.channels:
             raise ValueError(f"dead letter #{outbox_id} is for {channel}, no longer configured")
-        if not self.store.outbox_revive(outbox_id, self.clock()):
+        if not await self.store.outbox_revive(outbox_id, self.clock()):
             raise ValueError(f"no dead letter #{outbox_id} (already retried?)")
         log.info("dead letter retried by the operator", outbox_id=outbox_id)
         self.dispatcher_wake()
@@ -352,7 +363,7 @@ class Service:
     def planned(self, task_ids: Sequence[int]) -> dict[int, tuple[float, str]]:
         return self.poller.planned(task_ids)
 
-    def poll_now(self, task_id: int) -> str:
+    async def poll_now(self, task_id: int) -> str:
         if task_id not in self.poller.records:
             raise ValueError(f"task {task_id} is not watched")
         self.push.ask(task_id)
@@ -377,11 +388,11 @@ class Service:
             if self._stopped:
                 return  # stop() ends the round; the scheduler must not log it as a failure
             raise
-        except sqlite3.Error as exc:  # the state file cannot be used: say so, try again
+        except StoreError as exc:  # the state cannot be used: say so, try again
             if self._store_error is None:
-                log.error("the state file cannot be written; polling goes on trying",
+                log.error("the state cannot be written; polling goes on trying",
                           error=str(exc))  # fmt: skip
-            self._store_error = f"the state file cannot be written: {exc}"
+            self._store_error = f"the state cannot be written: {exc}"
             wake_at = self.clock() + HEARTBEAT_S
         except Exception:  # one bad round must not stop the service
             log.exception("poll round failed")
@@ -389,9 +400,9 @@ class Service:
         else:
             saved = self.poller.last_saved_at
             if self._store_error is not None and (
-                (saved is not None and saved >= round_started) or self._store_writable()
+                (saved is not None and saved >= round_started) or await self._store_writable()
             ):
-                log.info("the state file can be written again")
+                log.info("the state can be written again")
                 self._store_error = None
         finally:
             self._polling = None
@@ -417,21 +428,22 @@ class Service:
             if self._stopped:
                 return later
             built = self._alerts(config)  # may raise: then nothing has changed
-            self.store.set_watched("config", config.watch.tasks, self.clock())
-            self.poller.reload_watch_set()
+            await self.store.set_watched("config", config.watch.tasks, self.clock())
+            await self.poller.reload_watch_set()
             self.poller.breaker.closed()  # a fixed account or token is tried at once
-            self.ledger.reset_block()  # a stale quota block too: the next request finds out
+            await self.ledger.reset_block()  # a stale quota block too: the next request finds out
             self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
             self.feed.interval_s = config.watch.feed_interval_s
             self.feed.reprobe()  # a right granted since may open a feed
             watch = config.watch
             self.sets.configure(watch.numbers, watch.projects, watch.filters)
+            await self.sets.projects_changed()
             self.sets.discover_interval_s = watch.discover_interval_s
             old, old_dispatcher = self.channels, self.dispatcher
             await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
             try:
                 # A channel the operator had to fix is tried at once with the new options.
-                self.store.outbox_due_now(list(old_dispatcher.misconfigured), self.clock())
+                await self.store.outbox_due_now(list(old_dispatcher.misconfigured), self.clock())
                 self._install(built, config)
                 self.dispatcher.carry_over(old_dispatcher)
                 for name, channel in self.channels.items():
@@ -476,7 +488,7 @@ class Service:
         for channel in self.channels.values():
             await channel.aclose()
         await self.client.aclose()
-        self.store.close()
+        await self.store.close()
         return left
 
     # --- the wall clock stepping ---------------------------------------------------------
@@ -489,7 +501,7 @@ class Service:
                 if step:
                     self.clock_stepped(step)
                 if self._outbox_step:
-                    self.store.outbox_shift(self._outbox_step)  # one the store missed
+                    await self.store.outbox_shift(self._outbox_step)  # one the store missed
                     self._outbox_step = 0.0
             except Exception:  # the watch must outlive any one failure
                 log.exception("following a wall-clock step failed; trying again")
@@ -513,21 +525,25 @@ class Service:
 
     # --- incidents the operator hears of ------------------------------------------------
 
-    def _channel_failed(self, channel: str, recipient: str, reason: str) -> None:
+    async def _channel_failed(self, channel: str, recipient: str, reason: str) -> None:
         """A channel failing for good is told to the operator once per incident
         (through the other channels)."""
         if (channel, recipient) in self._failing:
             return
         self._failing.add((channel, recipient))
         details = {"channel": channel, "recipient": recipient, "error": reason}
-        self.poller.raise_events([Event(EventKind.CHANNEL_FAILING, self._now(), details=details)])
+        await self.poller.raise_events(
+            [Event(EventKind.CHANNEL_FAILING, self._now(), details=details)]
+        )
 
-    def _channel_delivered(self, channel: str, recipient: str) -> None:
+    async def _channel_delivered(self, channel: str, recipient: str) -> None:
         if (channel, recipient) not in self._failing:
             return
         self._failing.discard((channel, recipient))
         details = {"channel": channel, "recipient": recipient}
-        self.poller.raise_events([Event(EventKind.CHANNEL_RECOVERED, self._now(), details=details)])
+        await self.poller.raise_events(
+            [Event(EventKind.CHANNEL_RECOVERED, self._now(), details=details)]
+        )
 
     def _events_stored(self, stored: Sequence[tuple[int, Event]]) -> None:
         for _, event in stored:
@@ -557,12 +573,12 @@ class Service:
         if any(r.outcome in ("ok", "unavailable") for r in results):  # PlanFix answered
             self._answered_at = self.monotonic()
 
-    def refresh_gauges(self) -> None:
-        counts = self.store.outbox_counts()
+    async def refresh_gauges(self) -> None:
+        counts = await self.store.outbox_counts()
         m = self.metrics
         m.outbox_pending.set(counts.get("pending", 0))
         m.outbox_dead.set(counts.get("dead", 0))
-        oldest = self.store.outbox_oldest_undelivered(self.clock())
+        oldest = await self.store.outbox_oldest_undelivered(self.clock())
         m.outbox_oldest.set(0 if oldest is None else max(0.0, self.clock() - oldest))
         m.healthy.set(int(self.health()[0]))
         m.quota_used.set(self.ledger.today().used)
@@ -571,7 +587,7 @@ class Service:
         m.watched.set(len(self.poller.records))
         m.awaiting_baseline.set(sum(r.card is None for r in self.poller.records.values()))
         if self.config.push.listen:  # for `status`, read from the store by another process
-            self.store.set_meta("push.stats", json.dumps(asdict(self.push.stats)))
+            await self.store.set_meta("push.stats", json.dumps(asdict(self.push.stats)))
         notify(
             f"STATUS=watching {len(self.poller.records)} tasks; quota "
             f"{self.ledger.today().used}/{self.ledger.daily_quota}; outbox "
@@ -610,9 +626,9 @@ class Service:
             return False, f"no successful poll for {self.monotonic() - last:.0f} s"
         return True, ""
 
-    def _store_writable(self) -> bool:
+    async def _store_writable(self) -> bool:
         try:
-            self.store.check_writable()
+            await self.store.check_writable()
         except StoreError:
             return False
         return True

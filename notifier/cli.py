@@ -40,7 +40,7 @@ from .ops.overview import PAGE, gather
 from .ops.status_text import render_text
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task, TransportError
-from .store import StateLock, Store, StoreError
+from .store import InstanceLock, Store, StoreError, instance_lock, open_store
 from .watch.quota import QuotaLedger
 from .watch.sets import NUMBER_NOT_ID
 from .web.ops import operator_routes
@@ -156,8 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         oplog.REDACTOR.set_secrets(config.secrets())
         oplog.use_zone(config.planfix.timezone)
         if args.command == "run":
-            with StateLock(config.state.path):  # one service per state
-                return asyncio.run(_run(config, path))
+            return asyncio.run(_run_alone(config, path))
         if args.command == "check":
             return asyncio.run(_check(config, path))
         if args.command == "poll":
@@ -204,11 +203,22 @@ def _init(path: Path) -> int:
 # --- run --------------------------------------------------------------------------------
 
 
+async def _run_alone(config: Config, path: Path) -> int:
+    """The service, the only one on its state (two would send every alert twice)."""
+    lock = instance_lock(config.state)
+    await lock.take(standby=_standby)
+    try:
+        return await _run(config, path, lock=lock)
+    finally:
+        await lock.give_back()
+
+
 async def _run(
     config: Config,
     path: Path | None,
     seconds: float | None = None,
     announce: Callable[[str], None] | None = None,
+    lock: InstanceLock | None = None,
 ) -> int:
     """The service until a signal (or ``seconds``). ``announce``: the demo's,
     told the status page's URL; its port, when taken, is any free one."""
@@ -236,7 +246,14 @@ async def _run(
         if web is not None:
             await web.stop()
         raise
-    service.start()
+    try:
+        await service.start()
+    except StoreError:
+        for server in (web, push):
+            if server is not None:
+                await server.stop()
+        await service.stop()
+        raise
     await service.start_bot()
     pinger = None
     interval = watchdog_interval_s()
@@ -256,6 +273,8 @@ async def _run(
             NOTHING_TO_WATCH + (" (or /watch in a chat with the bot)" if service.bot else "")
         )
     stop = asyncio.Event()
+    lost: list[str] = []  # the state's lock, lost: another instance may run now
+    guard = asyncio.create_task(_guard(lock, lost, stop)) if lock is not None else None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -274,10 +293,27 @@ async def _run(
             if server is not None:
                 await server.stop()
         left = await service.stop(drain_s=config.alerts.shutdown_drain_s)
-        if pinger is not None:
-            pinger.cancel()
+        for task in (pinger, guard):
+            if task is not None:
+                task.cancel()
         log.info("stopped", undelivered=left)
-    return EXIT_OK
+    return EXIT_FAILURE if lost else EXIT_OK
+
+
+def _standby(holder: str) -> None:
+    """Another instance runs on this state: this one waits to take over."""
+    log.warning("standby: another instance holds the state; taking over when it stops",
+                holder=holder)  # fmt: skip
+    notify("READY=1\nSTATUS=standby: " + holder)  # systemd must not time the wait out
+
+
+async def _guard(lock: InstanceLock, lost: list[str], stop: asyncio.Event) -> None:
+    """Stop at once if the state's lock is lost: two instances would send
+    every alert twice (the supervisor starts this one again, to wait its turn)."""
+    why = await lock.lost()
+    log.error("the state's lock is lost; stopping", error=why)
+    lost.append(why)
+    stop.set()
 
 
 async def _start_push(config: Config, service: Service) -> HttpServer | None:
@@ -322,13 +358,19 @@ async def _check(config: Config, path: Path) -> int:
     try:
         service = Service(config, keep_watch_set=False)
     except StoreError as exc:
-        rows.append(("state file", False, str(exc)))
+        rows.append((_STATE_ROW[config.state.url is None], False, str(exc)))
         return _table(rows)
     except TemplateProblem as exc:
         rows.append(("templates", False, str(exc)))
         return _table(rows)
     try:
-        rows.append(_state_writable(service.store, config))
+        await service.load()
+    except StoreError as exc:
+        rows.append((_STATE_ROW[config.state.url is None], False, str(exc)))
+        await service.stop()
+        return _table(rows)
+    try:
+        rows.append(await _state_writable(service.store, config))
         answered = True
         try:
             with service.ledger.on_demand():
@@ -395,7 +437,7 @@ async def _check_watch(service: Service, config: Config) -> Row:
         answers = await service.client.get_tasks(watch.tasks) if watch.tasks else {}
         await service.sets.resolve(keep=False)  # numbers → ids (each remembered for run)
     unknown = sorted(i for i, a in answers.items() if getattr(a, "code", None) == "3001")
-    unresolved = [n for n in watch.numbers if service.store.get_meta(f"number:{n}") is None]
+    unresolved = [n for n in watch.numbers if await service.store.get_meta(f"number:{n}") is None]
     problems = []
     if unknown:
         ids = ", ".join(map(str, unknown))
@@ -409,12 +451,18 @@ async def _check_watch(service: Service, config: Config) -> Row:
     return ("watch", True, f"{len(watch.tasks)} tasks by id, {len(watch.numbers)} by number{sets}")
 
 
-def _state_writable(store: Store, config: Config) -> Row:
+_STATE_ROW = {True: "state file", False: "state"}  # (SQLite?) → the row's name
+
+
+async def _state_writable(store: Store, config: Config) -> Row:
+    name = _STATE_ROW[config.state.url is None]
     try:
-        store.check_writable()
+        await store.check_writable()
+        version = await store.schema_version()
     except StoreError as exc:
-        return ("state file", False, str(exc))
-    return ("state file", True, f"{config.state.path} (schema {store.schema_version})")
+        return (name, False, str(exc))
+    where = config.state.path if config.state.url is None else store.where
+    return (name, True, f"{where} (schema {version})")
 
 
 def _table(rows: Sequence[Row]) -> int:
@@ -437,12 +485,16 @@ def _status(config: Config, *, every: bool = False) -> int:
     if said is not None:
         print(said, end="")
         return EXIT_OK
-    store = Store(config.state.path)
+    return asyncio.run(_status_from_store(config, why, limit))
+
+
+async def _status_from_store(config: Config, why: str, limit: int) -> int:
+    store = open_store(config.state)
     try:
-        overview = gather(store, config, time.time(), limit=limit)
+        overview = await gather(store, config, time.time(), limit=limit)
         print(render_text(overview, not_running=why), end="")
     finally:
-        store.close()
+        await store.close()
     return EXIT_OK
 
 
@@ -512,30 +564,35 @@ async def _push_test(config: Config, url: str | None, task: int | None, number: 
 
 
 def _quota(config: Config, *, reset: bool) -> int:
+    return asyncio.run(_quota_day(config, reset=reset))
+
+
+async def _quota_day(config: Config, *, reset: bool) -> int:
     """The day's ledger; with ``reset``, forget a block. A running service
     keeps its own ledger in memory, so the reset is its to do: a SIGHUP."""
-    lock = StateLock(config.state.path)
+    lock = instance_lock(config.state)
     if reset:
         try:
-            lock.acquire()
+            await lock.take()
         except StoreError as exc:
             hint = "a running service resets its quota block on reload (SIGHUP)"
             print(f"planfix-notifier: {exc}; {hint}", file=sys.stderr)
             return EXIT_USAGE
+    store = open_store(config.state)
     try:
-        store = Store(config.state.path)
         ledger = QuotaLedger(store, daily_quota=config.planfix.daily_quota,
                              timezone=config.planfix.timezone)  # fmt: skip
+        row = await ledger.load()
         if reset:
-            ledger.reset_block()
-        row = ledger.today()
+            await ledger.reset_block()
         print(f"quota {row.day} ({config.planfix.timezone}): {row.used} of "
               f"{ledger.daily_quota} used, {ledger.remaining} left")  # fmt: skip
         blocked = ledger.blocked()
         print(f"blocked: {blocked}" if blocked else "not blocked: polling may go on")
-        store.close()
     finally:
-        lock.release()
+        await store.close()
+        if reset:
+            await lock.give_back()
     return EXIT_OK
 
 
@@ -613,6 +670,7 @@ async def _poll(config: Config, typed: Sequence[str], *, send: bool) -> int:
     service.poller.group_wait_s = 0  # one command, one message: nothing to wait for
     undelivered, unknown = 0, []
     try:
+        await service.load()
         with service.ledger.on_demand():
             task_ids = []
             for text in typed:

@@ -98,7 +98,26 @@ class PlanfixSection(_Section):
 
 
 class StateSection(_Section):
-    path: Path = Path("state/notifier.sqlite3")
+    path: Path = Path("state/notifier.sqlite3")  # SQLite, the embedded default
+    # PostgreSQL instead (postgresql://user@host/db; or url_file, or the environment):
+    url: SecretStr | None = None
+    db_schema: str = Field(  # the PostgreSQL schema the tables go in, made on first use
+        "planfix_notifier",
+        alias="schema",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+    )
+    pool_size: int = Field(4, ge=1, le=100)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("a postgresql://user@host/database address")
+        return value
 
 
 class WatchSection(_Section):
@@ -319,9 +338,11 @@ class Config(_Section):
             for key in SECRET_KEYS["planfix"]
             if getattr(self.planfix, key) is not None
         ]
-        for secret in (self.push.secret, self.metrics.admin_token):
+        for secret in (self.push.secret, self.metrics.admin_token, self.state.url):
             if secret is not None:
                 found.append(secret.get_secret_value())
+        if self.state.url is not None:
+            found += url_password(self.state.url.get_secret_value())
         for options in self.channel_options().values():
             for key in CHANNEL_SECRET_KEYS:
                 value = getattr(options, key, None)
@@ -346,10 +367,22 @@ class Config(_Section):
 
 SECRET_KEYS = {
     "planfix": ("api_key", "token", "password", "signature_key"),
+    "state": ("url",),  # it may hold the database's password
     "push": ("secret",),
     "metrics": ("admin_token",),
 }
 CHANNEL_SECRET_KEYS = ("bot_token", "password", "secret")
+
+
+def url_password(url: str) -> list[str]:
+    """The password inside a database address, if it has one."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
 
 
 def find_config(explicit: str | None) -> Path:

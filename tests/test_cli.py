@@ -87,7 +87,7 @@ def test_help_for_every_command() -> None:
         assert done.returncode == 0 and "usage:" in done.stdout
 
 
-def test_quota_shows_a_block_and_reset_forgets_it(tmp_path: Path) -> None:
+async def test_quota_shows_a_block_and_reset_forgets_it(tmp_path: Path) -> None:
     config = tmp_path / "notifier.toml"
     state = tmp_path / "state.sqlite3"
     config.write_text(
@@ -97,8 +97,8 @@ def test_quota_shows_a_block_and_reset_forgets_it(tmp_path: Path) -> None:
     ledger = QuotaLedger(store, daily_quota=5000, timezone="Europe/Moscow")
     row = ledger.today()
     row.used, row.exhausted = 12, True  # a 0007 from before the plan was raised
-    store.save_quota(row)
-    store.close()
+    await store.save_quota(row)
+    await store.close()
     shown = run("quota", "--config", str(config))
     assert shown.returncode == 0, shown.stderr
     assert "12 of 5000 used" in shown.stdout and "blocked: PlanFix answered 0007" in shown.stdout

@@ -43,7 +43,8 @@ def test_example_loads_and_documents_every_key() -> None:
         if kind in ("console", "email", "telegram", "webhook"):
             models[f"channels ({kind})"] = channel.Options
     for name, model in models.items():
-        for key in model.model_fields:
+        for field_name, info in model.model_fields.items():
+            key = info.alias or field_name  # (state.schema: BaseModel has its own `schema`)
             assert f"{key} =" in text, f"{name}: {key} is not documented in the example"
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,30 +58,36 @@ def settings(
     }
 
 
-async def until(condition: Callable[[], bool], within: float = 20) -> None:
+async def until(condition: Callable[[], bool | Awaitable[bool]], within: float = 20) -> None:
+    """Wait for ``condition`` (a test, or a coroutine function: one asking the store)."""
     deadline = time.monotonic() + within
-    while not condition():
+    while not await _met(condition):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         await asyncio.sleep(0.05)
 
 
+async def _met(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
+    met = condition()
+    return await met if inspect.isawaitable(met) else met
+
+
 @pytest.fixture
 async def running(
     emulator: Emulator, control: EmulatorControl, telegram: TelegramServer, tmp_path: Path
-) -> AsyncIterator[Callable[..., Service]]:
+) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
     control.configure(daily_quota=100_000)
     emulator.account.settings.daily_quota = 100_000
     started: list[Service] = []
 
-    def start(tasks: list[int], **channels: Any) -> Service:
+    async def start(tasks: list[int], **channels: Any) -> Service:
         config = config_from_dict(
             settings(emulator, telegram, tmp_path / "state.sqlite3", tasks, **channels),
             source="test",
             environ={},
         )
         service = Service(config)
-        service.start()
+        await service.start()
         started.append(service)
         return service
 
@@ -90,13 +97,13 @@ async def running(
 
 
 async def test_a_status_change_reaches_telegram_and_mail(
-    running: Callable[..., Service],
+    running: Callable[..., Awaitable[Service]],
     control: EmulatorControl,
     telegram: TelegramServer,
     smtp_plain: SmtpServer,
 ) -> None:
     task = control.create_task(title="Согласовать договор", status=1)
-    service = running([task["id"]], mail=smtp_plain.options())
+    service = await running([task["id"]], mail=smtp_plain.options())
     await until(lambda: service.poller.records[task["id"]].card is not None)
     control.change_task(task["id"], status=2)
     await until(lambda: bool(telegram.fake.sent) and bool(smtp_plain.inbox.messages))
@@ -108,13 +115,13 @@ async def test_a_status_change_reaches_telegram_and_mail(
 
 
 async def test_a_channel_down_for_a_while_loses_nothing_and_keeps_order(
-    running: Callable[..., Service],
+    running: Callable[..., Awaitable[Service]],
     control: EmulatorControl,
     telegram: TelegramServer,
     smtp_plain: SmtpServer,
 ) -> None:
     task = control.create_task(title="Ревизия склада", status=1)
-    service = running([task["id"]], mail=smtp_plain.options())
+    service = await running([task["id"]], mail=smtp_plain.options())
     await until(lambda: service.poller.records[task["id"]].card is not None)
     telegram.fake.inject("server_error", times=-1)
 
@@ -146,21 +153,21 @@ async def test_a_channel_down_for_a_while_loses_nothing_and_keeps_order(
 
 
 async def test_a_blocked_bot_is_a_dead_letter_and_the_operator_is_told(
-    running: Callable[..., Service],
+    running: Callable[..., Awaitable[Service]],
     control: EmulatorControl,
     telegram: TelegramServer,
     smtp_plain: SmtpServer,
 ) -> None:
     task = control.create_task(title="Закрыть квартал", status=1)
-    service = running([task["id"]], mail=smtp_plain.options())
+    service = await running([task["id"]], mail=smtp_plain.options())
     await until(lambda: service.poller.records[task["id"]].card is not None)
     telegram.fake.inject("forbidden", CHAT)
     control.change_task(task["id"], status=2)
     await until(
         lambda: any("не может доставить" in m["Subject"] for m in smtp_plain.inbox.messages)
     )
-    assert service.store.outbox_counts().get("dead") == 1
-    ((channel, _, reason, _),) = service.store.dead_letters()
+    assert (await service.store.outbox_counts()).get("dead") == 1
+    ((channel, _, reason, _),) = await service.store.dead_letters()
     assert channel == "team" and "blocked" in reason
     control.change_task(task["id"], status=3)  # unblocked: the next alert gets through
     await until(lambda: any("снова доставляет" in m["Subject"] for m in smtp_plain.inbox.messages))
@@ -169,11 +176,11 @@ async def test_a_blocked_bot_is_a_dead_letter_and_the_operator_is_told(
 
 
 async def test_stop_ends_a_poll_round_under_way(
-    running: Callable[..., Service], control: EmulatorControl
+    running: Callable[..., Awaitable[Service]], control: EmulatorControl
 ) -> None:
     task = control.create_task(title="Медленный ответ", status=1)
     control.inject("slow", delay_s=30, times=-1)  # the round waits on PlanFix
-    service = running([task["id"]])
+    service = await running([task["id"]])
     await until(lambda: service._polling is not None)
     under_way = service._polling
     assert under_way is not None

@@ -49,7 +49,7 @@ async def pushed(
         service = Service(config)
         assert service.push is not None
         server = await serve_push(config.push, service.push, service.metrics.pushes_seen)
-        service.start()
+        await service.start()
         started.append((service, server))
         await until(lambda: all(r.card for r in service.poller.records.values()))
         await asyncio.sleep(1)  # the start-up round (baselines, the feed's first look) is over
@@ -202,7 +202,7 @@ async def test_with_the_reserve_spent_a_pushed_task_goes_with_the_planners_next_
     service says pushes wait for the planner until then."""
     harness.control.configure(daily_quota=2000, supports_multi=False)
     tasks = [harness.control.create_task(title=f"Резерв {i}", status=1)["id"] for i in range(50)]
-    service = harness.service(
+    service = await harness.service(
         tasks,
         watch={"quota_reserve": 0},
         push={"listen": "127.0.0.1:0", "secret": SECRET},
@@ -214,8 +214,8 @@ async def test_with_the_reserve_spent_a_pushed_task_goes_with_the_planners_next_
     assert service.push is not None and service.push.offer(task_id=target)
     await service.poller.read_pushed()  # the push is taken, and left to the planner
     assert service.push.stats.waiting_for_planner == 1
-    service.refresh_gauges()  # what `status` reads
-    said = push_line(service.store, service.config)
+    await service.refresh_gauges()  # what `status` reads
+    said = await push_line(service.store, service.config)
     assert "1 pushed tasks wait for the planner (the on-demand reserve is spent" in said
     await harness.settle(service, 120)  # a request every ~45 s
     assert [e.task_id for e in harness.events] == [target]
@@ -346,7 +346,7 @@ async def test_a_push_while_the_quota_is_spent_waits_without_spinning(harness: H
     """The quota blocks every request: a pending push must not make the poll
     job come back at once (it came back every 50 ms until the reset)."""
     tasks = [harness.control.create_task(title="Квота", status=1)["id"]]
-    service = harness.service(tasks, push={"listen": "127.0.0.1:0", "secret": SECRET})
+    service = await harness.service(tasks, push={"listen": "127.0.0.1:0", "secret": SECRET})
     await harness.settle(service, 120)
     service.ledger.today().exhausted = True  # as after a 0007
     assert service.push is not None and service.push.offer(task_id=tasks[0])
@@ -362,7 +362,7 @@ async def test_a_pushed_task_left_unread_by_the_planners_request_keeps_its_turn(
     in line for the request after the reset (it was dropped)."""
     harness.control.configure(daily_quota=2000, supports_multi=False)
     tasks = [harness.control.create_task(title=f"Очередь {i}", status=1)["id"] for i in range(5)]
-    service = harness.service(
+    service = await harness.service(
         tasks, watch={"quota_reserve": 0, "feed_interval_s": 0}, push={"listen": "127.0.0.1:0", "secret": SECRET},
         daily_quota=2000,
     )  # fmt: skip

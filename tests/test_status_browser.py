@@ -43,7 +43,11 @@ async def test_the_status_page_in_headless_chromium(
     telegram.fake.inject("forbidden", CHAT, times=-1)  # the next alert becomes a dead letter
     control.change_task(tasks[0]["id"], status=2)
     service.wake()
-    await until(lambda: service.store.outbox_counts().get("dead", 0) == 1)
+
+    async def one_dead() -> bool:
+        return (await service.store.outbox_counts()).get("dead", 0) == 1
+
+    await until(one_dead)
     telegram.fake.clear()
 
     async with playwright.async_playwright() as pw:

@@ -53,7 +53,7 @@ async def page(
         service = Service(config)
         server = HttpServer("127.0.0.1:0", operator_routes(config, service))
         await server.start()
-        service.start()
+        await service.start()
         started.append((service, server))
         await until(lambda: all(r.card for r in service.poller.records.values()))
         return service, f"http://127.0.0.1:{server.port}"
@@ -104,8 +104,12 @@ async def test_a_dead_letter_is_retried_with_the_token_and_only_with_it(
     telegram.fake.inject("forbidden", CHAT, times=-1)  # the bot was blocked: a dead letter
     control.change_task(task["id"], status=2)
     service.wake()
-    await until(lambda: service.store.outbox_counts().get("dead", 0) == 1)
-    dead = service.store.outbox_items("dead")[0]
+
+    async def one_dead() -> bool:
+        return (await service.store.outbox_counts()).get("dead", 0) == 1
+
+    await until(one_dead)
+    dead = (await service.store.outbox_items("dead"))[0]
     telegram.fake.clear()
     retry = url + "/actions/retry"
     async with httpx.AsyncClient() as http:
@@ -129,7 +133,7 @@ async def test_a_dead_letter_is_retried_with_the_token_and_only_with_it(
         forged_note = (await http.get(url + "/?note=pay-here&said=evil")).text
         assert 'id="said"' not in forged_note  # a link cannot put words on the page
     assert "Письмо в никуда" in telegram.fake.texts(CHAT)[0]
-    assert service.store.outbox_counts().get("dead", 0) == 0
+    assert (await service.store.outbox_counts()).get("dead", 0) == 0
     sample = service.metrics.registry.get_sample_value
     assert sample("planfix_notifier_alert_latency_seconds_count", {"channel": "team"}) == 1
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -37,8 +36,7 @@ from ..channels.base import (
     quiet_window,
 )
 from ..ops import logging as oplog
-from ..store import Store
-from ..store.sqlite import OutboxRow
+from ..store import OutboxRow, Store, StoreError
 from .events import Event
 
 log = oplog.get(__name__)
@@ -78,7 +76,7 @@ def quiet_until(window: str, zone: ZoneInfo, now: float) -> float | None:
     return None
 
 
-FailureHook = Callable[[str, str, str], None]  # (channel, recipient, reason)
+FailureHook = Callable[[str, str, str], Awaitable[None]]  # (channel, recipient, reason)
 
 
 class Dispatcher:
@@ -90,7 +88,7 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         on_failed: FailureHook | None = None,
-        on_delivered: Callable[[str, str], None] | None = None,
+        on_delivered: Callable[[str, str], Awaitable[None]] | None = None,
         on_result: Callable[[str, str], None] | None = None,
         seed: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -154,7 +152,7 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await asyncio.gather(*(self._drain(name, timeout_s) for name in self.channels))
-        return self.store.outbox_counts().get("pending", 0)
+        return (await self.store.outbox_counts()).get("pending", 0)
 
     async def _drain(self, name: str, timeout_s: float) -> None:
         deadline = self.monotonic() + timeout_s
@@ -183,9 +181,9 @@ class Dispatcher:
     async def flush(self, name: str) -> float:
         """Deliver what is due on one channel; return seconds until the next is."""
         channel = self.channels[name]
-        self._record_held()
+        await self._record_held()
         by_recipient: dict[str, list[OutboxRow]] = {}
-        for row in self.store.outbox_pending(name):
+        for row in await self.store.outbox_pending(name):
             if row.id not in self._unrecorded:
                 by_recipient.setdefault(row.recipient, []).append(row)
         waits = await asyncio.gather(
@@ -201,10 +199,10 @@ class Dispatcher:
         expired = [r for r in rows if now - r.created_at > channel.options.max_age_s]
         if expired:
             reason = f"gave up after {expired[0].attempts} attempts: {expired[0].last_error or '?'}"
-            self.store.outbox_dead([r.id for r in expired], reason, now)
-            self._failed(channel.name, rows[0].recipient, reason)
+            await self.store.outbox_dead([r.id for r in expired], reason, now)
+            await self._failed(channel.name, rows[0].recipient, reason)
             rows = [r for r in rows if r not in expired]
-        rows = self._outside_quiet_hours(channel, rows, now)
+        rows = await self._outside_quiet_hours(channel, rows, now)
         batches = [rows] if channel.options.group else [[row] for row in rows]
         for n, batch in enumerate(batches):
             if not batch or self._stopping:
@@ -215,7 +213,7 @@ class Dispatcher:
                 break  # the rest waits behind it: order per recipient holds
         return 0.0 if rows else IDLE_S
 
-    def _outside_quiet_hours(
+    async def _outside_quiet_hours(
         self, channel: Channel, rows: list[OutboxRow], now: float
     ) -> list[OutboxRow]:
         window = channel.options.quiet_hours
@@ -227,7 +225,7 @@ class Dispatcher:
             return rows
         urgent = [r for r in rows if channel.options.urgent_passes_quiet and self.urgent(r.event)]
         held = [r.id for r in rows if r not in urgent]
-        self.store.outbox_retry(held, ends, None, attempt=False)
+        await self.store.outbox_retry(held, ends, None, attempt=False)
         return urgent
 
     def urgent(self, event: Event) -> bool:
@@ -252,7 +250,7 @@ class Dispatcher:
         if not isinstance(result, Delivered) and result.sent_events:
             # Sent in parts and cut short: what did go out is recorded as
             # sent, so that a retry (or a dead letter) is only for the rest.
-            self._record_sent([r.id for r in batch[: result.sent_events]], now)
+            await self._record_sent([r.id for r in batch[: result.sent_events]], now)
             batch = batch[result.sent_events :]
         ids = [r.id for r in batch]
         kind = {
@@ -266,12 +264,12 @@ class Dispatcher:
             self.on_result(channel.name, kind)
         self._note_progress(channel.name, result)
         if isinstance(result, Delivered):
-            self._record_sent(ids, now)
+            await self._record_sent(ids, now)
             if self.on_latency is not None:  # from when it was queued (or retried by hand)
                 for row in batch:
                     self.on_latency(channel.name, now - row.created_at)
             if self.on_delivered is not None:
-                self.on_delivered(channel.name, recipient)
+                await self.on_delivered(channel.name, recipient)
         elif isinstance(result, RetryLater):
             attempts = max(r.attempts for r in batch)
             delay = (
@@ -279,16 +277,18 @@ class Dispatcher:
                 if result.after_s is not None
                 else backoff(attempts, self.settings, self.rng)
             )
-            self.store.outbox_retry(ids, now + delay, result.reason)
-            self.store.outbox_retry([r.id for r in behind], now + delay, None, attempt=False)
+            await self.store.outbox_retry(ids, now + delay, result.reason)
+            await self.store.outbox_retry([r.id for r in behind], now + delay, None, attempt=False)
         elif isinstance(result, FailedForGood):
-            self.store.outbox_dead(ids, result.reason, now)
-            self._failed(channel.name, recipient, result.reason)
+            await self.store.outbox_dead(ids, result.reason, now)
+            await self._failed(channel.name, recipient, result.reason)
         else:  # Misconfigured: kept, not a failed attempt; tried again rarely, or after a reload
             later = now + MISCONFIGURED_RETRY_S
-            self.store.outbox_retry(ids, later, result.reason, attempt=False)
-            self.store.outbox_retry([r.id for r in behind], later, None, attempt=False)
-            self._failed(channel.name, recipient, result.reason, logged=True)  # _note_progress
+            await self.store.outbox_retry(ids, later, result.reason, attempt=False)
+            await self.store.outbox_retry([r.id for r in behind], later, None, attempt=False)
+            await self._failed(
+                channel.name, recipient, result.reason, logged=True
+            )  # _note_progress
         return result
 
     def _note_progress(self, name: str, result: SendResult) -> None:
@@ -330,32 +330,34 @@ class Dispatcher:
         """Deliveries sent but not yet recorded as sent (for health)."""
         return len(self._unrecorded)
 
-    def _record_sent(self, ids: Sequence[int], now: float) -> None:
+    async def _record_sent(self, ids: Sequence[int], now: float) -> None:
         try:
-            self.store.outbox_sent(ids, now)
-        except sqlite3.Error as exc:
+            await self.store.outbox_sent(ids, now)
+        except StoreError as exc:
             if not self._unrecorded:
                 log.error("sent, but the state cannot record it; holding it as sent and "
                           "retrying the record", error=str(exc))  # fmt: skip
             self._unrecorded.update(dict.fromkeys(ids, now))
 
-    def _record_held(self) -> None:
+    async def _record_held(self) -> None:
         if not self._unrecorded:
             return
         try:
             for sent_at in sorted(set(self._unrecorded.values())):
                 ids = [i for i, at in self._unrecorded.items() if at == sent_at]
-                self.store.outbox_sent(ids, sent_at)
+                await self.store.outbox_sent(ids, sent_at)
                 for i in ids:
                     del self._unrecorded[i]
-        except sqlite3.Error:
+        except StoreError:
             return  # still cannot write: kept, tried again on the next pass
         log.info("the state records deliveries again")
 
-    def _failed(self, channel: str, recipient: str, reason: str, *, logged: bool = False) -> None:
+    async def _failed(
+        self, channel: str, recipient: str, reason: str, *, logged: bool = False
+    ) -> None:
         if not logged:
             log.warning(
                 "channel cannot deliver", channel=channel, recipient=recipient, error=reason
             )
         if self.on_failed is not None:
-            self.on_failed(channel, recipient, reason)
+            await self.on_failed(channel, recipient, reason)

@@ -9,7 +9,7 @@ through that same channel.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from ..channels.base import Channel
 from ..config import RouteSection
@@ -42,8 +42,8 @@ class Router:
         channels: Mapping[str, Channel],
         *,
         default_events: Sequence[str] | None = None,
-        subscribers: Callable[[int], Sequence[Subscription]] | None = None,
-        project_subscribers: Callable[[int], Sequence[Subscription]] | None = None,
+        subscribers: Callable[[int], Awaitable[Sequence[Subscription]]] | None = None,
+        project_subscribers: Callable[[int], Awaitable[Sequence[Subscription]]] | None = None,
         bot_channel: str | None = None,
     ) -> None:
         self.channels = channels
@@ -74,27 +74,31 @@ class Router:
             names = [n for n in names if n != event.details.get("channel")]
         return names
 
-    def deliveries(self, event: Event) -> list[Delivery]:
+    async def deliveries(self, event: Event) -> list[Delivery]:
         found = [
             (name, recipient)
             for name in self.channel_names(event)
             if name in self.channels
             for recipient in self.channels[name].recipients()
         ]
-        return found + [d for d in self._subscribed(event) if d not in found]
+        return found + [d for d in await self._subscribed(event) if d not in found]
 
-    def _subscribed(self, event: Event) -> list[Delivery]:
+    async def routes(self, events: Sequence[Event]) -> list[list[Delivery]]:
+        """Each event's deliveries, in order (what the store queues with them)."""
+        return [await self.deliveries(event) for event in events]
+
+    async def _subscribed(self, event: Event) -> list[Delivery]:
         """Chats that subscribed to this task, or to its project, through the
         bot, unless muted."""
         if self.subscribers is None or self.bot_channel is None or event.task_id is None:
             return []
         at = event.at.timestamp()
-        subscriptions = list(self.subscribers(event.task_id))
+        subscriptions = list(await self.subscribers(event.task_id))
         project = event.task.project_id if event.task is not None else None
         if project is not None and self.project_subscribers is not None:
             chats = {sub.chat_id for sub in subscriptions}
             subscriptions += [
-                s for s in self.project_subscribers(project) if s.chat_id not in chats
+                s for s in await self.project_subscribers(project) if s.chat_id not in chats
             ]
         found = []
         for sub in subscriptions:

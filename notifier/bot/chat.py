@@ -212,7 +212,7 @@ class ChatBot:
         if unknown:
             return await self.reply(update, f"Не знаю событий: {', '.join(unknown)}.\n{HELP}")
         assert update.effective_chat is not None
-        refusal = None if self.admin(update) else self.over_limits(update.effective_chat.id)
+        refusal = None if self.admin(update) else await self.over_limits(update.effective_chat.id)
         if refusal is not None:
             return await self.reply(update, refusal)
         found = await self.fetch(ref)
@@ -220,7 +220,7 @@ class ChatBot:
             return await self.reply(update, found)
         service = self.service
         user = update.effective_user
-        service.store.subscribe(
+        await service.store.subscribe(
             update.effective_chat.id,
             found.id,
             events or None,
@@ -228,10 +228,10 @@ class ChatBot:
             time.time(),
         )
         watched_before = found.id in service.poller.records
-        service.poller.reload_watch_set()
+        await service.poller.reload_watch_set()
         if not watched_before:  # a baseline, whatever was stored from an earlier watch
             service.poller.forget(found.id)
-        service.poller.ingest(found)  # the card we have is the baseline: no second request
+        await service.poller.ingest(found)  # the card we have is the baseline: no second request
         service.wake()
         await self.reply(
             update,
@@ -243,12 +243,13 @@ class ChatBot:
         its members are read at once, and new ones join as they appear."""
         chat, user = update.effective_chat, update.effective_user
         assert chat is not None
-        refusal = None if self.admin(update) else self.over_limits(chat.id)
+        refusal = None if self.admin(update) else await self.over_limits(chat.id)
         if refusal is not None:
             return await self.reply(update, refusal)
         service = self.service
-        service.store.subscribe_project(chat.id, project_id, user.id if user else None, time.time())
-        service.sets.projects_changed()
+        by = user.id if user else None
+        await service.store.subscribe_project(chat.id, project_id, by, time.time())
+        await service.sets.projects_changed()
         service.wake()
         await self.reply(
             update,
@@ -256,10 +257,10 @@ class ChatBot:
             "придут сюда; новые задачи проекта добавятся сами.",
         )
 
-    def over_limits(self, chat_id: int) -> str | None:
+    async def over_limits(self, chat_id: int) -> str | None:
         """Each /watch reads PlanFix from the day's small reserve: a chat may
         watch ``max_subscriptions`` tasks and ask ``watch_per_hour`` times."""
-        if len(self.service.store.subscriptions(chat_id)) >= self.max_subscriptions:
+        if len(await self.service.store.subscriptions(chat_id)) >= self.max_subscriptions:
             return (
                 f"Этот чат уже следит за {self.max_subscriptions} задачами — это предел "
                 "(bot.max_subscriptions). Уберите ненужные: /list, /unwatch."
@@ -285,9 +286,9 @@ class ChatBot:
         assert chat is not None
         project = _project_id(args)
         if project is not None:
-            if not self.service.store.unsubscribe_project(chat.id, project):
+            if not await self.service.store.unsubscribe_project(chat.id, project):
                 return await self.reply(update, "Этот чат не следит за таким проектом.")
-            self.service.sets.projects_changed()
+            await self.service.sets.projects_changed()
             self.service.wake()
             return await self.reply(update, f"Больше не слежу за проектом {project} здесь.")
         ref = parse_task(args[0]) if args else None
@@ -295,9 +296,9 @@ class ChatBot:
         if len(args) > 1 and self.admin(update) and args[1].lstrip("-").isdigit():
             target = int(args[1])  # admins manage any chat's subscriptions
         task_id = self.known(ref, target) if ref else None
-        if task_id is None or not self.service.store.unsubscribe(target, task_id):
+        if task_id is None or not await self.service.store.unsubscribe(target, task_id):
             return await self.reply(update, "Этот чат не следит за такой задачей.")
-        self.service.poller.reload_watch_set()
+        await self.service.poller.reload_watch_set()
         await self.reply(update, "Больше не слежу за этой задачей здесь.")
 
     async def list_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -306,15 +307,16 @@ class ChatBot:
         chat = update.effective_chat
         assert chat is not None
         everyone = self.admin(update)
-        subscriptions = self.service.store.subscriptions(None if everyone else chat.id)
-        projects = self.service.store.subscribed_projects(None if everyone else chat.id)
+        subscriptions = await self.service.store.subscriptions(None if everyone else chat.id)
+        projects = await self.service.store.subscribed_projects(None if everyone else chat.id)
         if not subscriptions and not projects:
             return await self.reply(update, "Пока ни одной задачи. /watch 418 — начать.")
         lines = [f"• все задачи: проект {project}" for project in projects]
         now = time.time()
         for sub in subscriptions:
             record = self.service.poller.records.get(sub.task_id)
-            card = self.service.store.load_card(sub.task_id) if record and record.card else None
+            known = record is not None and record.card is not None
+            card = await self.service.store.load_card(sub.task_id) if known else None
             text = self.describe(card) if card else f"id {sub.task_id}"
             if sub.muted_until and sub.muted_until > now:
                 muted = datetime.fromtimestamp(sub.muted_until).strftime("%d.%m %H:%M")
@@ -347,7 +349,7 @@ class ChatBot:
             task_id = self.known(ref, chat.id) if ref else None
             if task_id is None:
                 return await self.reply(update, "Этот чат не следит за такой задачей.")
-        changed = self.service.store.mute(chat.id, task_id, until)
+        changed = await self.service.store.mute(chat.id, task_id, until)
         if not changed:
             return await self.reply(update, "Этот чат ни за чем не следит.")
         if until is None:
@@ -374,7 +376,7 @@ class ChatBot:
             f"Последний удачный опрос: {at(last) if last else 'ещё не было'}.",
             f"Задач под наблюдением: {len(service.poller.records)}.",
         ]
-        backlog = service.store.outbox_by_channel()
+        backlog = await service.store.outbox_by_channel()
         if not backlog:
             lines.append("Очередь уведомлений пуста.")
         for c in backlog:
@@ -401,11 +403,11 @@ class ChatBot:
             return
         task_id = int(raw_id)
         if action == "mute":
-            self.service.store.mute(chat.id, task_id, time.time() + DAY_S)
+            await self.service.store.mute(chat.id, task_id, time.time() + DAY_S)
             await query.answer("Тишина на сутки.")
         elif action == "unwatch":
-            self.service.store.unsubscribe(chat.id, task_id)
-            self.service.poller.reload_watch_set()
+            await self.service.store.unsubscribe(chat.id, task_id)
+            await self.service.poller.reload_watch_set()
             await query.answer("Больше не слежу за этой задачей здесь.")
         else:
             await query.answer()

@@ -98,7 +98,7 @@ class Overview:
         return local(ts, self.tz, fmt)
 
 
-def gather(
+async def gather(
     store: Store,
     config: Config,
     now: float,
@@ -109,7 +109,7 @@ def gather(
     outbox_limit: int = 50,
 ) -> Overview:
     tz = config.planfix.timezone
-    ids = store.watched_ids()
+    ids = await store.watched_ids()
     page = ids[offset : offset + limit]
     healthy, why = live.health() if live is not None else (None, "")
     return Overview(
@@ -118,23 +118,23 @@ def gather(
         running=live is not None,
         healthy=healthy,
         why=why,
-        quota=quota_view(store, config, now),
-        feed=feed_line(store, config),
-        push=push_line(store, config),
-        tasks=tuple(task_rows(store, page, live)),
+        quota=await quota_view(store, config, now),
+        feed=await feed_line(store, config),
+        push=await push_line(store, config),
+        tasks=tuple(await task_rows(store, page, live)),
         total_tasks=len(ids),
         offset=offset,
-        channels=tuple(store.outbox_by_channel()),
-        pending=tuple(store.outbox_items("pending", outbox_limit)),
-        dead=tuple(store.outbox_items("dead", outbox_limit)),
-        recent=tuple(store.recent_events(20)),
+        channels=tuple(await store.outbox_by_channel()),
+        pending=tuple(await store.outbox_items("pending", outbox_limit)),
+        dead=tuple(await store.outbox_items("dead", outbox_limit)),
+        recent=tuple(await store.recent_events(20)),
     )
 
 
-def quota_view(store: Store, config: Config, now: float) -> QuotaView:
+async def quota_view(store: Store, config: Config, now: float) -> QuotaView:
     zone = ZoneInfo(config.planfix.timezone)
     day, resets = day_bounds(now, zone)
-    row = store.load_quota(day) or LedgerDay(day)
+    row = await store.load_quota(day) or LedgerDay(day)
     return QuotaView(
         day=day,
         daily=config.planfix.daily_quota,
@@ -147,13 +147,13 @@ def quota_view(store: Store, config: Config, now: float) -> QuotaView:
     )
 
 
-def task_rows(store: Store, task_ids: Sequence[int], live: Live | None) -> list[TaskRow]:
-    records = store.load_records(task_ids)
-    cards = store.load_cards(task_ids)
+async def task_rows(store: Store, task_ids: Sequence[int], live: Live | None) -> list[TaskRow]:
+    records = await store.load_records(task_ids)
+    cards = await store.load_cards(task_ids)
     planned = live.planned(task_ids) if live is not None else {}
-    changes = store.last_changes(task_ids)
-    sources = store.watch_sources(task_ids)
-    names: dict[str, str] = json.loads(store.get_meta(STATUS_NAMES) or "{}")
+    changes = await store.last_changes(task_ids)
+    sources = await store.watch_sources(task_ids)
+    names: dict[str, str] = json.loads(await store.get_meta(STATUS_NAMES) or "{}")
     rows = []
     for task_id in task_ids:
         record = records[task_id]
@@ -182,24 +182,24 @@ def task_rows(store: Store, task_ids: Sequence[int], live: Live | None) -> list[
     return rows
 
 
-def feed_line(store: Store, config: Config) -> str:
+async def feed_line(store: Store, config: Config) -> str:
     if not config.watch.feed_interval_s:
         return "change feed: off (watch.feed_interval_s = 0); every task on its own plan"
-    mode = store.get_meta("feed.mode") or FeedMode.CARDS.value
+    mode = await store.get_meta("feed.mode") or FeedMode.CARDS.value
     if mode == FeedMode.NONE.value:
         return (
             "change feed: none — this PlanFix offers neither task.getList filters nor the "
             "action log; every task on its own plan"
         )
-    cursor = store.get_meta("feed.cursor")
+    cursor = await store.get_meta("feed.cursor")
     last = local(float(cursor), config.planfix.timezone) if cursor else "not yet"
     return f"change feed: {mode}, every {config.watch.feed_interval_s:.0f} s; last look {last}"
 
 
-def push_line(store: Store, config: Config) -> str:
+async def push_line(store: Store, config: Config) -> str:
     if not config.push.listen:
         return "push: off (push.listen is empty)"
-    raw = store.get_meta("push.stats")
+    raw = await store.get_meta("push.stats")
     if raw is None:
         return f"push: on at {config.push.listen}{config.push.path}; none received yet"
     stats = json.loads(raw)

@@ -77,7 +77,7 @@ class RequestGate(Protocol):
     async def before_request(self, method: str) -> None:
         """Wait for the rate limit, or raise QuotaExhaustedError to refuse."""
 
-    def after_request(self, record: RequestRecord) -> None:
+    async def after_request(self, record: RequestRecord) -> None:
         """Count the request that was sent, successful or not."""
 
 
@@ -87,7 +87,7 @@ class OpenGate:
     async def before_request(self, method: str) -> None:
         return None
 
-    def after_request(self, record: RequestRecord) -> None:
+    async def after_request(self, record: RequestRecord) -> None:
         return None
 
 
@@ -182,11 +182,13 @@ class PlanfixClient:
             root = parse_response(raw, method=method)
         except PlanfixError as exc:
             self._scrub(exc)
-            self.gate.after_request(
+            await self.gate.after_request(
                 RequestRecord(method, exc, remaining, time.monotonic() - started)
             )
             raise
-        self.gate.after_request(RequestRecord(method, None, remaining, time.monotonic() - started))
+        await self.gate.after_request(
+            RequestRecord(method, None, remaining, time.monotonic() - started)
+        )
         return root
 
     async def _post(self, method: str, payload: bytes) -> tuple[bytes, int | None]:

@@ -1,13 +1,48 @@
-"""The state file: SQLite schema, migrations and queries (all SQL lives here)."""
+"""The state: schema, migrations and queries (all SQL lives here), on SQLite
+(the embedded default) or PostgreSQL (``state.url``)."""
 
-from .lock import StateLock
-from .sqlite import ChannelBacklog, OutboxItem, Store, StoreError, Subscription
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .backend import StoreError
+from .lock import InstanceLock, StateLock
+from .store import ChannelBacklog, OutboxItem, OutboxRow, Routes, Store, Subscription
+
+if TYPE_CHECKING:
+    from ..config import StateSection
+
+
+def open_store(state: StateSection) -> Store:
+    """The store ``[state]`` names. PostgreSQL connects on first use."""
+    if state.url is None:
+        return Store(state.path)
+    from .postgres import PostgresDatabase
+
+    url = state.url.get_secret_value()
+    return Store(PostgresDatabase(url, state.db_schema, pool_size=state.pool_size))
+
+
+def instance_lock(state: StateSection) -> InstanceLock:
+    """What keeps a second service off this state: a file lock beside the
+    SQLite file, or an advisory lock in PostgreSQL."""
+    if state.url is None:
+        return StateLock(state.path)
+    from .postgres import AdvisoryLock
+
+    return AdvisoryLock(state.url.get_secret_value(), state.db_schema)
+
 
 __all__ = [
     "ChannelBacklog",
+    "InstanceLock",
     "OutboxItem",
+    "OutboxRow",
+    "Routes",
     "StateLock",
     "Store",
     "StoreError",
     "Subscription",
+    "instance_lock",
+    "open_store",
 ]

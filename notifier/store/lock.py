@@ -1,16 +1,34 @@
-"""One service per state: ``run`` holds an exclusive lock on a file beside the
-state file for as long as it runs. Two instances on one state would send every
-alert twice and under-count the quota. The kernel drops the lock when the
-process dies, however it dies, so a stale lock cannot outlive its holder."""
+"""One service per state: ``run`` holds an exclusive lock for as long as it
+runs. Two instances on one state would send every alert twice and under-count
+the quota. For SQLite it is a lock on a file beside the state file; the kernel
+drops it when the process dies, however it dies, so a stale lock cannot
+outlive its holder. (PostgreSQL's is in postgres.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from .sqlite import StoreError
+from .backend import StoreError
+
+
+class InstanceLock(Protocol):
+    async def take(self, *, standby: Callable[[str], None] | None = None) -> None:
+        """Take it, or raise StoreError naming who holds it. Where another
+        instance may take over (PostgreSQL), ``standby`` is told who holds it
+        and the lock is waited for."""
+        ...
+
+    async def give_back(self) -> None: ...
+
+    async def lost(self) -> str:
+        """Returns (why) only if the lock is lost while held."""
+        ...
 
 
 def lock_path(state: Path) -> Path:
@@ -29,6 +47,16 @@ class StateLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+    async def take(self, *, standby: Callable[[str], None] | None = None) -> None:
+        self.acquire()  # one host, one file: no standby to wait here
+
+    async def give_back(self) -> None:
+        self.release()
+
+    async def lost(self) -> str:
+        await asyncio.Event().wait()  # a file lock is held until we let go
+        return ""
 
     def acquire(self) -> None:
         """Take the lock, or raise StoreError naming the process that holds it."""

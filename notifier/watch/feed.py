@@ -105,14 +105,18 @@ class ChangeFeed:
         # Probed afresh on every start (and reload): a method refused once
         # (0020, a right not granted yet) may be allowed now.
         self.mode = FeedMode.CARDS
-        cursor = store.get_meta("feed.cursor")
-        self.cursor: float | None = float(cursor) if cursor else None  # the last look began
+        self.cursor: float | None = None  # the last look began (load() reads it)
         self.looked_at = -math.inf  # the last look began (in this run): the first is at once
         self.swept_at = -math.inf  # the last overdue sweep
         self._under: _Under | None = None  # a look not read to its last page yet
         self.pages_per_look = 1.0  # running means, for the budget they need
         self.pages_per_sweep = 1.0
         self.spacing_s = interval_s  # interval_s, or longer where the budget is short
+
+    async def load(self) -> None:
+        """Where the last run's looks got to."""
+        cursor = await self.store.get_meta("feed.cursor")
+        self.cursor = float(cursor) if cursor else None
 
     def reprobe(self) -> None:
         self.mode = FeedMode.CARDS
@@ -173,7 +177,7 @@ class ChangeFeed:
             except PlanfixApiError as exc:
                 if exc.code not in UNSUPPORTED_CODES:
                     raise
-                self._step_down(exc)
+                await self._step_down(exc)
                 under.page = 1
                 continue
             found.started = under.started
@@ -184,14 +188,14 @@ class ChangeFeed:
         self._under = None
         return Look(under.started)
 
-    def commit(self, look: Look) -> None:
+    async def commit(self, look: Look) -> None:
         """What the look found is read: the next one starts from it."""
         self.cursor = look.started
-        self.store.set_meta("feed.cursor", repr(look.started))
+        await self.store.set_meta("feed.cursor", repr(look.started))
 
-    def _step_down(self, exc: PlanfixApiError) -> None:
+    async def _step_down(self, exc: PlanfixApiError) -> None:
         old, self.mode = self.mode, _NEXT[self.mode]
-        self.store.set_meta("feed.mode", self.mode.value)  # for status
+        await self.store.set_meta("feed.mode", self.mode.value)  # for status
         if self.mode is FeedMode.NONE:
             log.warning(
                 "PlanFix offers no change feed here; every task is polled on its own plan",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -26,7 +26,6 @@ from ..planfix.errors import (
 from ..planfix.model import Task
 from ..planfix.statuses import StatusCatalog
 from ..store import Store
-from ..store.sqlite import Route
 from . import diff
 from .breaker import Breaker, is_server_fault
 from .feed import ChangeFeed
@@ -47,6 +46,9 @@ from .quota import QuotaLedger
 from .schedule import PlanIndex
 from .sets import NUMBER_NOT_ID, WatchSets
 from .state import Card, TaskRecord
+
+# An event → its (channel, recipient)s: the router's, read where chats subscribe.
+Route = Callable[[Event], Awaitable[Sequence[tuple[str, str]]]]
 
 log = oplog.get(__name__)
 STATUS_NAMES = "status.names"  # meta: the catalogue's names, for `status`
@@ -121,6 +123,7 @@ class Poller:
         self.push = push  # tasks PlanFix pushed, to read soon
         self.auto_watch = auto_watch  # a pushed task in no set joins the watch set
         self._hurried: frozenset[int] = frozenset()  # pushed tasks in this request
+        self._for_operator: list[Event] = []  # operator's events not yet stored
         self._by_number: dict[int, int] = {}  # number people see → task id, from the cards
         self._by_number_at = -math.inf
         self._no_such_number: dict[int, float] = {}  # number → not asked again before
@@ -134,7 +137,6 @@ class Poller:
         self.breaker = Breaker()  # PlanFix failing as a whole: probe, do not hammer
         self._quota_out = False  # the block told; "restored" is told when it ends
         ledger.on_exhausted = lambda _resets_at: self._check_quota()  # 0007: told at once
-        self.reload_watch_set()
 
     @property
     def settings(self) -> PlannerSettings:
@@ -147,15 +149,15 @@ class Poller:
 
     # --- what to watch ------------------------------------------------------------------
 
-    def reload_watch_set(self) -> None:
+    async def reload_watch_set(self) -> None:
         """Follow the store's watch set (config at start, chats at any time)."""
-        ids = self.store.watched_ids()
+        ids = await self.store.watched_ids()
         missing = [task_id for task_id in ids if task_id not in self.records]
         self.records = {
             task_id: self.records.get(task_id) or TaskRecord(task_id) for task_id in ids
         }
         now = self.clock()
-        for task_id, record in self.store.load_records(missing).items():
+        for task_id, record in (await self.store.load_records(missing)).items():
             if record.last_poll_at is not None and record.last_poll_at > now:
                 record.last_poll_at = now  # saved before the wall clock stepped back
             self.records[task_id] = record
@@ -290,6 +292,7 @@ class Poller:
                 await self.follow_feed()
             self._hurried = frozenset()
             decision = self.decide()
+            await self._tell_operator()
             if not decision.poll:
                 return decision.wake_at
             results = await self.poll(decision.poll)
@@ -342,21 +345,21 @@ class Poller:
             with self.ledger.on_demand():
                 results = await self.poll(batch)
             push.stats.read += len(batch)
-            self._watch_pushed([r.task_id for r in results if r.task is not None and
+            await self._watch_pushed([r.task_id for r in results if r.task is not None and
                                 r.task_id not in self.records])  # fmt: skip
             unread = [r.task_id for r in results if r.outcome == "quota"]
             if unread:
                 push.hurry(unread + watched[first + size :])
                 return
 
-    def _watch_pushed(self, task_ids: list[int]) -> None:
+    async def _watch_pushed(self, task_ids: list[int]) -> None:
         """``auto_watch``: pushed tasks that exist join the watch set (their
         card just read is the baseline)."""
         if not task_ids:
             return
         for task_id in task_ids:
-            self.store.add_watched(task_id, PUSHED, self.clock())
-        self.reload_watch_set()
+            await self.store.add_watched(task_id, PUSHED, self.clock())
+        await self.reload_watch_set()
         log.info("pushed tasks in no watch set are watched now", tasks=task_ids[:20])
 
     async def id_of_number(self, number: int) -> int | None:
@@ -372,7 +375,7 @@ class Poller:
             self._by_number_at = now
         if number in self._by_number:
             return self._by_number[number]
-        known = self.store.get_meta(f"number:{number}")
+        known = await self.store.get_meta(f"number:{number}")
         if known is not None:
             return int(known)
         if self._no_such_number.get(number, -math.inf) > now:
@@ -387,7 +390,7 @@ class Poller:
             log.warning("push: no task with this number could be read", number=number,
                         error=exc.message)  # fmt: skip
             return None
-        self.store.set_meta(f"number:{number}", str(task.id))
+        await self.store.set_meta(f"number:{number}", str(task.id))
         self._by_number[number] = task.id
         return task.id
 
@@ -407,7 +410,7 @@ class Poller:
                 for set_id, statuses in catalog.by_set.items()
                 for status_id, status in statuses.items()
             }
-            self.store.set_meta(STATUS_NAMES, json.dumps(names, ensure_ascii=False))
+            await self.store.set_meta(STATUS_NAMES, json.dumps(names, ensure_ascii=False))
 
     def _unknown_id(self, task_id: int) -> None:
         """An id never seen that PlanFix does not know: most often a task's
@@ -426,8 +429,9 @@ class Poller:
         cards, errors = await self.sets.resolve()
         if errors:
             self._track(errors, self.clock())
-        self.reload_watch_set()
-        self._take_cards(cards, started, fresh=[card.id for card in cards])
+            await self._tell_operator()
+        await self.reload_watch_set()
+        await self._take_cards(cards, started, fresh=[card.id for card in cards])
 
     def _discovery_due(self) -> bool:
         return (
@@ -460,12 +464,12 @@ class Poller:
             log.debug("watch set discovery failed", error=exc.message)
             return
         fresh = found - self.records.keys()
-        _, missing = self.sets.settle(found)
-        self.reload_watch_set()  # those gone for good are no longer polled
-        self._take_cards(cards, started, fresh=fresh)
+        _, missing = await self.sets.settle(found)
+        await self.reload_watch_set()  # those gone for good are no longer polled
+        await self._take_cards(cards, started, fresh=fresh)
         await self._read_all(sorted(missing & self.records.keys()))
 
-    def _take_cards(
+    async def _take_cards(
         self, cards: Sequence[Task], started: float, *, fresh: Collection[int] = ()
     ) -> None:
         """Cards read in a list (feed, watch sets), from ``started`` on: polls
@@ -483,12 +487,12 @@ class Poller:
             and (self.records[card.id].last_ok_at or -math.inf) <= started
         ]
         known = [c.id for c in taken if self.records[c.id].card is not None]
-        stored = self.store.load_cards(known) if known else {}  # one read a page
+        stored = await self.store.load_cards(known) if known else {}  # one read a page
         answers: dict[int, Task | PlanfixError] = {
             card.id: self._with_people(card, stored.get(card.id)) for card in taken
         }
         if answers:
-            self._take(answers, started)
+            await self._take(answers, started)
 
     def breaker_allows(self) -> bool:
         return self.breaker.waiting_until(self.clock()) is None
@@ -511,11 +515,11 @@ class Poller:
         self._track([None], self.clock())  # PlanFix answered
         joined = [card.id for card in look.cards if card.id not in self.records]
         if joined and self.sets is not None:  # a new task in a watched project
-            self.sets.join(joined)
-            self.reload_watch_set()
-        self._take_cards(look.cards, started, fresh=joined)
+            await self.sets.join(joined)
+            await self.reload_watch_set()
+        await self._take_cards(look.cards, started, fresh=joined)
         if await self._read_all(sorted(look.to_read)) and look.complete:
-            self.feed.commit(look)  # else the next look covers this one's time again
+            await self.feed.commit(look)  # else the next look covers this one's time again
 
     async def _read_all(self, task_ids: Sequence[int]) -> bool:
         """Poll these tasks now, in batches; False when PlanFix or the quota
@@ -547,9 +551,9 @@ class Poller:
         started = self.clock()
         await self.refresh_catalog()
         answers = await self.client.get_tasks(task_ids)
-        return self._take(answers, started, save=save)
+        return await self._take(answers, started, save=save)
 
-    def _take(
+    async def _take(
         self,
         answers: Mapping[int, Task | PlanfixError],
         started: float,
@@ -573,7 +577,7 @@ class Poller:
             ):
                 results.append(PollResult(task_id, None, answer))
                 continue  # not the task's fault: nothing about it changes
-            updated, events = self._apply(record, answer, now, at)
+            updated, events = await self._apply(record, answer, now, at)
             results.append(
                 PollResult(task_id, answer if isinstance(answer, Task) else None,
                            answer if isinstance(answer, PlanfixError) else None, events)
@@ -583,8 +587,9 @@ class Poller:
         answered = any(r.outcome in ("ok", "unavailable") for r in results)  # PlanFix did
         if answered:
             self._check_quota(answered=True)  # told before this poll's own events
+        await self._tell_operator()
         if save and changed:
-            self._save(changed)  # may raise: then this poll was no success
+            await self._save(changed)  # may raise: then this poll was no success
         if answered:
             self.last_success_at = now
         if self.on_polled is not None:
@@ -598,15 +603,15 @@ class Poller:
         )
         return results
 
-    def ingest(self, task: Task) -> list[Event]:
+    async def ingest(self, task: Task) -> list[Event]:
         """A card fetched elsewhere (the bot's /watch) counts as a poll of it."""
         now = self.clock()
         record = self.records.get(task.id) or TaskRecord(task.id)
-        updated, events = self._apply(record, task, now, datetime.fromtimestamp(now, UTC))
-        self._save([(updated, events)])
+        updated, events = await self._apply(record, task, now, datetime.fromtimestamp(now, UTC))
+        await self._save([(updated, events)])
         return events
 
-    def _apply(
+    async def _apply(
         self, record: TaskRecord, answer: Task | PlanfixError, now: float, at: datetime
     ) -> tuple[TaskRecord, list[Event]]:
         elapsed = now - record.last_poll_at if record.last_poll_at is not None else 0.0
@@ -616,7 +621,9 @@ class Poller:
             card = Card.of(answer)
             # Most polls find the card as it was: then the store is not even read.
             same = record.card is not None and record.card.digest == card.digest
-            old = None if same or record.card is None else self.store.load_card(record.task_id)
+            old = (
+                None if same or record.card is None else await self.store.load_card(record.task_id)
+            )
             events = [] if same else diff.diff(old, answer, self.catalog, at)
             if record.unavailable:
                 events.insert(0, diff.available_again(answer, self.catalog, at))
@@ -639,8 +646,9 @@ class Poller:
             )  # fmt: skip
         elif is_task_gone(answer):
             code = getattr(answer, "code", "")
+            last = None if record.unavailable else await self._last_card(record)
             events = [] if record.unavailable else [
-                diff.unavailable(self._last_card(record), record.task_id, code, self.catalog, at)
+                diff.unavailable(last, record.task_id, code, self.catalog, at)
             ]  # fmt: skip
             updated = replace(
                 record, last_poll_at=now, last_result="unavailable", last_error=answer.message,
@@ -660,8 +668,8 @@ class Poller:
         wanted = [e for e in events if e.kind.value in self.wanted]
         return updated, wanted
 
-    def _last_card(self, record: TaskRecord) -> Task | None:
-        return self.store.load_card(record.task_id) if record.card is not None else None
+    async def _last_card(self, record: TaskRecord) -> Task | None:
+        return await self.store.load_card(record.task_id) if record.card is not None else None
 
     def _reminder(
         self, record: TaskRecord, task: Task, events: list[Event], now: float, at: datetime
@@ -685,9 +693,18 @@ class Poller:
         )
         return now
 
-    def _save(self, changed: Sequence[tuple[TaskRecord, list[Event]]]) -> None:
+    async def _routes(self, events: Sequence[Event]) -> list[list[tuple[str, str]]] | None:
+        """Each event's deliveries (None: no router, nothing is queued)."""
+        if self.route is None:
+            return None
+        return [list(await self.route(event)) for event in events]
+
+    async def _save(self, changed: Sequence[tuple[TaskRecord, list[Event]]]) -> None:
         now = self.clock()
-        stored = self.store.save_polls(changed, self.route, now + self.group_wait_s, queued_at=now)
+        routes = await self._routes([event for _, events in changed for event in events])
+        stored = await self.store.save_polls(
+            changed, routes, now + self.group_wait_s, queued_at=now
+        )
         self.last_saved_at = now
         for record, _ in changed:
             if record.task_id in self.records:
@@ -701,12 +718,21 @@ class Poller:
     # --- the operator's events -------------------------------------------------------
 
     def _operator_event(self, kind: EventKind, at: datetime, **details: object) -> None:
-        self.raise_events([Event(kind, at, details=dict(details))])
+        """Found where nothing may wait (the quota's gate, the incident's
+        bookkeeping): stored by the next _tell_operator(), before any poll's
+        own events are."""
+        self._for_operator.append(Event(kind, at, details=dict(details)))
 
-    def raise_events(self, events: Sequence[Event]) -> None:
+    async def _tell_operator(self) -> None:
+        events, self._for_operator = self._for_operator, []
+        if events:
+            await self.raise_events(events)
+
+    async def raise_events(self, events: Sequence[Event]) -> None:
         """Record events that no poll raised (the operator's) and route them."""
         now = self.clock()
-        stored = self.store.add_events(events, self.route, now + self.group_wait_s, queued_at=now)
+        routes = await self._routes(events)
+        stored = await self.store.add_events(events, routes, now + self.group_wait_s, queued_at=now)
         if self.on_events is not None:
             self.on_events(stored)
 

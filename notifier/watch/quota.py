@@ -69,9 +69,9 @@ class LedgerDay:
 class LedgerStore(Protocol):
     """What the ledger needs of the store."""
 
-    def load_quota(self, day: date) -> LedgerDay | None: ...
+    async def load_quota(self, day: date) -> LedgerDay | None: ...
 
-    def save_quota(self, row: LedgerDay) -> None: ...
+    async def save_quota(self, row: LedgerDay) -> None: ...
 
 
 class QuotaLedger:
@@ -107,10 +107,18 @@ class QuotaLedger:
 
     # --- the day's figures --------------------------------------------------------------
 
+    async def load(self) -> LedgerDay:
+        """Today's row as stored (at start: what earlier runs spent)."""
+        day, _ = day_bounds(self.clock(), self.tz)
+        self._row = await self.store.load_quota(day) or LedgerDay(day)
+        return self._row
+
     def today(self) -> LedgerDay:
+        """Today's figures, as this process keeps them (load() read them at
+        start; a new day starts at nothing)."""
         day, _ = day_bounds(self.clock(), self.tz)
         if self._row is None or self._row.day != day:
-            self._row = self.store.load_quota(day) or LedgerDay(day)
+            self._row = LedgerDay(day)
         return self._row
 
     @property
@@ -155,12 +163,12 @@ class QuotaLedger:
             return None
         return self._wall(self._advice_at + SERVER_ADVICE_S)
 
-    def reset_block(self) -> None:
+    async def reset_block(self) -> None:
         """Forget a block that is stale (a 0007 from before a plan change, a
         header): the next request finds out afresh."""
         row = self.today()
         row.exhausted, row.server_remaining, self._advice_at = False, None, None
-        self.store.save_quota(row)
+        await self.store.save_quota(row)
 
     @property
     def plannable(self) -> int:
@@ -250,9 +258,9 @@ class QuotaLedger:
             # counted before it is sent: a crash never under-counts
             row.count(datetime.fromtimestamp(self.clock(), self.tz).hour)
             row.on_demand += on_demand
-            self.store.save_quota(row)
+            await self.store.save_quota(row)
 
-    def after_request(self, record: RequestRecord) -> None:
+    async def after_request(self, record: RequestRecord) -> None:
         if self.observe is not None:
             self.observe(record)
         row = self.today()
@@ -266,4 +274,4 @@ class QuotaLedger:
             row.exhausted = True
             if first and self.on_exhausted is not None:
                 self.on_exhausted(self.resets_at)
-        self.store.save_quota(row)
+        await self.store.save_quota(row)

@@ -71,15 +71,16 @@ class WatchSets:
         self._retry_at = {}
         self.pending = True  # numbers to resolve
         self.unsupported = False
-        self.projects_changed()
+        self.projects = set(self.config_projects)  # and the chats': projects_changed()
+        self.discovered_at = -math.inf
 
-    def projects_changed(self) -> None:
+    async def projects_changed(self) -> None:
         """The config's projects and those chats watch (/watch project 12):
-        read afresh at once."""
-        self.projects = self.config_projects | set(self.store.subscribed_projects())
+        read afresh at once (at start, and after configure())."""
+        self.projects = self.config_projects | set(await self.store.subscribed_projects())
         self.discovered_at = -math.inf
         if not self.projects and not self.filters:  # no discovery will run to empty it
-            self.store.set_watched(MEMBERS, [], self.clock())
+            await self.store.set_watched(MEMBERS, [], self.clock())
 
     # --- numbers ------------------------------------------------------------------------
 
@@ -95,7 +96,7 @@ class WatchSets:
         cards: list[Task] = []
         errors: list[PlanfixError] = []
         for number in self.numbers:
-            known = self.store.get_meta(f"number:{number}")
+            known = await self.store.get_meta(f"number:{number}")
             if known is not None:
                 ids.append(int(known))
                 continue
@@ -114,11 +115,11 @@ class WatchSets:
                     self._retry_at[number] = now + NUMBER_RETRY_S
                 continue
             self._retry_at.pop(number, None)
-            self.store.set_meta(f"number:{number}", str(task.id))
+            await self.store.set_meta(f"number:{number}", str(task.id))
             ids.append(task.id)
             cards.append(task)
         if keep:
-            self.store.set_watched(NUMBERS, ids, now)
+            await self.store.set_watched(NUMBERS, ids, now)
         self.pending = bool(self._retry_at)
         return cards, errors
 
@@ -148,14 +149,14 @@ class WatchSets:
                 ids |= {t.id for t in result.tasks} | set(result.unreadable)
         return ids, cards
 
-    def settle(self, found: set[int]) -> tuple[set[int], set[int]]:
+    async def settle(self, found: set[int]) -> tuple[set[int], set[int]]:
         """A discovery found ``found``: write the members to the store; return
         (who left for good: missing twice running, who seems to have left)."""
-        before = set(self.store.watched_ids(MEMBERS))
+        before = set(await self.store.watched_ids(MEMBERS))
         missing = before - found
         gone = missing & self._absent
         self._absent = missing - gone
-        self.store.set_watched(MEMBERS, sorted(found | self._absent), self.clock())
+        await self.store.set_watched(MEMBERS, sorted(found | self._absent), self.clock())
         return gone, missing
 
     def unsupported_here(self, exc: PlanfixError) -> None:
@@ -170,6 +171,6 @@ class WatchSets:
         """A card the feed brought that belongs in a watched project."""
         return card.project is not None and card.project.id in self.projects
 
-    def join(self, task_ids: Sequence[int]) -> None:
+    async def join(self, task_ids: Sequence[int]) -> None:
         for task_id in task_ids:
-            self.store.add_watched(task_id, MEMBERS, self.clock())
+            await self.store.add_watched(task_id, MEMBERS, self.clock())

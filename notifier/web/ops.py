@@ -3,7 +3,6 @@ status page (with /status.txt for the ``status`` command)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -13,7 +12,7 @@ from ..config import Config
 from ..ops.metrics import Health, Metrics
 from ..ops.overview import Overview, gather
 from .server import Routes
-from .status_page import page_routes
+from .status_page import Action, page_routes
 
 if TYPE_CHECKING:
     from ..app import Service
@@ -43,20 +42,20 @@ def operator_routes(config: Config, service: Service) -> Routes:
         return routes
     made: dict[tuple[int, int], tuple[float, Overview]] = {}
 
-    def overview(offset: int, limit: int) -> Overview:
+    async def overview(offset: int, limit: int) -> Overview:
         now = service.monotonic()
         at, ready = made.get((offset, limit), (-FRESH_S, None))
         if ready is None or now - at >= FRESH_S:
             made.clear()  # one page at a time is kept
-            ready = gather(service.store, config, service.clock(), service, offset=offset,
+            ready = await gather(service.store, config, service.clock(), service, offset=offset,
                            limit=limit)  # fmt: skip
             made[(offset, limit)] = (now, ready)
         return ready
 
-    def then_fresh(action: Callable[[int], str]) -> Callable[[int], str]:
-        def act(target: int) -> str:
+    def then_fresh(action: Action) -> Action:
+        async def act(target: int) -> str:
             try:
-                return action(target)
+                return await action(target)
             finally:
                 made.clear()  # the page after an action shows its effect
 

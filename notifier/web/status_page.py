@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from html import escape
 
 from aiohttp import web
@@ -28,8 +28,10 @@ from .server import Handler, Routes
 REFRESH_S = 30
 MAX_FORM = 4096
 
-Gather = Callable[[int, int], Overview]  # (offset, how many tasks) → the overview
-Action = Callable[[int], str]  # an id → what was done, in words (ValueError: refused, why)
+Gather = Callable[[int, int], Awaitable[Overview]]  # (offset, how many tasks) → the overview
+Action = Callable[
+    [int], Awaitable[str]
+]  # an id → what was done, in words (ValueError: refused, why)
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1rem 2rem;color:#222;background:#fafafa}
@@ -109,7 +111,7 @@ def page_routes(
         offset = _int(request.query.get("offset", "0")) or 0
         note = notes.get(request.query.get("note", ""))
         nonce = secrets.token_urlsafe(16)
-        body = render_page(gather(offset, PAGE), nonce=nonce, actions=token is not None,
+        body = render_page(await gather(offset, PAGE), nonce=nonce, actions=token is not None,
                            note=note)  # fmt: skip
         response = web.Response(text=body, content_type="text/html")
         response.headers["Content-Security-Policy"] = (
@@ -138,7 +140,7 @@ def page_routes(
             if target is None:
                 return _refused(400, f"{field} must be a number")
             try:
-                key = notes.add(do(target))
+                key = notes.add(await do(target))
             except ValueError as exc:
                 key = notes.add(str(exc), refused=True)
             # See Other: the browser shows the page again by GET (a reload repeats nothing).
@@ -150,7 +152,7 @@ def page_routes(
         """``status``'s text; ``?limit=N&offset=M`` for more than a page of tasks."""
         offset = _int(request.query.get("offset", "0")) or 0
         limit = _int(request.query.get("limit", str(PAGE))) or PAGE
-        return web.Response(text=render_text(gather(offset, limit)))
+        return web.Response(text=render_text(await gather(offset, limit)))
 
     routes: dict[tuple[str, str], Handler] = {
         ("GET", "/"): page,

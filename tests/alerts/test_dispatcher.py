@@ -29,7 +29,7 @@ from tests.watch.clock import FakeClock
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=MSK)
 
 
-def enqueue(
+async def enqueue(
     store: Store,
     channels: Sequence[Recording],
     events: Sequence[Event],
@@ -41,7 +41,8 @@ def enqueue(
     def route(ev: Event) -> list[tuple[str, str]]:
         return [(c.name, r) for c in channels for r in c.recipients()]
 
-    store.add_events(events, route, now + wait_s, queued_at=now)
+    routes = [route(ev) for ev in events]
+    await store.add_events(events, routes, now + wait_s, queued_at=now)
 
 
 def titled(n: int, **fields: Any) -> Event:
@@ -55,12 +56,16 @@ def store(tmp_path: Path) -> Store:
 
 def dispatcher(store: Store, *channels: Channel, clock: FakeClock, **settings: Any) -> Dispatcher:
     failures: list[tuple[str, str, str]] = []
+
+    async def failed(*args: str) -> None:
+        failures.append(args)  # type: ignore[arg-type]
+
     made = Dispatcher(
         store,
         {c.name: c for c in channels},
         DispatchSettings(**settings),
         clock=clock,
-        on_failed=lambda *args: failures.append(args),
+        on_failed=failed,
         seed=1,
     )
     made.failures = failures  # type: ignore[attr-defined]
@@ -70,19 +75,19 @@ def dispatcher(store: Store, *channels: Channel, clock: FakeClock, **settings: A
 async def test_a_burst_becomes_one_digest_in_order(store: Store) -> None:
     clock = FakeClock(NOW)
     team = Recording("team")
-    enqueue(store, [team], [titled(i) for i in range(20)], clock.now, wait_s=30)
+    await enqueue(store, [team], [titled(i) for i in range(20)], clock.now, wait_s=30)
     assert await dispatcher(store, team, clock=clock).flush("team") == pytest.approx(30)
     assert team.sent == []  # group_wait: not yet
     clock.advance(30)
     await dispatcher(store, team, clock=clock).flush("team")
     assert team.titles() == [[f"Задача {i}" for i in range(20)]]
-    assert store.outbox_counts() == {"sent": 20}
+    assert await store.outbox_counts() == {"sent": 20}
 
 
 async def test_without_grouping_one_message_per_event(store: Store) -> None:
     clock = FakeClock(NOW)
     team = Recording("team", group=False)
-    enqueue(store, [team], [titled(i) for i in range(3)], clock.now)
+    await enqueue(store, [team], [titled(i) for i in range(3)], clock.now)
     await dispatcher(store, team, clock=clock).flush("team")
     assert team.titles() == [["Задача 0"], ["Задача 1"], ["Задача 2"]]
 
@@ -92,10 +97,10 @@ async def test_retry_with_backoff_then_in_order(store: Store) -> None:
     team = Recording("team")
     team.script = [RetryLater("down"), RetryLater("still down")]
     sender = dispatcher(store, team, clock=clock, retry_base_s=10)
-    enqueue(store, [team], [titled(1)], clock.now)
+    await enqueue(store, [team], [titled(1)], clock.now)
     first_wait = await sender.flush("team")
     assert 8 <= await sender.flush("team") <= 12 and first_wait == 0  # base 10 s ± 20 %
-    enqueue(store, [team], [titled(2)], clock.now)  # arrives meanwhile: waits behind
+    await enqueue(store, [team], [titled(2)], clock.now)  # arrives meanwhile: waits behind
     clock.advance(12)
     await sender.flush("team")
     assert 16 <= await sender.flush("team") <= 24 + 12  # doubled
@@ -109,7 +114,7 @@ async def test_the_services_retry_time_is_honoured(store: Store) -> None:
     team = Recording("team")
     team.script = [RetryLater("429", after_s=42)]
     sender = dispatcher(store, team, clock=clock)
-    enqueue(store, [team], [titled(1)], clock.now)
+    await enqueue(store, [team], [titled(1)], clock.now)
     await sender.flush("team")
     assert await sender.flush("team") == pytest.approx(42)
 
@@ -119,10 +124,10 @@ async def test_failed_for_good_is_a_dead_letter_with_its_reason(store: Store) ->
     team = Recording("team", recipients=("blocked", "fine"))
     team.script = [FailedForGood("bot was blocked")]
     sender = dispatcher(store, team, clock=clock)
-    enqueue(store, [team], [titled(1)], clock.now)
+    await enqueue(store, [team], [titled(1)], clock.now)
     await sender.flush("team")
-    assert store.outbox_counts() == {"dead": 1, "sent": 1}
-    ((channel, recipient, reason, _),) = store.dead_letters()
+    assert await store.outbox_counts() == {"dead": 1, "sent": 1}
+    ((channel, recipient, reason, _),) = await store.dead_letters()
     assert (channel, reason) == ("team", "bot was blocked")
     assert sender.failures == [("team", recipient, "bot was blocked")]  # type: ignore[attr-defined]
 
@@ -132,12 +137,13 @@ async def test_too_old_becomes_a_dead_letter(store: Store) -> None:
     team = Recording("team", max_age_s=3600)
     team.script = [RetryLater("down")] * 100
     sender = dispatcher(store, team, clock=clock, retry_max_s=600)
-    enqueue(store, [team], [titled(1)], clock.now)
+    await enqueue(store, [team], [titled(1)], clock.now)
     for _ in range(20):
         await sender.flush("team")
         clock.advance(600)
-    assert store.outbox_counts() == {"dead": 1}
-    assert "gave up after" in store.dead_letters()[0][2] and "down" in store.dead_letters()[0][2]
+    assert await store.outbox_counts() == {"dead": 1}
+    reason = (await store.dead_letters())[0][2]
+    assert "gave up after" in reason and "down" in reason
 
 
 async def test_a_change_found_after_days_of_downtime_is_still_delivered(store: Store) -> None:
@@ -146,10 +152,10 @@ async def test_a_change_found_after_days_of_downtime_is_still_delivered(store: S
     clock = FakeClock(NOW)
     team = Recording("team", max_age_s=2 * 86400)
     three_days_ago = datetime.fromtimestamp(clock.now - 3 * 86400, MSK)
-    enqueue(store, [team], [replace(titled(1), at=three_days_ago)], clock.now)
+    await enqueue(store, [team], [replace(titled(1), at=three_days_ago)], clock.now)
     await dispatcher(store, team, clock=clock).flush("team")
     assert team.titles() == [["Задача 1"]]
-    assert store.outbox_counts() == {"sent": 1}
+    assert await store.outbox_counts() == {"sent": 1}
 
 
 async def test_quiet_hours_defer_and_then_send_one_digest(store: Store) -> None:
@@ -157,7 +163,7 @@ async def test_quiet_hours_defer_and_then_send_one_digest(store: Store) -> None:
     night = Recording("night", quiet_hours="22:00-08:00")
     sender = dispatcher(store, night, clock=clock)
     urgent = titled(9, importance="HIGH")
-    enqueue(store, [night], [titled(1), urgent, titled(2)], clock.now)
+    await enqueue(store, [night], [titled(1), urgent, titled(2)], clock.now)
     await sender.flush("night")
     assert night.titles() == [["Задача 9"]]  # urgent passes
     morning = datetime(2026, 11, 24, 8, 0, tzinfo=MSK).timestamp()
@@ -165,7 +171,7 @@ async def test_quiet_hours_defer_and_then_send_one_digest(store: Store) -> None:
     clock.advance(morning - clock.now)
     await sender.flush("night")
     assert night.titles() == [["Задача 9"], ["Задача 1", "Задача 2"]]
-    assert store.outbox_counts() == {"sent": 3}
+    assert await store.outbox_counts() == {"sent": 3}
 
 
 def at(hour: int, minute: int = 0) -> float:
@@ -190,7 +196,7 @@ async def test_a_channel_that_is_down_never_delays_another(store: Store) -> None
     sender = Dispatcher(store, {"slow": slow, "fast": fast}, DispatchSettings())
     sender.start()
     try:
-        enqueue(store, [slow, fast], [titled(1)], sender.clock())
+        await enqueue(store, [slow, fast], [titled(1)], sender.clock())
         sender.wake()
         started = time.monotonic()
         await asyncio.wait_for(fast.delivered.wait(), timeout=2)
@@ -204,8 +210,8 @@ async def test_pending_deliveries_resume_after_a_restart(tmp_path: Path) -> None
     clock = FakeClock(NOW)
     team = Recording("team")
     first = Store(tmp_path / "s.sqlite3")
-    enqueue(first, [team], [titled(1), titled(2)], clock.now)
-    first.close()
+    await enqueue(first, [team], [titled(1), titled(2)], clock.now)
+    await first.close()
     second = Store(tmp_path / "s.sqlite3")
     await dispatcher(second, team, clock=clock).flush("team")
     assert team.titles() == [["Задача 1", "Задача 2"]]
@@ -214,7 +220,7 @@ async def test_pending_deliveries_resume_after_a_restart(tmp_path: Path) -> None
 async def test_drain_sends_what_is_due(store: Store) -> None:
     team = Recording("team")
     sender = Dispatcher(store, {"team": team}, DispatchSettings())  # on the real clock
-    enqueue(store, [team], [titled(1)], sender.clock())
+    await enqueue(store, [team], [titled(1)], sender.clock())
     assert await sender.drain(5) == 0
     assert team.titles() == [["Задача 1"]]
 
@@ -223,7 +229,7 @@ async def test_drain_keeps_its_deadline_and_drains_channels_side_by_side(store: 
     stuck, team = Recording("stuck"), Recording("team")
     stuck.delay_s = 3600  # a send waiting on a rate limit or a hung server
     sender = Dispatcher(store, {"stuck": stuck, "team": team}, DispatchSettings())
-    enqueue(store, [stuck, team], [titled(1)], sender.clock())
+    await enqueue(store, [stuck, team], [titled(1)], sender.clock())
     left = await asyncio.wait_for(sender.drain(0.5), 10)  # the guard: a hang fails, not blocks
     assert left == 1 and team.titles() == [["Задача 1"]] and stuck.sent == []
 
@@ -240,7 +246,7 @@ async def test_one_message_at_a_time_waits_behind_a_refused_head(
     half a second. Now the whole line waits as long as its head."""
     clock = FakeClock(NOW)
     team = Recording("team", group=False)
-    enqueue(store, [team], [titled(n) for n in range(3)], clock.now)
+    await enqueue(store, [team], [titled(n) for n in range(3)], clock.now)
     team.script = [refusal] * 10
     sender = dispatcher(store, team, clock=clock)
     for _ in range(5):

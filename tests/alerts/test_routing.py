@@ -15,9 +15,9 @@ def router(*routes: dict[str, Any]) -> Router:
     return Router([RouteSection(**r) for r in routes], channels("team", "mail", "ops"))
 
 
-def test_no_routes_everything_everywhere() -> None:
+async def test_no_routes_everything_everywhere() -> None:
     assert router().channel_names(event()) == ["team", "mail", "ops"]
-    assert router().deliveries(event()) == [
+    assert await router().deliveries(event()) == [
         ("team", "team-1"),
         ("mail", "mail-1"),
         ("ops", "ops-1"),

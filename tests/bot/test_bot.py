@@ -42,7 +42,7 @@ async def bot_service(
             **bot,
         }
         service = Service(config_from_dict(data, source="test", environ={}))
-        service.start()
+        await service.start()
         await service.start_bot()
         running.append(service)
         return service
@@ -91,7 +91,7 @@ async def test_a_stranger_is_refused_politely(
     ):
         text = await said(telegram, STRANGERS, STRANGER, command, "Извините")
         assert str(STRANGERS) in text
-    assert service.store.subscriptions() == []
+    assert await service.store.subscriptions() == []
 
 
 async def test_watch_becomes_alerts_in_that_chat(
@@ -176,14 +176,19 @@ async def test_buttons_mute_and_stop_watching_with_the_same_rules(
     await said(telegram, TEAM, MEMBER, f"/watch {task['general']}", "Слежу")
     telegram.fake.press(STRANGERS, STRANGER, f"unwatch:{task['id']}")
     await until(lambda: any("Извините" in t for t in replies(telegram, STRANGERS)), within=15)
-    assert len(service.store.subscriptions(TEAM)) == 1
+    assert len(await service.store.subscriptions(TEAM)) == 1
     telegram.fake.press(TEAM, MEMBER, f"mute:{task['id']}")
-    await until(
-        lambda: (service.store.subscriptions(TEAM)[0].muted_until or 0) > time.time() + 86000,
-        within=15,
-    )
+
+    async def muted() -> bool:
+        return ((await service.store.subscriptions(TEAM))[0].muted_until or 0) > time.time() + 86000
+
+    await until(muted, within=15)
     telegram.fake.press(TEAM, MEMBER, f"unwatch:{task['id']}")
-    await until(lambda: service.store.subscriptions(TEAM) == [], within=15)
+
+    async def unsubscribed() -> bool:
+        return await service.store.subscriptions(TEAM) == []
+
+    await until(unsubscribed, within=15)
     assert "answerCallbackQuery" in telegram.fake.calls
 
 
@@ -197,13 +202,13 @@ async def test_subscriptions_survive_a_restart_and_admins_see_all(
     await said(telegram, TEAM, MEMBER, f"/watch {task['general']}", "Слежу")
     await first.stop()
     second = await bot_service()
-    assert [s.task_id for s in second.store.subscriptions(TEAM)] == [task["id"]]
+    assert [s.task_id for s in await second.store.subscriptions(TEAM)] == [task["id"]]
     control.change_task(task["id"], status=2)
     await until(lambda: any("Новая → В работе" in t for t in replies(telegram, TEAM)), within=20)
     listing = await said(telegram, 12345, ADMIN, "/list", "Переживёт")
     assert f"[{TEAM}]" in listing  # an admin sees every chat's subscriptions
     await said(telegram, 12345, ADMIN, f"/unwatch {task['general']} {TEAM}", "Больше не слежу")
-    assert second.store.subscriptions() == []
+    assert await second.store.subscriptions() == []
 
 
 def test_task_references_and_durations() -> None:
@@ -239,7 +244,7 @@ async def test_a_chat_is_held_to_its_watch_rate_and_subscription_cap(
     assert "bot.watch_per_hour" in reply
     assert sum(control.state()["requests"].values()) == asked  # refused without a request
     assert await said(telegram, TEAM, ADMIN, f"/watch {tasks[3]}", "Слежу")  # admins are not held
-    assert len(service.store.subscriptions(TEAM)) == 2
+    assert len(await service.store.subscriptions(TEAM)) == 2
 
 
 async def test_watch_a_project_tells_the_chat_of_every_task_in_it(
@@ -264,4 +269,4 @@ async def test_watch_a_project_tells_the_chat_of_every_task_in_it(
     )
     assert "проект 12" in await said(telegram, TEAM, MEMBER, "/list", "проект")
     await said(telegram, TEAM, MEMBER, "/unwatch project 12", "Больше не слежу")
-    assert service.store.subscribed_projects() == []
+    assert await service.store.subscribed_projects() == []

@@ -39,7 +39,7 @@ class RecordingGate:
             raise QuotaExhaustedError("budget spent")
         self.asked.append(method)
 
-    def after_request(self, record: RequestRecord) -> None:
+    async def after_request(self, record: RequestRecord) -> None:
         self.records.append(record)
 
 

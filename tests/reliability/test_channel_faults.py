@@ -49,6 +49,9 @@ class Rig:
     results: Counter[tuple[str, str]] = field(default_factory=Counter)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
 
+    async def failed(self, *failure: str) -> None:
+        self.failures.append(failure)  # type: ignore[arg-type]
+
     def delivered(self, name: str) -> list[str]:
         """Titles as they arrived, in order."""
         if name == "team":
@@ -164,11 +167,11 @@ def _alerts(first: int, count: int) -> list[Event]:
     ]
 
 
-def _queue(store: Store, dispatcher: Dispatcher, events: list[Event]) -> None:
+async def _queue(store: Store, dispatcher: Dispatcher, events: list[Event]) -> None:
     def route(ev: Event) -> list[tuple[str, str]]:
         return [(name, r) for name, c in dispatcher.channels.items() for r in c.recipients()]
 
-    store.add_events(events, route, queued_at=time.time())
+    await store.add_events(events, [route(ev) for ev in events], queued_at=time.time())
     dispatcher.wake()
 
 
@@ -180,7 +183,7 @@ async def test_a_channel_fault_loses_nothing(fault: Fault, rig: Rig, tmp_path: P
         store,
         channels,
         DispatchSettings(retry_base_s=0.2, retry_max_s=0.5),
-        on_failed=lambda *failure: rig.failures.append(failure),
+        on_failed=rig.failed,
         on_result=lambda name, kind: rig.results.update([(name, kind)]),
         seed=7,
     )
@@ -189,7 +192,7 @@ async def test_a_channel_fault_loses_nothing(fault: Fault, rig: Rig, tmp_path: P
     dispatcher.start()
     try:
         await fault.start(rig)
-        _queue(store, dispatcher, _alerts(0, ALERTS))
+        await _queue(store, dispatcher, _alerts(0, ALERTS))
         await until(lambda: rig.delivered(healthy) == expected, within=15)
         # it lasted: several retries, or every alert refused for good
         bad, lasted = ("dead", ALERTS) if fault.for_good else ("retry", 3)
@@ -197,10 +200,10 @@ async def test_a_channel_fault_loses_nothing(fault: Fault, rig: Rig, tmp_path: P
         assert rig.delivered(fault.broken) == [] or not fault.exactly_once
         await fault.end(rig)
         if fault.for_good:
-            reasons = {reason for _, _, reason, _ in store.dead_letters()}
+            reasons = {reason for _, _, reason, _ in await store.dead_letters()}
             assert len(reasons) == 1 and all(f[2] in reasons for f in rig.failures)
             assert {f[0] for f in rig.failures} == {fault.broken}
-            _queue(store, dispatcher, _alerts(ALERTS, 2))  # after the repair
+            await _queue(store, dispatcher, _alerts(ALERTS, 2))  # after the repair
             expected_broken = ["№5", "№6"]
             expected += expected_broken
         else:
@@ -210,8 +213,12 @@ async def test_a_channel_fault_loses_nothing(fault: Fault, rig: Rig, tmp_path: P
         delivered = rig.delivered(fault.broken)
         if fault.exactly_once:
             assert delivered == expected_broken
-        await until(lambda: "pending" not in store.outbox_counts())  # marked sent, too
-        counts = store.outbox_counts()
+
+        async def all_recorded() -> bool:
+            return "pending" not in await store.outbox_counts()
+
+        await until(all_recorded)  # marked sent, too
+        counts = await store.outbox_counts()
         assert counts.get("dead", 0) == (ALERTS if fault.for_good else 0)
         if not fault.for_good:
             assert rig.failures == []
@@ -219,7 +226,7 @@ async def test_a_channel_fault_loses_nothing(fault: Fault, rig: Rig, tmp_path: P
         await dispatcher.stop()
         for made in channels.values():
             await made.aclose()
-        store.close()
+        await store.close()
 
 
 def _arrived(delivered: list[str], expected: list[str]) -> bool:

@@ -64,7 +64,7 @@ async def test_a_wall_clock_step_neither_freezes_polling_nor_turns_health_red(
     service = Service(config)
     seen: list[Event] = []
     service.poller.on_events = lambda stored: seen.extend(event for _, event in stored)
-    service.start()
+    await service.start()
     try:
         await _until(lambda: service.poller.records[task].card is not None, within=GUARD_S)
         changes = 0

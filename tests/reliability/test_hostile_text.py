@@ -12,7 +12,7 @@ import hmac
 import html
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -47,7 +47,7 @@ def visible(markup: str) -> str:
 @pytest.mark.parametrize("case", list(TITLES))
 async def test_hostile_text_is_shown_as_text_everywhere(
     case: str,
-    running: Callable[..., Service],
+    running: Callable[..., Awaitable[Service]],
     emulator: Emulator,
     control: EmulatorControl,
     telegram: TelegramServer,
@@ -57,7 +57,7 @@ async def test_hostile_text_is_shown_as_text_everywhere(
     title = TITLES[case]
     task = control.create_task(title=title, description=DESCRIPTION, status=1)
     hook = {"type": "webhook", "url": webhook.url, "secret": HOOK_SECRET}
-    service = running([task["id"]], mail=smtp_plain.options(), hook=hook)
+    service = await running([task["id"]], mail=smtp_plain.options(), hook=hook)
     await until(lambda: service.poller.records[task["id"]].card is not None)
     control.change_task(task["id"], status=2)
     await until(

@@ -28,7 +28,7 @@ from notifier.alerts.events import Event, EventKind
 from notifier.channels.base import RetryLater
 from notifier.emulator import Emulator, EmulatorControl
 from notifier.planfix.errors import PlanfixError, QuotaExhaustedError
-from notifier.store import Store
+from notifier.store import Store, StoreError
 from tests.alerts.recording import Recording
 from tests.alerts.samples import MSK, channel, event, summary
 from tests.fakes.smtp import SmtpServer, free_port
@@ -46,7 +46,7 @@ async def test_a_trickling_answer_is_cut_at_timeout_s(harness: Harness) -> None:
     """``timeout_s`` caps the whole exchange, not each read: a body trickled at
     one byte every half second (minutes in all) is given up after ``timeout_s``."""
     task = harness.control.create_task(title="Медленный ответ", status=1)
-    service = harness.service([task["id"]], timeout_s=1)
+    service = await harness.service([task["id"]], timeout_s=1)
     await harness.settle(service, 600)
     harness.control.change_task(task["id"], status=2)
     harness.control.inject("trickle", delay_s=0.5, times=1)
@@ -60,7 +60,7 @@ async def test_one_unreadable_card_fails_only_its_task(harness: Harness) -> None
     task.getMulti answer: its neighbours are read and alerted as usual; the bad
     one is asked alone with task.get and its error names the task and the field."""
     tasks = [harness.control.create_task(title=f"Пачка {n}", status=1)["id"] for n in range(5)]
-    service = harness.service(tasks)
+    service = await harness.service(tasks)
     await harness.settle(service, 600)
     bad = tasks[2]
     harness.control.change_task(bad, garbled={"endTime": "завтра к обеду"})
@@ -123,7 +123,7 @@ async def test_recovery_after_an_outage_is_at_once(harness: Harness) -> None:
     160, 320 s … up to an hour after the outage), and the outage itself was
     probed with one request at a time, at most 60 s apart."""
     tasks = [harness.control.create_task(title=f"Сбой {n}", status=1)["id"] for n in range(30)]
-    service = harness.service(tasks, requests_per_second=20, timeout_s=0.3)
+    service = await harness.service(tasks, requests_per_second=20, timeout_s=0.3)
     await harness.settle(service, 600)
     before = sum(harness.control.state()["requests"].values())
     for kind in ("http_error", "html", "malformed", "reset"):
@@ -143,7 +143,7 @@ async def test_one_remaining_zero_header_is_advice_not_a_day_off(harness: Harnes
     restart. Now it blocks until the next probe, and while it blocks /healthz
     says why and the operator hears of it once."""
     task = harness.control.create_task(title="Заголовок", status=1)["id"]
-    service = harness.service([task], requests_per_second=20)
+    service = await harness.service([task], requests_per_second=20)
     await harness.settle(service, 600)
     harness.control.inject("stale_remaining", times=1)
     await harness.settle(service, 120)
@@ -276,11 +276,11 @@ class DiskFullStore(Store):
 
     full_for = 0
 
-    def outbox_sent(self, ids: Sequence[int], now: float) -> None:
+    async def outbox_sent(self, ids: Sequence[int], now: float) -> None:
         if self.full_for > 0:
             self.full_for -= 1
-            raise sqlite3.OperationalError("database or disk is full")
-        super().outbox_sent(ids, now)
+            raise StoreError(f"{self.where}: database or disk is full")
+        await super().outbox_sent(ids, now)
 
 
 async def test_a_send_whose_result_cannot_be_recorded_is_not_sent_again(tmp_path: Path) -> None:
@@ -290,14 +290,14 @@ async def test_a_send_whose_result_cannot_be_recorded_is_not_sent_again(tmp_path
     store = DiskFullStore(tmp_path / "state.sqlite3")
     team = Recording("team")
     sender = Dispatcher(store, {"team": team}, DispatchSettings(), clock=clock)
-    store.add_events([event()], lambda _: [("team", "r1")], queued_at=clock.now)
+    await store.add_events([event()], [[("team", "r1")]], queued_at=clock.now)
     store.full_for = 3
     for _ in range(5):
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(StoreError):
             await sender.flush("team")
         clock.advance(60)
     assert len(team.sent) == 1
-    assert store.outbox_counts() == {"sent": 1}  # recorded once the disk had room
+    assert await store.outbox_counts() == {"sent": 1}  # recorded once the disk had room
 
 
 @pytest.mark.parametrize("fault", ["retry_after", "forbidden"])
@@ -316,7 +316,7 @@ async def test_a_digest_cut_short_records_the_parts_that_went_out(
               for n in range(60)]  # fmt: skip
     parts = team.renderer.telegram_chunks(events, 4096)
     assert len(parts) >= 4
-    store.add_events(events, lambda _: [("team", str(CHAT))], queued_at=clock.now)
+    await store.add_events(events, [[("team", str(CHAT))]] * len(events), queued_at=clock.now)
     telegram.fake.inject(fault, CHAT, after=2, times=1, retry_after=1)
     for _ in range(4):
         await sender.flush("team")
@@ -324,7 +324,7 @@ async def test_a_digest_cut_short_records_the_parts_that_went_out(
     sent = telegram.fake.texts(CHAT)
     assert len(sent) == len(set(sent))  # nothing went out twice
     delivered_first = parts[1][1]  # events complete in parts 1-2
-    counts = store.outbox_counts()
+    counts = await store.outbox_counts()
     if fault == "retry_after":
         assert len(sent) == len(parts) and counts == {"sent": 60}
     else:
@@ -391,7 +391,7 @@ async def test_a_state_file_that_cannot_be_written_turns_health_503(harness: Har
     word while /healthz said 200. (SQLite keeps serving a damaged file from its
     cache for a while, so the store here fails the way SQLite then does.)"""
     task = harness.control.create_task(title="Порча", status=1)["id"]
-    service = harness.service([task])
+    service = await harness.service([task])
     # The poll job as the scheduler runs it, on the harness's clock (the real
     # scheduler would run on the real one).
     service.scheduler.modify_job = lambda *args, **kwargs: None
@@ -399,15 +399,15 @@ async def test_a_state_file_that_cannot_be_written_turns_health_503(harness: Har
     assert service.health() == (True, "")
     real = service.store.save_polls
 
-    def broken(*args: object, **kwargs: object) -> list[tuple[int, Event]]:
-        raise sqlite3.DatabaseError("database disk image is malformed")
+    async def broken(*args: object, **kwargs: object) -> list[tuple[int, Event]]:
+        raise StoreError("state file x: database disk image is malformed")
 
     service.store.save_polls = broken  # type: ignore[method-assign]
     harness.control.change_task(task, status=2)
     harness.advance(600)
     await service._poll_job()
     healthy, reason = service.health()
-    assert not healthy and "state file cannot be written" in reason and "malformed" in reason
+    assert not healthy and "state cannot be written" in reason and "malformed" in reason
     service.store.save_polls = real  # type: ignore[method-assign]
     harness.advance(600)
     await service._poll_job()
@@ -456,7 +456,7 @@ async def test_a_channel_that_delivers_nothing_while_due_is_unhealthy(tmp_path: 
     sender = Dispatcher(
         store, {"team": team}, DispatchSettings(retry_max_s=300), clock=clock, monotonic=clock
     )
-    store.add_events([event()], lambda _: [("team", "r1")], queued_at=clock.now)
+    await store.add_events([event()], [[("team", "r1")]], queued_at=clock.now)
     with structlog.testing.capture_logs() as logged:
         for _ in range(15):
             await sender.flush("team")
@@ -465,7 +465,7 @@ async def test_a_channel_that_delivers_nothing_while_due_is_unhealthy(tmp_path: 
         team.script = []
         clock.advance(400)  # past the longest back-off (300 s and its jitter)
         await sender.flush("team")
-    assert sender.stuck(3600) == [] and store.outbox_counts() == {"sent": 1}
+    assert sender.stuck(3600) == [] and await store.outbox_counts() == {"sent": 1}
     said = [(e["log_level"], e["event"]) for e in logged if e["log_level"] != "debug"]
     assert said == [
         ("warning", "channel cannot deliver now; retrying"),
@@ -478,7 +478,7 @@ async def test_on_demand_reads_are_capped_at_the_reserve(harness: Harness) -> No
     200 went on ids that do not exist), not only the reserve (5 %) the README
     promises. Now they stop at the reserve, and the planner keeps the rest."""
     harness.control.configure(daily_quota=200)
-    service = harness.service([], daily_quota=200, requests_per_second=20)
+    service = await harness.service([], daily_quota=200, requests_per_second=20)
     spent = 0
     with service.ledger.on_demand():
         for missing in range(900_000, 900_050):

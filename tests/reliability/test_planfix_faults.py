@@ -67,7 +67,7 @@ async def test_fault_during_the_baseline(
     task = harness.control.create_task(title="Под сбоем", status=1)
     other = harness.control.create_task(title="Соседняя", status=1)
     inject(harness, task["id"], kind, options)
-    service = harness.service([task["id"], other["id"]], timeout_s=0.3)
+    service = await harness.service([task["id"], other["id"]], timeout_s=0.3)
     await harness.settle(service, 3 * 3600)
     assert served_in_full(harness)
     assert task_events(harness) == []  # no false alert
@@ -84,7 +84,7 @@ async def test_fault_during_a_real_change(
     harness: Harness, kind: str, options: dict[str, Any]
 ) -> None:
     task = harness.control.create_task(title="Меняется под сбоем", status=1)
-    service = harness.service([task["id"]], timeout_s=0.3)
+    service = await harness.service([task["id"]], timeout_s=0.3)
     await harness.settle(service, 600)
     harness.control.change_task(task["id"], status=2)
     inject(harness, task["id"], kind, options)
@@ -101,7 +101,7 @@ async def test_fault_during_a_real_change(
 
 async def test_a_task_really_deleted_is_told_once(harness: Harness) -> None:
     task = harness.control.create_task(title="Удалят", status=1)
-    service = harness.service([task["id"]])
+    service = await harness.service([task["id"]])
     await harness.settle(service, 600)
     harness.control.delete_task(task["id"])
     await harness.settle(service, 600)

@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 
 from notifier.emulator import Emulator, EmulatorControl
-from notifier.store import Store
 from tests.fakes.smtp import SmtpServer
 from tests.fakes.telegram import TelegramServer
+from tests.stored import stored
 from tests.test_delivery import CHAT, _toml
 from tests.test_operations import service_config, wait_for
 
@@ -117,9 +117,7 @@ def test_two_hours_of_polling_leave_memory_and_descriptors_flat(
     rss_end = statistics.median(s[2] for s in steady[-window:])
     fds_start = max(s[3] for s in steady[:window])
     fds_end = max(s[3] for s in steady[-window:])
-    store = Store(tmp_path / "state.sqlite3")
-    outbox = store.outbox_counts()
-    store.close()
+    outbox = stored(tmp_path / "state.sqlite3", lambda store: store.outbox_counts())
     figures = {
         "requests": made,
         "minutes": round(ended / 60, 1),

@@ -1,21 +1,29 @@
-"""The state file: schema versions, permissions, round trips, atomicity."""
+"""The store on both backends: round trips, atomicity, the outbox; SQLite's
+file (versions, permissions) and PostgreSQL's schema and lock."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import stat
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from notifier.alerts.events import Event, EventKind, TaskSummary
 from notifier.planfix.model import CustomValue, EndCondition, People, Periodicity, Ref, Task
 from notifier.store import Store, StoreError
-from notifier.store.migrations import MIGRATIONS
+from notifier.store.migrations import MIGRATIONS, POSTGRES_MIGRATIONS
+from notifier.store.postgres import AdvisoryLock, PostgresDatabase
+from notifier.watch.quota import LedgerDay
 from notifier.watch.state import Card, TaskRecord
+from tests import postgres
+from tests.store.conftest import Backend
 
 MSK = ZoneInfo("Europe/Moscow")
 TASK = Task(
@@ -46,57 +54,129 @@ EVENT = Event(
 )
 
 
-def test_new_file_is_private_and_current(tmp_path: Path) -> None:
+def both(event: Event) -> list[tuple[str, str]]:
+    return [("team", "-100"), ("mail", "a@b")]
+
+
+async def test_new_file_is_private_and_current(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.sqlite3"
     store = Store(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert store.schema_version == len(MIGRATIONS)
-    store.save_polls([(TaskRecord(1, Card.of(TASK)), [])], queued_at=100.0)
+    assert await store.schema_version() == len(MIGRATIONS)
+    await store.save_polls([(TaskRecord(1, Card.of(TASK)), [])], queued_at=100.0)
     for extra in ("-wal", "-shm"):
         side = path.with_name(path.name + extra)
         if side.exists():
             assert stat.S_IMODE(side.stat().st_mode) & 0o077 == 0
-    store.close()
+    await store.close()
 
 
-def test_records_and_events_round_trip(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite3")
+async def test_records_and_events_round_trip(backend: Backend, store: Store) -> None:
     record = TaskRecord(5, Card.of(TASK), 100.0, 90.0, "ok", None, 0, False, 1.5, 3600.0, 7)
-    stored = store.save_polls([(record, [EVENT])], queued_at=100.0)
+    stored = await store.save_polls([(record, [EVENT])], queued_at=100.0)
     assert [e for _, e in stored] == [EVENT]
-    store.close()
-    reopened = Store(tmp_path / "s.sqlite3")
+    await store.close()
+    reopened = backend.open()
     kept = replace(record, card=Card.of(TASK).stored())  # (its text: in the store only)
-    assert reopened.load_records([5, 6]) == {5: kept, 6: TaskRecord(6)}
-    assert reopened.load_card(5) == TASK  # the card reads back as it was
-    assert reopened.events_after(0) == stored
+    assert await reopened.load_records([5, 6]) == {5: kept, 6: TaskRecord(6)}
+    assert await reopened.load_card(5) == TASK  # the card reads back as it was
+    assert await reopened.events_after(0) == stored
 
 
-def test_a_failed_save_leaves_nothing(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite3")
+async def test_times_keep_their_fractions(store: Store) -> None:
+    # PostgreSQL's REAL is 32-bit: an epoch time in it loses its seconds.
+    at = 1_795_000_000.123456
+    await store.save_polls([(TaskRecord(7, last_poll_at=at), [])], queued_at=at)
+    assert (await store.load_records([7]))[7].last_poll_at == at
+
+
+async def test_big_ids_fit(store: Store) -> None:
+    chat = -1001234567890  # a Telegram supergroup: beyond 32 bits
+    await store.subscribe(chat, 3_000_000_000, ["became_overdue"], 5_000_000_000, 1.0)
+    (sub,) = await store.subscribers(3_000_000_000)
+    assert (sub.chat_id, sub.task_id, sub.events, sub.created_by) == (
+        chat, 3_000_000_000, ("became_overdue",), 5_000_000_000,
+    )  # fmt: skip
+
+
+async def test_a_failed_save_leaves_nothing(store: Store) -> None:
     bad = Event(
         EventKind.STATUS_CHANGED, datetime(2026, 1, 1, tzinfo=UTC), 5, details={"x": object()}
     )
     with pytest.raises(TypeError):
-        store.save_polls([(TaskRecord(5, Card.of(TASK)), [EVENT, bad])], queued_at=100.0)
-    assert store.events_after(0) == []
-    assert store.load_records([5]) == {5: TaskRecord(5)}
+        await store.save_polls([(TaskRecord(5, Card.of(TASK)), [EVENT, bad])], queued_at=100.0)
+    assert await store.events_after(0) == []
+    assert await store.load_records([5]) == {5: TaskRecord(5)}
 
 
-def test_watch_set_by_source(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite3")
-    store.set_watched("config", [3, 1, 2], now=1.0)
-    store.add_watched(9, "chat:-100", now=2.0)
-    store.add_watched(2, "chat:-100", now=2.0)
-    store.set_watched("config", [1, 4], now=3.0)
-    assert store.watched_ids() == [1, 2, 4, 9]
-    store.remove_watched(2, "chat:-100")
-    assert store.watched_ids() == [1, 4, 9]
+async def test_watch_set_by_source(store: Store) -> None:
+    await store.set_watched("config", [3, 1, 2], now=1.0)
+    await store.add_watched(9, "chat:-100", now=2.0)
+    await store.add_watched(2, "chat:-100", now=2.0)
+    await store.add_watched(2, "chat:-100", now=2.5)  # again: nothing new
+    await store.set_watched("config", [1, 4], now=3.0)
+    assert await store.watched_ids() == [1, 2, 4, 9]
+    assert await store.watched_ids("chat:-100") == [2, 9]
+    await store.remove_watched(2, "chat:-100")
+    assert await store.watched_ids() == [1, 4, 9]
+    assert await store.watch_sources([1, 9]) == {1: ["config"], 9: ["chat:-100"]}
 
 
-def test_a_newer_file_is_refused_untouched(tmp_path: Path) -> None:
+async def test_subscriptions_and_mutes(store: Store) -> None:
+    await store.subscribe(-100, 5, None, 1, 1.0)
+    await store.subscribe(-100, 6, ["status_changed"], 1, 1.0)
+    await store.subscribe(-100, 6, ["became_overdue"], 1, 2.0)  # again: its events replaced
+    await store.subscribe(-200, 5, None, 2, 1.0)
+    assert [s.task_id for s in await store.subscriptions(-100)] == [5, 6]
+    assert (await store.subscribers(6))[0].events == ("became_overdue",)
+    assert await store.watched_ids("chat:-100") == [5, 6]
+    assert await store.mute(-100, None, 50.0) == 2
+    assert await store.mute(-200, 5, 60.0) == 1
+    assert [s.muted_until for s in await store.subscribers(5)] == [50.0, 60.0]
+    assert await store.unsubscribe(-100, 5) and not await store.unsubscribe(-100, 5)
+    assert await store.watched_ids("chat:-100") == [6]
+    await store.subscribe_project(-100, 12, 1, 1.0)
+    await store.subscribe_project(-100, 12, 1, 2.0)  # again: nothing new
+    await store.subscribe_project(-200, 12, 2, 1.0)
+    assert await store.subscribed_projects() == [12]
+    assert [s.chat_id for s in await store.project_subscribers(12)] == [-200, -100] or [
+        s.chat_id for s in await store.project_subscribers(12)
+    ] == [-100, -200]
+    assert await store.unsubscribe_project(-100, 12)
+    assert await store.subscribed_projects(-100) == []
+
+
+async def test_meta_and_the_quota_day(store: Store) -> None:
+    assert await store.get_meta("feed.cursor") is None
+    await store.set_meta("feed.cursor", "1.5")
+    await store.set_meta("feed.cursor", "2.5")
+    assert await store.get_meta("feed.cursor") == "2.5"
+    day = date(2026, 11, 30)
+    assert await store.load_quota(day) is None
+    row = LedgerDay(day, used=7, server_remaining=100, used_at_server=5, on_demand=2)
+    row.hours[13] = 7
+    await store.save_quota(row)
+    row.used, row.exhausted = 8, True
+    await store.save_quota(row)
+    assert await store.load_quota(day) == row
+
+
+async def test_the_clock_step_shifts_pending_deliveries(store: Store) -> None:
+    await store.add_events([EVENT], [both(EVENT)], queued_at=100.0)
+    (team,) = await store.outbox_pending("team")
+    await store.outbox_retry([team.id], 500.0, "HTTP 502")
+    await store.outbox_shift(-50.0)
+    (team,) = await store.outbox_pending("team")
+    assert (team.created_at, team.next_attempt_at, team.attempts) == (50.0, 450.0, 1)
+    await store.outbox_due_now(["team"], 200.0)
+    assert (await store.outbox_pending("team"))[0].next_attempt_at == 200.0
+    await store.outbox_due_now(["team"], 300.0)  # already due: kept
+    assert (await store.outbox_pending("team"))[0].next_attempt_at == 200.0
+
+
+async def test_a_newer_file_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
-    Store(path).close()
+    await Store(path).close()
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
     db.close()
@@ -106,14 +186,14 @@ def test_a_newer_file_is_refused_untouched(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
-def test_not_a_database(tmp_path: Path) -> None:
+async def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a usable SQLite database"):
         Store(path)
 
 
-def test_a_card_in_memory_keeps_the_planners_facts_and_a_digest(tmp_path: Path) -> None:
+async def test_a_card_in_memory_keeps_the_planners_facts_and_a_digest(store: Store) -> None:
     card = Card.of(TASK)
     assert TASK.end_time is not None
     assert card.deadline == (TASK.end_time + timedelta(days=1)).timestamp()  # a date: its day's end
@@ -121,40 +201,109 @@ def test_a_card_in_memory_keeps_the_planners_facts_and_a_digest(tmp_path: Path) 
     assert card.text is not None and card.stored().text is None  # the store keeps the card
     assert card.stored().digest == card.digest == Card.of(replace(TASK)).digest
     assert Card.of(replace(TASK, title="другое")).digest != card.digest
-    store = Store(tmp_path / "s.sqlite3")
-    store.save_polls([(TaskRecord(5, card), [])], queued_at=1.0)
+    await store.save_polls([(TaskRecord(5, card), [])], queued_at=1.0)
     failed = TaskRecord(5, card.stored(), last_result="error")  # a failed poll keeps the card
-    store.save_polls([(failed, [])], queued_at=2.0)
-    assert store.load_card(5) == TASK and store.load_records([5])[5].card == card.stored()
+    await store.save_polls([(failed, [])], queued_at=2.0)
+    assert await store.load_card(5) == TASK
+    assert (await store.load_records([5]))[5].card == card.stored()
+    await store.save_polls([(TaskRecord(5), [])], queued_at=3.0)  # no card: it is cleared
+    assert await store.load_card(5) is None
 
 
-def test_the_operators_view_of_the_outbox(tmp_path: Path) -> None:
+async def test_the_operators_view_of_the_outbox(store: Store) -> None:
     """Per channel: counts, the oldest waiting, the last error; the oldest
     undelivered ignores a delivery held back unattempted (quiet hours)."""
-    store = Store(tmp_path / "s.sqlite3")
-    route = lambda event: [("team", "-100"), ("mail", "a@b")]  # noqa: E731
-    ((first, _),) = store.add_events([EVENT], route, queued_at=100.0)
-    (team,), (mail,) = store.outbox_pending("team"), store.outbox_pending("mail")
-    store.outbox_retry([team.id], 5000.0, None, attempt=False)  # quiet hours until 5000
-    assert store.outbox_oldest_undelivered(now=200.0) == 100.0  # mail's is due
-    store.outbox_sent([mail.id], 200.0)
-    assert store.outbox_oldest_undelivered(now=300.0) is None  # team's only waits for morning
-    store.outbox_retry([team.id], 5000.0, "HTTP 502")  # tried, failed: it counts
-    assert store.outbox_oldest_undelivered(now=300.0) == 100.0
-    ((second, _),) = store.add_events([EVENT], route, queued_at=300.0)
-    store.outbox_dead([r.id for r in store.outbox_pending("mail")], "550 no such user", 400.0)
-    backlog = {c.channel: c for c in store.outbox_by_channel()}
+    ((first, _),) = await store.add_events([EVENT], [both(EVENT)], queued_at=100.0)
+    (team,), (mail,) = await store.outbox_pending("team"), await store.outbox_pending("mail")
+    await store.outbox_retry([team.id], 5000.0, None, attempt=False)  # quiet hours until 5000
+    assert await store.outbox_oldest_undelivered(now=200.0) == 100.0  # mail's is due
+    await store.outbox_sent([mail.id], 200.0)
+    assert await store.outbox_oldest_undelivered(now=300.0) is None  # team's waits for morning
+    await store.outbox_retry([team.id], 5000.0, "HTTP 502")  # tried, failed: it counts
+    assert await store.outbox_oldest_undelivered(now=300.0) == 100.0
+    ((second, _),) = await store.add_events([EVENT], [both(EVENT)], queued_at=300.0)
+    pending_mail = [r.id for r in await store.outbox_pending("mail")]
+    await store.outbox_dead(pending_mail, "550 no such user", 400.0)
+    backlog = {c.channel: c for c in await store.outbox_by_channel()}
     assert (backlog["team"].pending, backlog["team"].last_error) == (2, "HTTP 502")
     assert backlog["team"].oldest_pending_at == 100.0
     assert (backlog["mail"].dead, backlog["mail"].sent) == (1, 1)
     assert backlog["mail"].last_error == "550 no such user"
-    dead = store.outbox_items("dead")[0]
-    assert store.outbox_revive(dead.id, 500.0) and not store.outbox_revive(dead.id, 500.0)
-    (again,) = store.outbox_pending("mail")
+    assert await store.outbox_counts() == {"pending": 2, "sent": 1, "dead": 1}
+    assert await store.dead_letters() == [("mail", "a@b", "550 no such user", 400.0)]
+    dead = (await store.outbox_items("dead"))[0]
+    assert await store.outbox_channel(dead.id) == "mail"
+    assert await store.outbox_revive(dead.id, 500.0)
+    assert not await store.outbox_revive(dead.id, 500.0)
+    (again,) = await store.outbox_pending("mail")
     assert (again.id, again.attempts, again.last_error, again.created_at) == (
         dead.id,
         0,
         None,
         500.0,
     )
-    assert [event_id for event_id, _, _ in store.recent_events(5)] == [second, first]
+    assert [event_id for event_id, _, _ in await store.recent_events(5)] == [second, first]
+    assert set(await store.last_changes([5])) == {5}
+
+
+async def test_many_ids_are_read_in_chunks(store: Store) -> None:
+    none: list[Event] = []
+    records = [(TaskRecord(i, last_poll_at=float(i)), none) for i in range(1, 1301)]
+    await store.save_polls(records, queued_at=1.0)
+    loaded = await store.load_records(range(1, 1302))
+    assert loaded[1300].last_poll_at == 1300.0 and loaded[1301] == TaskRecord(1301)
+    assert len(await store.load_records(range(400, 1100))) == 700  # by key, 500 at a time
+
+
+# --- PostgreSQL's own ----------------------------------------------------------------------
+
+
+async def test_postgres_instances_starting_together_migrate_once() -> None:
+    with postgres.fresh_schema() as schema:
+        stores = [Store(PostgresDatabase(postgres.URL, schema)) for _ in range(3)]
+        try:
+            versions = await asyncio.gather(*(s.schema_version() for s in stores))
+            assert versions == [len(POSTGRES_MIGRATIONS)] * 3
+        finally:
+            for each in stores:
+                await each.close()
+
+
+async def test_postgres_refuses_a_newer_schema_untouched() -> None:
+    with postgres.fresh_schema() as schema:
+        store = Store(PostgresDatabase(postgres.URL, schema))
+        await store.set_meta("kept", "yes")
+        await store.close()
+        with psycopg.connect(postgres.URL, autocommit=True) as conn:
+            table = sql.Identifier(schema, "schema_version")
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (99)").format(table))
+        newer = Store(PostgresDatabase(postgres.URL, schema))
+        with pytest.raises(StoreError, match="newer planfix-notifier"):
+            await newer.get_meta("kept")
+        await newer.close()
+
+
+async def test_postgres_unreachable_names_the_server_never_the_password() -> None:
+    url = "postgresql://robot:s3cr3t-pw@127.0.0.1:9/test"  # nothing listens on port 9
+    store = Store(PostgresDatabase(url, "x"))
+    with pytest.raises(StoreError) as raised:
+        await store.watched_ids()
+    assert "PostgreSQL 127.0.0.1:9/test" in str(raised.value)
+    assert "s3cr3t" not in str(raised.value) and "s3cr3t" not in repr(raised.value.__cause__)
+    await store.close()
+
+
+async def test_postgres_one_instance_per_schema_and_who_holds_it() -> None:
+    with postgres.fresh_schema() as schema:
+        first, second = AdvisoryLock(postgres.URL, schema), AdvisoryLock(postgres.URL, schema)
+        await first.take()
+        try:
+            with pytest.raises(StoreError, match=r"in use by another planfix-notifier \(planfix"):
+                await second.take()
+            other = AdvisoryLock(postgres.URL, schema + "_other")  # another state: free
+            await other.take()
+            await other.give_back()
+        finally:
+            await first.give_back()
+        await second.take()  # let go: the next may have it
+        await second.give_back()

@@ -30,7 +30,7 @@ async def test_a_change_is_seen_within_a_look_whatever_its_turn(harness: Harness
     comes hours apart, the feed's look every minute."""
     harness.control.configure(daily_quota=2000, supports_multi=False)
     tasks = _tasks(harness)
-    service = harness.service(tasks, daily_quota=2000)
+    service = await harness.service(tasks, daily_quota=2000)
     await harness.settle(service, 600)
     assert service.feed.mode is FeedMode.CARDS
     target = tasks[137]
@@ -44,7 +44,7 @@ async def test_a_change_is_seen_within_a_look_whatever_its_turn(harness: Harness
 async def test_a_silent_change_is_found_by_the_safety_net(harness: Harness) -> None:
     harness.control.configure(daily_quota=2000, supports_multi=False)
     tasks = _tasks(harness)
-    service = harness.service(tasks, daily_quota=2000)
+    service = await harness.service(tasks, daily_quota=2000)
     await harness.settle(service, 600)
     harness.control.change_task(tasks[5], silent=True, status=2)  # no feed can see it
     await harness.settle(service, 24 * 3600)
@@ -55,7 +55,7 @@ async def test_a_silent_change_is_found_by_the_safety_net(harness: Harness) -> N
 async def test_the_action_log_serves_where_task_list_cannot(harness: Harness) -> None:
     harness.control.configure(feed_methods=["action.getListByPeriod"])
     tasks = _tasks(harness, 20)
-    service = harness.service(tasks)
+    service = await harness.service(tasks)
     await harness.settle(service, 600)
     harness.control.change_task(tasks[3], status=2)
     await harness.settle(service, 90)
@@ -67,10 +67,10 @@ async def test_without_feeds_every_task_is_planned_and_it_is_said_once(harness: 
     harness.control.configure(feed_methods=[])
     tasks = _tasks(harness, 5)
     with structlog.testing.capture_logs() as logs:
-        service = harness.service(tasks)
+        service = await harness.service(tasks)
         await harness.settle(service, 3600)
     assert service.feed.mode is FeedMode.NONE
-    assert service.store.get_meta("feed.mode") == "none"
+    assert await service.store.get_meta("feed.mode") == "none"
     said = [line for line in logs if "no change feed" in line["event"]]
     assert len(said) == 1 and said[0]["log_level"] == "warning"
     harness.control.change_task(tasks[2], status=2)
@@ -86,7 +86,7 @@ async def test_a_deadline_moved_in_silence_is_caught_by_the_overdue_sweep(
     for hours. The hourly sweep of overdue tasks finds it."""
     harness.control.configure(daily_quota=2000, supports_multi=False)
     tasks = _tasks(harness)
-    service = harness.service(tasks, daily_quota=2000)
+    service = await harness.service(tasks, daily_quota=2000)
     await harness.settle(service, 900)
     soon = datetime.fromtimestamp(harness.clock.now + 600, MSK).strftime("%d-%m-%Y %H:%M")
     records = service.poller.records.values()
@@ -104,7 +104,7 @@ async def test_a_look_over_many_pages_goes_on_over_several_rounds(harness: Harne
     account = harness.emulator.account
     with account.lock:
         tasks = [account.add_task({"title": f"Много {i}", "status": 1})["id"] for i in range(2500)]
-    service = harness.service(tasks)
+    service = await harness.service(tasks)
     await service.poller.tick(max_requests=1)
     assert harness.control.state()["requests"]["task.getList"] == PAGES_PER_ROUND
     assert service.feed.cursor is None  # not whole yet
@@ -118,14 +118,14 @@ async def test_a_card_older_than_the_one_known_never_overwrites_it(harness: Harn
     """A list page read before the bot's /watch stored a newer card must not
     put the older status back (and alert it twice over)."""
     task = harness.control.create_task(title="Порядок", status=1)
-    service = harness.service([task["id"]])
+    service = await harness.service([task["id"]])
     await harness.settle(service, 120)
     old = await service.client.get_task(task["id"])  # read at `started`…
     started = harness.clock.now
     harness.advance(5)
     harness.control.change_task(task["id"], status=2)
-    service.poller.ingest(await service.client.get_task(task["id"]))  # …then a newer one
-    service.poller._take_cards([old], started)
-    snapshot = service.store.load_card(task["id"])
+    await service.poller.ingest(await service.client.get_task(task["id"]))  # …then a newer one
+    await service.poller._take_cards([old], started)
+    snapshot = await service.store.load_card(task["id"])
     assert snapshot is not None and snapshot.status == 2
     assert [e.kind for e in harness.events] == [EventKind.STATUS_CHANGED]

@@ -32,7 +32,7 @@ class Harness:
         self.events: list[Event] = []
         self.services: list[Service] = []
 
-    def service(
+    async def service(
         self,
         tasks: Sequence[int],
         alerts: dict[str, Any] | None = None,
@@ -62,6 +62,7 @@ class Harness:
         made = Service(config, clock=self.clock, sleep=self.clock.sleep, monotonic=self.clock)
         made.poller.on_events = self.collect
         self.services.append(made)
+        await made.load()
         return made
 
     def collect(self, stored: Sequence[tuple[int, Event]]) -> None:
@@ -98,7 +99,7 @@ def count(control: EmulatorControl) -> Callable[[str], int]:
 
 async def test_a_status_change_raises_exactly_one_event(harness: Harness) -> None:
     task = harness.control.create_task(title="Отчёт", status=1)
-    service = harness.service([task["id"]])
+    service = await harness.service([task["id"]])
     await harness.settle(service)
     assert harness.events == []  # the first sight is a baseline
     harness.control.change_task(task["id"], status=2)
@@ -111,7 +112,7 @@ async def test_a_status_change_raises_exactly_one_event(harness: Harness) -> Non
 
 async def test_restart_repeats_nothing_and_finds_what_changed_while_down(harness: Harness) -> None:
     task = harness.control.create_task(title="Договор", status=2)
-    first = harness.service([task["id"]])
+    first = await harness.service([task["id"]])
     await harness.settle(first)
     harness.control.change_task(task["id"], status=3)
     await harness.settle(first, 600)
@@ -120,7 +121,7 @@ async def test_restart_repeats_nothing_and_finds_what_changed_while_down(harness
 
     harness.control.change_task(task["id"], title="Договор подписан")  # while down
     harness.advance(3600)
-    second = harness.service([task["id"]])
+    second = await harness.service([task["id"]])
     await harness.settle(second, 600)
     assert harness.kinds() == ["status_changed", "title_changed"]
     await harness.settle(second, 3600)
@@ -129,22 +130,24 @@ async def test_restart_repeats_nothing_and_finds_what_changed_while_down(harness
 
 async def test_a_change_found_after_three_days_down_is_still_delivered(harness: Harness) -> None:
     task = harness.control.create_task(title="После простоя", status=2)
-    first = harness.service([task["id"]])
+    first = await harness.service([task["id"]])
     await harness.settle(first)
     await first.stop()
     harness.control.change_task(task["id"], status=3)  # the day the service went down
     harness.advance(3 * 86400)  # longer than a channel's max_age_s (two days)
-    second = harness.service([task["id"]])
+    second = await harness.service([task["id"]])
     await harness.settle(second, 600)
     assert harness.kinds() == ["status_changed"]
     await second.dispatcher.flush("console")
-    assert second.store.outbox_counts() == {"sent": 1}
+    assert await second.store.outbox_counts() == {"sent": 1}
 
 
 async def test_the_servers_remaining_count_is_a_cap_till_its_next_probe(harness: Harness) -> None:
     harness.control.configure(daily_quota=8)
     task = harness.control.create_task(title="Квота", status=2)
-    service = harness.service([task["id"]], daily_quota=100)  # the config thinks there is more
+    service = await harness.service(
+        [task["id"]], daily_quota=100
+    )  # the config thinks there is more
     await harness.settle(service, 11.99 * 3600)  # to just before midnight
     state = harness.control.state()
     # Spread over the day; the header's count is a cap until its next probe
@@ -159,7 +162,9 @@ async def test_quota_exhausted_pauses_until_the_reset(harness: Harness) -> None:
     harness.control.configure(daily_quota=8, send_remaining=False)
     task = harness.control.create_task(title="Квота", status=2)
     harness.control.set_quota_used(0)
-    service = harness.service([task["id"]], daily_quota=100)  # the config thinks there is more
+    service = await harness.service(
+        [task["id"]], daily_quota=100
+    )  # the config thinks there is more
     await harness.settle(service, 3 * 3600)
     assert harness.kinds() == ["quota_exhausted"]
     decision = service.poller.decide()
@@ -178,7 +183,9 @@ async def test_quota_exhausted_pauses_until_the_reset(harness: Harness) -> None:
 
 async def test_session_expiry_mid_run_is_transparent(harness: Harness) -> None:
     task = harness.control.create_task(title="Сессия", status=2)
-    service = harness.service([task["id"]], token=None, login="robot", password="robot-password")
+    service = await harness.service(
+        [task["id"]], token=None, login="robot", password="robot-password"
+    )
     await harness.settle(service)
     harness.control.expire_sessions()
     harness.control.change_task(task["id"], status=3)
@@ -190,7 +197,7 @@ async def test_session_expiry_mid_run_is_transparent(harness: Harness) -> None:
 async def test_a_deleted_task_is_told_once_and_its_return_too(harness: Harness) -> None:
     kept = harness.control.create_task(title="Остаётся", status=2)
     gone = harness.control.create_task(title="Будет удалена", status=2)
-    service = harness.service([kept["id"], gone["id"]])
+    service = await harness.service([kept["id"], gone["id"]])
     await harness.settle(service)
     harness.control.delete_task(gone["id"])
     await harness.settle(service, 8 * 3600)  # several slow re-checks
@@ -203,7 +210,7 @@ async def test_a_deleted_task_is_told_once_and_its_return_too(harness: Harness) 
 
 async def test_a_garbled_answer_changes_nothing(harness: Harness) -> None:
     task = harness.control.create_task(title="Мусор", status=2)
-    service = harness.service([task["id"]])
+    service = await harness.service([task["id"]])
     await harness.settle(service)
     for kind in ("malformed", "html", "xml_bomb", "huge"):
         harness.control.inject(kind, times=1)
@@ -220,7 +227,7 @@ async def test_overdue_is_caught_right_after_the_deadline(harness: Harness) -> N
         title="Срок", status=2, endTime=deadline.strftime("%d-%m-%Y %H:%M")
     )
     other = [harness.control.create_task(title=f"Фон {i}", status=2)["id"] for i in range(30)]
-    service = harness.service([task["id"], *other])
+    service = await harness.service([task["id"], *other])
     await harness.settle(service, 4 * 3600)
     overdue = [e for e in harness.events if e.kind is EventKind.BECAME_OVERDUE]
     assert len(overdue) == 1
@@ -237,7 +244,7 @@ async def test_overdue_is_caught_right_after_the_deadline(harness: Harness) -> N
 
 async def test_planfix_failing_is_told_once_and_its_end(harness: Harness) -> None:
     task = harness.control.create_task(title="Сбой", status=2)
-    service = harness.service([task["id"]])
+    service = await harness.service([task["id"]])
     await harness.settle(service)
     harness.control.inject("http_error", status=503, times=-1)
     await harness.settle(service, 3600)
@@ -252,7 +259,7 @@ async def test_overdue_reminders_repeat_until_resolved(harness: Harness) -> None
     task = harness.control.create_task(
         title="Напомнить", status=2, endTime=deadline.strftime("%d-%m-%Y %H:%M")
     )
-    service = harness.service([task["id"]], alerts={"repeat_overdue_every": "1h"})
+    service = await harness.service([task["id"]], alerts={"repeat_overdue_every": "1h"})
     await harness.settle(service, 3 * 3600 + 1200)
     overdue = [e for e in harness.events if e.kind is EventKind.BECAME_OVERDUE]
     assert [bool(e.details.get("reminder")) for e in overdue] == [False, True, True, True]
@@ -273,7 +280,7 @@ async def test_the_planned_polls_the_operator_sees_match_the_polls_made(harness:
         title="Скоро срок", status=2, endTime=deadline.strftime("%d-%m-%Y %H:%M")
     )
     others = [harness.control.create_task(title=f"Фон {i}", status=2)["id"] for i in range(20)]
-    service = harness.service([soon["id"], *others], daily_quota=50)  # a request per 29 min
+    service = await harness.service([soon["id"], *others], daily_quota=50)  # a request per 29 min
     await harness.settle(service, 120)  # baselines
     now = harness.clock.now
     planned = service.poller.planned([soon["id"], *others])
@@ -295,16 +302,16 @@ async def test_an_answer_older_than_the_card_stored_meanwhile_is_dropped(harness
     the poll's (older) answer lands: it must neither undo the change nor
     alert it back and forth."""
     task = harness.control.create_task(title="Гонка", status=1)
-    service = harness.service([task["id"]])
+    service = await harness.service([task["id"]])
     await harness.settle(service, 120)
     old = await service.client.get_task(task["id"])  # the poll's answer, read first
     started = harness.clock.now
     harness.advance(5)
     harness.control.change_task(task["id"], status=2)
-    service.poller.ingest(await service.client.get_task(task["id"]))  # /watch meanwhile
-    service.poller._take({task["id"]: old}, started)  # the poll's answer lands
+    await service.poller.ingest(await service.client.get_task(task["id"]))  # /watch meanwhile
+    await service.poller._take({task["id"]: old}, started)  # the poll's answer lands
     assert [(e.kind, e.new) for e in harness.events] == [(EventKind.STATUS_CHANGED, "В работе")]
-    stored = service.store.load_card(task["id"])
+    stored = await service.store.load_card(task["id"])
     assert stored is not None and stored.status == 2
 
 
@@ -312,16 +319,16 @@ async def test_a_task_watched_again_gets_a_baseline_not_a_diff_with_its_old_card
     harness: Harness,
 ) -> None:
     task = harness.control.create_task(title="Снова", status=1)
-    service = harness.service([task["id"]])
+    service = await harness.service([task["id"]])
     await harness.settle(service, 120)
-    service.store.set_watched("config", [], harness.clock.now)  # no longer watched
-    service.poller.reload_watch_set()
+    await service.store.set_watched("config", [], harness.clock.now)  # no longer watched
+    await service.poller.reload_watch_set()
     harness.control.change_task(task["id"], status=2)
     harness.advance(86400)
-    service.store.add_watched(task["id"], "chat:1", harness.clock.now)  # /watch again
-    service.poller.reload_watch_set()
+    await service.store.add_watched(task["id"], "chat:1", harness.clock.now)  # /watch again
+    await service.poller.reload_watch_set()
     service.poller.forget(task["id"])  # as the bot does for a task new to the set
-    assert service.poller.ingest(await service.client.get_task(task["id"])) == []
+    assert await service.poller.ingest(await service.client.get_task(task["id"])) == []
 
 
 async def test_a_fresh_baseline_that_fails_leaves_no_stale_card_behind(harness: Harness) -> None:
@@ -329,29 +336,29 @@ async def test_a_fresh_baseline_that_fails_leaves_no_stale_card_behind(harness: 
     card from its earlier watch must not come back after a restart as the
     baseline (a false alert then)."""
     task = harness.control.create_task(title="Заново", status=1)
-    service = harness.service([task["id"]])
+    service = await harness.service([task["id"]])
     await harness.settle(service, 120)
     service.poller.forget(task["id"])
-    service.poller._take({task["id"]: PlanfixApiError("3014")}, harness.clock.now)
+    await service.poller._take({task["id"]: PlanfixApiError("3014")}, harness.clock.now)
     await service.stop()
     harness.control.change_task(task["id"], status=2)
-    again = harness.service([task["id"]])
+    again = await harness.service([task["id"]])
     assert again.poller.records[task["id"]].card is None
-    assert again.poller.ingest(await again.client.get_task(task["id"])) == []
+    assert await again.poller.ingest(await again.client.get_task(task["id"])) == []
 
 
 async def test_an_unchanged_card_costs_no_store_read_and_keeps_no_text(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tasks = [harness.control.create_task(title=f"Тихо {i}", status=1)["id"] for i in range(3)]
-    service = harness.service(tasks)
+    service = await harness.service(tasks)
     await harness.settle(service, 120)
     reads: list[int] = []
     load = service.store.load_card
 
-    def counted(task_id: int) -> Task | None:
+    async def counted(task_id: int) -> Task | None:
         reads.append(task_id)
-        return load(task_id)
+        return await load(task_id)
 
     monkeypatch.setattr(service.store, "load_card", counted)
     await service.poller.poll(tasks)

@@ -33,7 +33,14 @@ async def spend(
 ) -> None:
     for _ in range(n):
         await book.before_request("task.get")
-        book.after_request(RequestRecord("task.get", error, remaining, 0.01))  # type: ignore[arg-type]
+        await book.after_request(RequestRecord("task.get", error, remaining, 0.01))  # type: ignore[arg-type]
+
+
+async def restarted(store: Store, clock: FakeClock) -> QuotaLedger:
+    """A ledger as a new process makes it: today's row read from the store."""
+    book = ledger(store, clock)
+    await book.load()
+    return book
 
 
 @pytest.fixture
@@ -60,7 +67,7 @@ async def test_every_request_counts_and_survives_a_restart(store: Store) -> None
     await spend(book, 3)
     await spend(book, 2, error=PlanfixApiError("0011"))  # failures count too
     assert book.today().used == 5
-    again = ledger(store, clock)
+    again = await restarted(store, clock)
     assert again.today().used == 5 and again.remaining == 95
 
 
@@ -88,12 +95,12 @@ async def test_quota_error_pauses_until_the_reset_and_tells_once(store: Store) -
     told: list[float] = []
     book = ledger(store, clock, on_exhausted=told.append)
     await spend(book, 1, error=PlanfixApiError("0007"))
-    book.after_request(RequestRecord("task.get", PlanfixApiError("0007"), 0, 0.01))  # again
+    await book.after_request(RequestRecord("task.get", PlanfixApiError("0007"), 0, 0.01))
     assert book.exhausted and book.remaining == 0 and book.plannable == 0
     assert told == [datetime(2026, 11, 24, tzinfo=MSK).timestamp()]
     with pytest.raises(QuotaExhaustedError):
         await book.before_request("task.get")
-    assert ledger(store, clock).exhausted  # survives a restart
+    assert (await restarted(store, clock)).exhausted  # survives a restart
     clock.advance(12 * 3600)
     assert not book.exhausted and book.remaining == 100
 
@@ -144,7 +151,7 @@ async def test_requests_are_counted_by_local_hour_and_kept(tmp_path: Path) -> No
     await spend(book, 3)  # 10:00:00 …
     clock.advance(3 * 3600)
     await spend(book, 1)  # 13:00
-    row = ledger(Store(path), clock).today()  # as after a restart
+    row = (await restarted(Store(path), clock)).today()  # as after a restart
     assert row.used == 6
     assert row.hours[9] == 2 and row.hours[10] == 3 and row.hours[13] == 1
     assert sum(row.hours) == row.used

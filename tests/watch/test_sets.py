@@ -14,17 +14,17 @@ __all__ = ["harness"]  # the fixture
 async def test_numbers_are_resolved_to_ids_once_and_watched(harness: Harness) -> None:
     task = harness.control.create_task(title="По номеру", status=1)
     assert task["id"] != task["general"]
-    service = harness.service([], watch={"numbers": [task["general"]]})
+    service = await harness.service([], watch={"numbers": [task["general"]]})
     await harness.settle(service, 600)
     assert list(service.poller.records) == [task["id"]]
     harness.control.change_task(task["id"], status=2)
     await harness.settle(service, 600)
     assert [e.kind for e in harness.events] == [EventKind.STATUS_CHANGED]
-    again = harness.service([], watch={"numbers": [task["general"]]})  # a restart
+    again = await harness.service([], watch={"numbers": [task["general"]]})  # a restart
     asked = sum(harness.control.state()["requests"].values())
     await again.sets.resolve()
     assert sum(harness.control.state()["requests"].values()) == asked  # remembered, not asked
-    assert again.store.watched_ids() == [task["id"]]
+    assert await again.store.watched_ids() == [task["id"]]
 
 
 async def test_an_id_that_is_not_in_the_account_is_named_once(harness: Harness) -> None:
@@ -32,7 +32,7 @@ async def test_an_id_that_is_not_in_the_account_is_named_once(harness: Harness) 
     ``tasks = [1, 2]``, and nothing said that such ids do not exist."""
     task = harness.control.create_task(title="Настоящая", status=1)
     with structlog.testing.capture_logs() as logs:
-        service = harness.service([task["id"], task["general"]])
+        service = await harness.service([task["id"], task["general"]])
         await harness.settle(service, 6 * 3600)
     said = [line for line in logs if "watch.numbers" in line["event"]]
     assert len(said) == 1 and said[0]["log_level"] == "warning", said
@@ -49,7 +49,7 @@ async def test_a_project_is_watched_as_its_tasks_come_and_go(harness: Harness) -
     control = harness.control
     ours = [control.create_task(title=f"Проект {n}", project={"id": 12})["id"] for n in range(3)]
     control.create_task(title="Чужая", project={"id": 13})
-    service = harness.service([], watch={"projects": [12]})
+    service = await harness.service([], watch={"projects": [12]})
     await harness.settle(service, 120)
     assert sorted(service.poller.records) == ours
     newcomer = control.create_task(title="Новая в проекте", project={"id": 12})["id"]
@@ -73,7 +73,7 @@ async def test_a_saved_filter_is_watched(harness: Harness) -> None:
     mine = control.create_task(title="Моя", workers={"users": [{"id": 5}]})["id"]
     control.create_task(title="Не моя", workers={"users": [{"id": 6}]})
     control.save_filter(7, worker=5)
-    service = harness.service([], watch={"filters": [7]})
+    service = await harness.service([], watch={"filters": [7]})
     await harness.settle(service, 120)
     assert list(service.poller.records) == [mine]
     later = control.create_task(title="Тоже моя", workers={"users": [{"id": 5}]})["id"]
@@ -85,7 +85,7 @@ async def test_a_number_that_cannot_be_read_now_holds_up_no_other(harness: Harne
     control = harness.control
     bad = control.create_task(title="Кривая", garbled={"endTime": "завтра"})
     good = control.create_task(title="Ровная", status=1)
-    service = harness.service([], watch={"numbers": [bad["general"], good["general"]]})
+    service = await harness.service([], watch={"numbers": [bad["general"], good["general"]]})
     await harness.settle(service, 120)
     assert list(service.poller.records) == [good["id"]]
     asked = control.state()["requests"]["task.get"]
@@ -103,7 +103,7 @@ async def test_sets_a_server_cannot_list_leave_the_rest_polling(harness: Harness
     control.configure(feed_methods=["action.getListByPeriod"])
     plain = control.create_task(title="Обычная", status=1)["id"]
     with structlog.testing.capture_logs() as logs:
-        service = harness.service([plain], watch={"projects": [12]})
+        service = await harness.service([plain], watch={"projects": [12]})
         await harness.settle(service, 600)
         control.change_task(plain, status=2)
         await harness.settle(service, 600)
