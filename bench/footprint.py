@@ -71,6 +71,7 @@ async def run(tasks: int, polls: int) -> dict[str, float]:
             environ={},
         )
         service = Service(config)
+        await service.load()  # the watch set, as start() would
         service.dispatcher.start()
         while any(r.card is None for r in service.poller.records.values()):
             decision = service.poller.decide()

@@ -169,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _quota(config, reset=args.reset)
         if args.command == "push-test":
             return asyncio.run(_push_test(config, args.url, args.task, args.number))
-    except (ConfigError, StoreError) as exc:
-        print(f"planfix-notifier: {exc}", file=sys.stderr)
+    except (ConfigError, StoreError) as exc:  # (a database's error may quote its address)
+        print(f"planfix-notifier: {oplog.REDACTOR.scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except TemplateProblem as exc:
         print(f"planfix-notifier: alerts.templates: {exc}", file=sys.stderr)
@@ -204,13 +204,52 @@ def _init(path: Path) -> int:
 
 
 async def _run_alone(config: Config, path: Path) -> int:
-    """The service, the only one on its state (two would send every alert twice)."""
+    """The service, the only one on its state (two would send every alert
+    twice). A standby (PostgreSQL) waits for the lock as a service does:
+    SIGTERM ends the wait, SIGHUP re-reads the config it will run with, and
+    systemd's watchdog hears from it."""
     lock = instance_lock(config.state)
-    await lock.take(standby=_standby)
+    stop = asyncio.Event()
+    latest = [config]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reread(path, latest))
+    interval = watchdog_interval_s()
+    pinger = asyncio.create_task(watchdog(interval)) if interval else None
+    taking = asyncio.create_task(lock.take(standby=_standby))
+    stopping = asyncio.create_task(stop.wait())
     try:
-        return await _run(config, path, lock=lock)
+        await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        for task in (pinger, stopping):
+            if task is not None:
+                task.cancel()
+    if not taking.done():  # stopped while standing by
+        taking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await taking
+        log.info("standby stopped")
+        return EXIT_OK
+    taking.result()  # the lock, or its StoreError
+    try:
+        return await _run(latest[0], path, lock=lock)
     finally:
         await lock.give_back()
+
+
+def _reread(path: Path, latest: list[Config]) -> None:
+    """SIGHUP on a standby: the config it will take over with, re-read now."""
+    try:
+        latest[0] = load_config(path)
+    except ConfigError as exc:
+        log.error("standby: new configuration refused; the one read before is kept",
+                  error=str(exc))  # fmt: skip
+        return
+    oplog.REDACTOR.set_secrets([*oplog.REDACTOR.secrets, *latest[0].secrets()])
+    log.info("standby: configuration re-read")
 
 
 async def _run(
@@ -292,7 +331,8 @@ async def _run(
         for server in (web, push):  # first: their answers read the store, closed below
             if server is not None:
                 await server.stop()
-        left = await service.stop(drain_s=config.alerts.shutdown_drain_s)
+        # The lock lost, another instance may be sending already: not one more send.
+        left = await service.stop(drain_s=0.0 if lost else config.alerts.shutdown_drain_s)
         for task in (pinger, guard):
             if task is not None:
                 task.cancel()

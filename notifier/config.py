@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,13 @@ class StateSection(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("postgresql://", "postgres://")
-        ):
+        if value is None:
+            return None
+        url = value.get_secret_value()  # (never in a message: it may hold the password)
+        if not url.startswith(("postgresql://", "postgres://")):
             raise ValueError("a postgresql://user@host/database address")
+        if re.search(r"%(?![0-9A-Fa-f]{2})", url):
+            raise ValueError("a % in the address must be written %25 (in a password too)")
         return value
 
 
@@ -342,6 +346,8 @@ class Config(_Section):
             if secret is not None:
                 found.append(secret.get_secret_value())
         if self.state.url is not None:
+            from .store.postgres import url_password  # (the store imports this module's types)
+
             found += url_password(self.state.url.get_secret_value())
         for options in self.channel_options().values():
             for key in CHANNEL_SECRET_KEYS:
@@ -372,17 +378,6 @@ SECRET_KEYS = {
     "metrics": ("admin_token",),
 }
 CHANNEL_SECRET_KEYS = ("bot_token", "password", "secret")
-
-
-def url_password(url: str) -> list[str]:
-    """The password inside a database address, if it has one."""
-    from urllib.parse import unquote, urlsplit
-
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return []
-    return [password, unquote(password)] if password else []
 
 
 def find_config(explicit: str | None) -> Path:

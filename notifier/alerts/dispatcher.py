@@ -331,6 +331,8 @@ class Dispatcher:
         return len(self._unrecorded)
 
     async def _record_sent(self, ids: Sequence[int], now: float) -> None:
+        # A write that fails, or is cancelled (a stop, a reload) while the
+        # store answers, is held as sent and retried; the send never.
         try:
             await self.store.outbox_sent(ids, now)
         except StoreError as exc:
@@ -338,16 +340,20 @@ class Dispatcher:
                 log.error("sent, but the state cannot record it; holding it as sent and "
                           "retrying the record", error=str(exc))  # fmt: skip
             self._unrecorded.update(dict.fromkeys(ids, now))
+        except BaseException:
+            self._unrecorded.update(dict.fromkeys(ids, now))
+            raise
 
     async def _record_held(self) -> None:
         if not self._unrecorded:
             return
+        held = dict(self._unrecorded)  # (workers of other channels record beside this one)
         try:
-            for sent_at in sorted(set(self._unrecorded.values())):
-                ids = [i for i, at in self._unrecorded.items() if at == sent_at]
+            for sent_at in sorted(set(held.values())):
+                ids = [i for i, at in held.items() if at == sent_at]
                 await self.store.outbox_sent(ids, sent_at)
                 for i in ids:
-                    del self._unrecorded[i]
+                    self._unrecorded.pop(i, None)
         except StoreError:
             return  # still cannot write: kept, tried again on the next pass
         log.info("the state records deliveries again")

@@ -215,6 +215,7 @@ class ChatBot:
         refusal = None if self.admin(update) else await self.over_limits(update.effective_chat.id)
         if refusal is not None:
             return await self.reply(update, refusal)
+        asked_at = self.service.clock()
         found = await self.fetch(ref)
         if isinstance(found, str):
             return await self.reply(update, found)
@@ -231,7 +232,7 @@ class ChatBot:
         await service.poller.reload_watch_set()
         if not watched_before:  # a baseline, whatever was stored from an earlier watch
             service.poller.forget(found.id)
-        await service.poller.ingest(found)  # the card we have is the baseline: no second request
+        await service.poller.ingest(found, asked_at)  # the baseline: no second request
         service.wake()
         await self.reply(
             update,

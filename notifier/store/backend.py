@@ -8,7 +8,7 @@ so that the service handles one kind of failure whatever holds its state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -31,6 +31,10 @@ class Statements(Protocol):
     async def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
 
     async def fetchone(self, sql: str, params: Sequence[object] = ()) -> Row | None: ...
+
+    def stream(self, sql: str, params: Sequence[object] = ()) -> AsyncIterator[Row]:
+        """The rows one at a time, never all in memory (50,000 cards at start)."""
+        ...
 
 
 class Database(Protocol):

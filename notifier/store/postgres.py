@@ -19,12 +19,15 @@ from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from ..ops import logging as oplog
 from .backend import Row, StoreError
 from .migrations import POSTGRES_MIGRATIONS
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
+
+log = oplog.get(__name__)
 
 MIGRATION_LOCK = 0x706C616E666978  # pg_advisory_xact_lock key while migrating ("planfix")
 CONNECT_TIMEOUT_S = 10.0
@@ -55,6 +58,10 @@ class _Statements:
     async def fetchone(self, sql: str, params: Sequence[object] = ()) -> Row | None:
         cursor = await self._conn.execute(_placeholders(sql), params)
         return await cursor.fetchone()
+
+    async def stream(self, sql: str, params: Sequence[object] = ()) -> AsyncIterator[Row]:
+        async for row in self._conn.cursor().stream(_placeholders(sql), params):
+            yield row
 
 
 def describe(url: str, schema: str) -> str:
@@ -130,7 +137,11 @@ class PostgresDatabase:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             schema = sql.Identifier(self.schema)
-            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            found = await conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            )
+            if await found.fetchone() is None:  # (a role may own a schema, not the database)
+                await conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
             await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(schema))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
@@ -157,8 +168,7 @@ class PostgresDatabase:
         try:
             yield
         except (psycopg.Error, PoolTimeout, OSError) as exc:
-            # psycopg's text names the host and the cause, never the password
-            cause = _first_line(exc)
+            cause = _said(exc, self.url)
             raise StoreError(f"{self.where}: {doing + ': ' if doing else ''}{cause}") from exc
 
     @asynccontextmanager
@@ -207,7 +217,48 @@ class AdvisoryLock:
     async def take(self, *, standby: Callable[[str], None] | None = None) -> None:
         """Take the lock. Held by another instance: raise StoreError naming it,
         or, with ``standby``, tell it who holds the lock (once) and wait for
-        the lock: this instance takes over as soon as that one's session ends."""
+        the lock: this instance takes over as soon as that one's session ends.
+        A standby that loses PostgreSQL meanwhile connects again and waits on."""
+        told = False
+        while True:
+            try:
+                conn = await self._connect()
+            except StoreError as exc:
+                if standby is None or not told:
+                    raise  # (a first connection that fails is said at once)
+                log.warning("standby: PostgreSQL does not answer; trying again", error=str(exc))
+                await asyncio.sleep(STANDBY_POLL_S)
+                continue
+            try:
+                while not await self._try(conn):
+                    holder = await self._holder(conn)
+                    if standby is None:
+                        raise StoreError(
+                            f"{self.where} is in use by another planfix-notifier ({holder}); "
+                            "stop it first, or give this one its own state.schema"
+                        )
+                    if not told:
+                        standby(holder)
+                        told = True
+                    await asyncio.sleep(STANDBY_POLL_S)
+            except self._psycopg_error() as exc:  # the session ended while standing by
+                await conn.close()
+                if standby is None:
+                    raise StoreError(f"{self.where}: {_said(exc, self.url)}") from None
+                continue
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+            return
+
+    @staticmethod
+    def _psycopg_error() -> type[Exception]:
+        import psycopg
+
+        return psycopg.Error
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
         import psycopg
 
         name = f"planfix-notifier {socket.gethostname()} pid {os.getpid()}"[:63]
@@ -216,26 +267,14 @@ class AdvisoryLock:
                 self.url, autocommit=True, application_name=name, **KEEPALIVES
             )
         except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: cannot connect: {_first_line(exc)}") from None
+            raise StoreError(f"{self.where}: cannot connect: {_said(exc, self.url)}") from None
         try:
             for setting, value in SERVER_KEEPALIVES.items():  # the server notices a dead host
                 await conn.execute(f"SET {setting} = {value}")
-            told = False
-            while not await self._try(conn):
-                holder = await self._holder(conn)
-                if standby is None:
-                    raise StoreError(
-                        f"{self.where} is in use by another planfix-notifier ({holder}); stop "
-                        "it first, or give this one its own state.schema"
-                    )
-                if not told:
-                    standby(holder)
-                    told = True
-                await asyncio.sleep(STANDBY_POLL_S)
-        except BaseException:
+        except psycopg.Error as exc:
             await conn.close()
-            raise
-        self._conn = conn
+            raise StoreError(f"{self.where}: {_said(exc, self.url)}") from None
+        return conn
 
     async def _try(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
@@ -267,9 +306,11 @@ class AdvisoryLock:
             if conn is None:
                 return "the lock was given back"
             try:
-                await conn.execute("SELECT 1")
-            except psycopg.Error as exc:
-                return f"{self.where}: the session holding the lock ended ({_first_line(exc)})"
+                # (a query unanswered in a network cut waits on no keepalive)
+                await asyncio.wait_for(conn.execute("SELECT 1"), LOCK_CHECK_S * 2)
+            except (psycopg.Error, TimeoutError) as exc:
+                said = _said(exc, self.url)
+                return f"{self.where}: the session holding the lock ended ({said})"
 
     async def give_back(self) -> None:
         conn, self._conn = self._conn, None
@@ -286,6 +327,7 @@ KEEPALIVES: dict[str, Any] = {
     "keepalives_idle": 10,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms: data unacknowledged this long ends the connection
 }
 SERVER_KEEPALIVES = {
     "tcp_keepalives_idle": 10,
@@ -294,6 +336,22 @@ SERVER_KEEPALIVES = {
 }
 
 
-def _first_line(exc: BaseException) -> str:
+def _said(exc: BaseException, url: str) -> str:
+    """The first line of what psycopg (libpq) said, which names the host and
+    the cause; the password taken out (libpq quotes a malformed address)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    for secret in url_password(url):
+        line = line.replace(secret, "***")
+    return line
+
+
+def url_password(url: str) -> list[str]:
+    """The password inside a database address, as written and decoded."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []

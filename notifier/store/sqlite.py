@@ -38,6 +38,10 @@ class _Statements:
         row: Row | None = self._db.execute(sql, params).fetchone()
         return row
 
+    async def stream(self, sql: str, params: Sequence[object] = ()) -> AsyncIterator[Row]:
+        for row in self._db.execute(sql, params):
+            yield row
+
 
 class SqliteDatabase:
     engine = "sqlite"

@@ -5,6 +5,7 @@ no snapshot and raises no alert; one bad task never stops the rest.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -124,6 +125,11 @@ class Poller:
         self.auto_watch = auto_watch  # a pushed task in no set joins the watch set
         self._hurried: frozenset[int] = frozenset()  # pushed tasks in this request
         self._for_operator: list[Event] = []  # operator's events not yet stored
+        # The records change under this lock: a poll's answer is applied and
+        # saved, or the watch set reloaded, whole. Each awaits the store (which
+        # yields on PostgreSQL): a /watch of the same task between a poll's
+        # read of its old card and its save raised the change twice.
+        self._records_lock = asyncio.Lock()
         self._by_number: dict[int, int] = {}  # number people see → task id, from the cards
         self._by_number_at = -math.inf
         self._no_such_number: dict[int, float] = {}  # number → not asked again before
@@ -151,6 +157,10 @@ class Poller:
 
     async def reload_watch_set(self) -> None:
         """Follow the store's watch set (config at start, chats at any time)."""
+        async with self._records_lock:
+            await self._reload_watch_set()
+
+    async def _reload_watch_set(self) -> None:
         ids = await self.store.watched_ids()
         missing = [task_id for task_id in ids if task_id not in self.records]
         self.records = {
@@ -561,6 +571,16 @@ class Poller:
         save: bool = True,
     ) -> list[PollResult]:
         """The answers of one request: apply, store and raise what changed."""
+        async with self._records_lock:
+            return await self._take_locked(answers, started, save=save)
+
+    async def _take_locked(
+        self,
+        answers: Mapping[int, Task | PlanfixError],
+        started: float,
+        *,
+        save: bool,
+    ) -> list[PollResult]:
         now = self.clock()
         at = datetime.fromtimestamp(now, UTC)
         results: list[PollResult] = []
@@ -603,13 +623,18 @@ class Poller:
         )
         return results
 
-    async def ingest(self, task: Task) -> list[Event]:
-        """A card fetched elsewhere (the bot's /watch) counts as a poll of it."""
-        now = self.clock()
-        record = self.records.get(task.id) or TaskRecord(task.id)
-        updated, events = await self._apply(record, task, now, datetime.fromtimestamp(now, UTC))
-        await self._save([(updated, events)])
-        return events
+    async def ingest(self, task: Task, started: float | None = None) -> list[Event]:
+        """A card fetched elsewhere (the bot's /watch, asked at ``started``)
+        counts as a poll of it, unless a newer card came meanwhile."""
+        async with self._records_lock:
+            now = self.clock()
+            record = self.records.get(task.id) or TaskRecord(task.id)
+            if started is not None and (record.last_ok_at or -math.inf) > started:
+                return []
+            at = datetime.fromtimestamp(now, UTC)
+            updated, events = await self._apply(record, task, now, at)
+            await self._save([(updated, events)])
+            return events
 
     async def _apply(
         self, record: TaskRecord, answer: Task | PlanfixError, now: float, at: datetime
@@ -725,8 +750,13 @@ class Poller:
 
     async def _tell_operator(self) -> None:
         events, self._for_operator = self._for_operator, []
-        if events:
+        if not events:
+            return
+        try:
             await self.raise_events(events)
+        except BaseException:
+            self._for_operator[:0] = events  # told once the store takes them
+            raise
 
     async def raise_events(self, events: Sequence[Event]) -> None:
         """Record events that no poll raised (the operator's) and route them."""

@@ -102,6 +102,7 @@ class QuotaLedger:
         self._row: LedgerDay | None = None
         self._last_sent: float | None = None  # on the monotonic clock, as are these:
         self._pace_lock = asyncio.Lock()
+        self._saving = asyncio.Lock()  # one write of the row at a time: the last is the latest
         self._recent: deque[float] = deque()  # send times within the last hour
         self._advice_at: float | None = None  # when this process last saw the header
 
@@ -113,9 +114,14 @@ class QuotaLedger:
         self._row = await self.store.load_quota(day) or LedgerDay(day)
         return self._row
 
+    async def _save(self) -> None:
+        async with self._saving:
+            await self.store.save_quota(self.today())
+
     def today(self) -> LedgerDay:
-        """Today's figures, as this process keeps them (load() read them at
-        start; a new day starts at nothing)."""
+        """Today's figures, as this process keeps them (load() reads them at
+        start and when a request is the day's first; until then a new day
+        starts at nothing)."""
         day, _ = day_bounds(self.clock(), self.tz)
         if self._row is None or self._row.day != day:
             self._row = LedgerDay(day)
@@ -168,7 +174,7 @@ class QuotaLedger:
         header): the next request finds out afresh."""
         row = self.today()
         row.exhausted, row.server_remaining, self._advice_at = False, None, None
-        await self.store.save_quota(row)
+        await self._save()
 
     @property
     def plannable(self) -> int:
@@ -237,6 +243,8 @@ class QuotaLedger:
 
     async def before_request(self, method: str) -> None:
         async with self._pace_lock:
+            if self._row is None or self._row.day != day_bounds(self.clock(), self.tz)[0]:
+                await self.load()  # the day's first: what another process spent counts
             on_demand = _on_demand.get()
             if on_demand and (why := self.blocked_on_demand()) is not None:
                 raise QuotaExhaustedError(why, method=method)
@@ -258,7 +266,7 @@ class QuotaLedger:
             # counted before it is sent: a crash never under-counts
             row.count(datetime.fromtimestamp(self.clock(), self.tz).hour)
             row.on_demand += on_demand
-            await self.store.save_quota(row)
+            await self._save()
 
     async def after_request(self, record: RequestRecord) -> None:
         if self.observe is not None:
@@ -274,4 +282,4 @@ class QuotaLedger:
             row.exhausted = True
             if first and self.on_exhausted is not None:
                 self.on_exhausted(self.resets_at)
-        await self.store.save_quota(row)
+        await self._save()

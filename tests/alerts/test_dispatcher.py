@@ -256,3 +256,29 @@ async def test_one_message_at_a_time_waits_behind_a_refused_head(
     team.script = []
     await sender.flush("team")
     assert team.titles() == [["Задача 0"], ["Задача 1"], ["Задача 2"]]
+
+
+class YieldingStore(Store):
+    """A store whose writes give the loop a turn, as PostgreSQL's do."""
+
+    async def outbox_sent(self, ids: Sequence[int], now: float) -> None:
+        await asyncio.sleep(0)
+        await super().outbox_sent(ids, now)
+
+
+async def test_deliveries_held_as_sent_are_recorded_once_by_workers_side_by_side(
+    tmp_path: Path,
+) -> None:
+    """Sent, then the state could not record it: each channel's worker
+    records what is held, side by side. On PostgreSQL both read the same ids
+    and the second deleted them again: KeyError, the worker idle for a minute."""
+    clock = FakeClock(NOW)
+    store = YieldingStore(tmp_path / "state.sqlite3")
+    team, mail = Recording("team"), Recording("mail")
+    await enqueue(store, [team, mail], [titled(1), titled(2)], clock.now)
+    sender = dispatcher(store, team, mail, clock=clock)
+    held = [row.id for name in ("team", "mail") for row in await store.outbox_pending(name)]
+    sender._unrecorded.update(dict.fromkeys(held, clock.now))  # as after a failed write
+    await asyncio.gather(sender.flush("team"), sender.flush("mail"))
+    assert sender.unrecorded == 0 and await store.outbox_counts() == {"sent": 4}
+    assert team.sent == [] and mail.sent == []  # held as sent: never sent again

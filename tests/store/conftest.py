@@ -30,10 +30,13 @@ class Backend:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "postgresql" and (why := postgres.reachable()) is not None:
+    if request.param == "sqlite":
+        yield Backend("sqlite", tmp_path, "")
+        return
+    if (why := postgres.reachable()) is not None:
         pytest.fail(why)
     with postgres.fresh_schema() as schema:
-        yield Backend(request.param, tmp_path, schema)
+        yield Backend("postgresql", tmp_path, schema)
 
 
 @pytest.fixture

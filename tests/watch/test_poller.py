@@ -25,7 +25,10 @@ START = datetime(2026, 11, 23, 12, 0, tzinfo=MSK)
 
 
 class Harness:
-    def __init__(self, emulator: Emulator, control: EmulatorControl, state: Path) -> None:
+    def __init__(
+        self, emulator: Emulator, control: EmulatorControl, state: Path | dict[str, str]
+    ) -> None:
+        """``state``: the SQLite file, or a ``[state]`` table (PostgreSQL's)."""
         self.emulator, self.control, self.state = emulator, control, state
         self.clock = FakeClock(START)
         control.set_clock(START.isoformat(), freeze=True)
@@ -51,7 +54,7 @@ class Harness:
                     "daily_quota": settings.daily_quota,
                     **planfix,
                 },
-                "state": {"path": str(self.state)},
+                "state": self.state if isinstance(self.state, dict) else {"path": str(self.state)},
                 "watch": {"tasks": list(tasks), "events": list(TASK_EVENT_KINDS), **(watch or {})},
                 "alerts": alerts or {},
                 "push": push or {},
