@@ -83,10 +83,6 @@ class Router:
         ]
         return found + [d for d in await self._subscribed(event) if d not in found]
 
-    async def routes(self, events: Sequence[Event]) -> list[list[Delivery]]:
-        """Each event's deliveries, in order (what the store queues with them)."""
-        return [await self.deliveries(event) for event in events]
-
     async def _subscribed(self, event: Event) -> list[Delivery]:
         """Chats that subscribed to this task, or to its project, through the
         bot, unless muted."""

@@ -219,6 +219,8 @@ class AdvisoryLock:
         or, with ``standby``, tell it who holds the lock (once) and wait for
         the lock: this instance takes over as soon as that one's session ends.
         A standby that loses PostgreSQL meanwhile connects again and waits on."""
+        import psycopg
+
         told = False
         while True:
             try:
@@ -241,7 +243,7 @@ class AdvisoryLock:
                         standby(holder)
                         told = True
                     await asyncio.sleep(STANDBY_POLL_S)
-            except self._psycopg_error() as exc:  # the session ended while standing by
+            except psycopg.Error as exc:  # the session ended while standing by
                 await conn.close()
                 if standby is None:
                     raise StoreError(f"{self.where}: {_said(exc, self.url)}") from None
@@ -251,12 +253,6 @@ class AdvisoryLock:
                 raise
             self._conn = conn
             return
-
-    @staticmethod
-    def _psycopg_error() -> type[Exception]:
-        import psycopg
-
-        return psycopg.Error
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         import psycopg

@@ -139,9 +139,7 @@ async def test_subscriptions_and_mutes(store: Store) -> None:
     await store.subscribe_project(-100, 12, 1, 2.0)  # again: nothing new
     await store.subscribe_project(-200, 12, 2, 1.0)
     assert await store.subscribed_projects() == [12]
-    assert [s.chat_id for s in await store.project_subscribers(12)] == [-200, -100] or [
-        s.chat_id for s in await store.project_subscribers(12)
-    ] == [-100, -200]
+    assert sorted(s.chat_id for s in await store.project_subscribers(12)) == [-200, -100]
     assert await store.unsubscribe_project(-100, 12)
     assert await store.subscribed_projects(-100) == []
 
