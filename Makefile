@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.footprint
 	$(BIN)/python -m bench.feed_scale
 	$(BIN)/python -m bench.push
+	$(BIN)/python -m bench.instances
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache bench/results

@@ -33,6 +33,7 @@ from .channels.console import ConsoleOptions
 from .config import Config
 from .ops import logging as oplog
 from .ops.clock import StepWatch, steady
+from .ops.leases import BOT, Leases, OwnLeases, SharedLeases, poll_lease
 from .ops.metrics import Metrics
 from .ops.systemd import notify
 from .planfix.client import PlanfixClient, RequestRecord
@@ -130,6 +131,15 @@ class Service:
         self.metrics = metrics or Metrics()
         self.store: Store = open_store(config.state)
         self.keep_watch_set = keep_watch_set
+        # Several instances on one PostgreSQL: who polls, who runs the bot, who sends.
+        self.leases: Leases = (
+            SharedLeases(self.store, config.state.lease_s, clock=clock, monotonic=monotonic)
+            if config.state.url is not None
+            else OwnLeases()
+        )
+        self.poll_lease = poll_lease(config.planfix.account)
+        self._watch_version: int | None = None  # the store's, as last followed
+        self._taken_over = False  # the polling, from another instance: reload first
         self.ledger = QuotaLedger(
             self.store,
             daily_quota=config.planfix.daily_quota,
@@ -231,6 +241,7 @@ class Service:
             on_delivered=self._channel_delivered,
             on_result=lambda channel, result: self.metrics.deliveries.labels(channel, result).inc(),
             monotonic=self.monotonic,
+            leases=self.leases,
         )
         dispatcher.on_latency = self._observe_latency
         return Alerts(renderer, channels, router, dispatcher)
@@ -256,6 +267,52 @@ class Service:
         await self.feed.load()
         await self.sets.projects_changed()
         await self.poller.reload_watch_set()
+        self._watch_version = await self.store.watch_version()
+
+    @property
+    def polls(self) -> bool:
+        """This instance polls the account now (the only one does on SQLite)."""
+        return self.leases.holds(self.poll_lease)
+
+    async def _follow_store(self) -> None:
+        """What another instance changed in the store: the watch set and the
+        chats' projects (a /watch through the bot it runs); on taking over
+        the polling, all it kept: the records, the day's quota, the feed."""
+        version = await self.store.watch_version()
+        if self._taken_over:
+            await self.ledger.load()
+            await self.feed.load()
+            await self.poller.reload_all()
+            await self.sets.projects_changed()
+            self._taken_over = False
+        elif version != self._watch_version:
+            await self.poller.reload_watch_set()
+            await self.sets.projects_changed()
+        self._watch_version = version
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases held, take those free (the polling, the bot)."""
+        polled = self.polls
+        taken = await self.leases.take(self.poll_lease)
+        if self._stopped:  # stop() gave it back meanwhile: not kept
+            await self.leases.give_back(self.poll_lease)
+            return
+        if taken and not polled:
+            log.info("this instance polls now", account=self.config.planfix.account)
+            self._taken_over = True  # the next round reads what the other kept
+            self.wake()
+        elif polled and not taken:
+            log.warning("another instance polls now; this one stops polling",
+                        account=self.config.planfix.account)  # fmt: skip
+            if self._polling is not None:
+                self._polling.cancel()
+        if not self.config.bot.channel:
+            return
+        if await self.leases.take(BOT):
+            await self.start_bot()
+        elif self.bot is not None or self._bot_retry is not None:
+            log.info("another instance runs the Telegram bot now")
+            await self._stop_bot()
 
     async def start(self) -> None:
         """Load the state, then rebuild the jobs (stable ids, in memory: our
@@ -270,6 +327,12 @@ class Service:
                 {"seconds": GAUGES_S, "next_run_time": self._now()},
             ),
         ]
+        if self.leases.shared:  # taken now, before the first round; then renewed
+            await self.leases.take(self.poll_lease)
+            log.info("polling" if self.polls else "another instance polls; this one sends",
+                     account=self.config.planfix.account)  # fmt: skip
+            lease_s = self.config.state.lease_s
+            jobs.append(("leases", self._keep_leases, {"seconds": lease_s / 6}))
         for job_id, func, trigger in jobs:
             self.scheduler.add_job(
                 func,
@@ -298,6 +361,8 @@ class Service:
         background with back-off until it starts."""
         if not self.config.bot.channel or self.bot is not None or self._bot_retry is not None:
             return
+        if not (self.leases.holds(BOT) or await self.leases.take(BOT)):
+            return  # another instance runs it: Telegram allows one reader of updates
         error = await self._try_bot()
         if error is None:
             return
@@ -330,6 +395,16 @@ class Service:
         log.info("the Telegram bot is up")
         await self._channel_delivered(self.config.bot.channel, "the bot (getUpdates)")
         self._bot_retry = None
+
+    async def _stop_bot(self) -> None:
+        if self._bot_retry is not None:
+            self._bot_retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._bot_retry
+            self._bot_retry = None
+        if self.bot is not None:
+            bot, self.bot = self.bot, None
+            await bot.stop()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), self.tz)
@@ -366,6 +441,9 @@ class Service:
     async def poll_now(self, task_id: int) -> str:
         if task_id not in self.poller.records:
             raise ValueError(f"task {task_id} is not watched")
+        if not self.polls:
+            holder = await self.lease_holder(self.poll_lease)
+            return f"task {task_id} is polled by another instance ({holder}): ask it there"
         self.push.ask(task_id)
         blocked = self.ledger.blocked()
         if not self.poller.breaker_allows():
@@ -377,16 +455,24 @@ class Service:
                     "reserve is spent today)")  # fmt: skip
         return f"task {task_id} is read within seconds (from the on-demand reserve)"
 
+    async def lease_holder(self, name: str) -> str:
+        held = [holder for lease, holder, _, _ in await self.store.leases(name) if lease == name]
+        return held[0] if held else "none now"
+
     async def _poll_job(self) -> None:
         # A round ends within half a heartbeat, so the heartbeat never finds it
         # still running; a busy poller simply comes straight back.
+        if not self.polls:  # another instance polls; the lease job wakes this one
+            self._round_done_at = self.monotonic()
+            return
         self._polling = asyncio.current_task()
         round_started = self.clock()
         try:
+            await self._follow_store()
             wake_at = await self.poller.tick(for_s=HEARTBEAT_S / 2)
         except asyncio.CancelledError:
-            if self._stopped:
-                return  # stop() ends the round; the scheduler must not log it as a failure
+            if self._stopped or not self.polls:
+                return  # stop(), or the lease lost: not a failure for the scheduler to log
             raise
         except StoreError as exc:  # the state cannot be used: say so, try again
             if self._store_error is None:
@@ -475,12 +561,8 @@ class Service:
         if self._polling is not None:  # a poll's answer not yet stored is asked again next start
             self._polling.cancel()
             await asyncio.wait([self._polling])
-        if self._bot_retry is not None:
-            self._bot_retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._bot_retry
-        if self.bot is not None:
-            await self.bot.stop()
+        await self._stop_bot()
+        await self.leases.give_back(self.poll_lease, BOT)  # the others take over at once
         started = time.monotonic()
         await self.dispatcher.stop(grace_s=drain_s)  # sends under way finish, not resent
         drain_left_s = drain_s - (time.monotonic() - started)

@@ -40,7 +40,7 @@ from .ops.overview import PAGE, gather
 from .ops.status_text import render_text
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task, TransportError
-from .store import InstanceLock, Store, StoreError, instance_lock, open_store
+from .store import Store, StoreError, instance_lock, open_store
 from .watch.quota import QuotaLedger
 from .watch.sets import NUMBER_NOT_ID
 from .web.ops import operator_routes
@@ -204,52 +204,16 @@ def _init(path: Path) -> int:
 
 
 async def _run_alone(config: Config, path: Path) -> int:
-    """The service, the only one on its state (two would send every alert
-    twice). A standby (PostgreSQL) waits for the lock as a service does:
-    SIGTERM ends the wait, SIGHUP re-reads the config it will run with, and
-    systemd's watchdog hears from it."""
+    """The service. On SQLite, the only one on its file (two would send every
+    alert twice); on PostgreSQL, one of the instances sharing the work by leases."""
     lock = instance_lock(config.state)
-    stop = asyncio.Event()
-    latest = [config]
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reread(path, latest))
-    interval = watchdog_interval_s()
-    pinger = asyncio.create_task(watchdog(interval)) if interval else None
-    taking = asyncio.create_task(lock.take(standby=_standby))
-    stopping = asyncio.create_task(stop.wait())
+    if lock is None:
+        return await _run(config, path)
+    await lock.take()
     try:
-        await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        for task in (pinger, stopping):
-            if task is not None:
-                task.cancel()
-    if not taking.done():  # stopped while standing by
-        taking.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await taking
-        log.info("standby stopped")
-        return EXIT_OK
-    taking.result()  # the lock, or its StoreError
-    try:
-        return await _run(latest[0], path, lock=lock)
+        return await _run(config, path)
     finally:
         await lock.give_back()
-
-
-def _reread(path: Path, latest: list[Config]) -> None:
-    """SIGHUP on a standby: the config it will take over with, re-read now."""
-    try:
-        latest[0] = load_config(path)
-    except ConfigError as exc:
-        log.error("standby: new configuration refused; the one read before is kept",
-                  error=str(exc))  # fmt: skip
-        return
-    oplog.REDACTOR.set_secrets([*oplog.REDACTOR.secrets, *latest[0].secrets()])
-    log.info("standby: configuration re-read")
 
 
 async def _run(
@@ -257,7 +221,6 @@ async def _run(
     path: Path | None,
     seconds: float | None = None,
     announce: Callable[[str], None] | None = None,
-    lock: InstanceLock | None = None,
 ) -> int:
     """The service until a signal (or ``seconds``). ``announce``: the demo's,
     told the status page's URL; its port, when taken, is any free one."""
@@ -312,8 +275,6 @@ async def _run(
             NOTHING_TO_WATCH + (" (or /watch in a chat with the bot)" if service.bot else "")
         )
     stop = asyncio.Event()
-    lost: list[str] = []  # the state's lock, lost: another instance may run now
-    guard = asyncio.create_task(_guard(lock, lost, stop)) if lock is not None else None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -331,29 +292,11 @@ async def _run(
         for server in (web, push):  # first: their answers read the store, closed below
             if server is not None:
                 await server.stop()
-        # The lock lost, another instance may be sending already: not one more send.
-        left = await service.stop(drain_s=0.0 if lost else config.alerts.shutdown_drain_s)
-        for task in (pinger, guard):
-            if task is not None:
-                task.cancel()
+        left = await service.stop(drain_s=config.alerts.shutdown_drain_s)
+        if pinger is not None:
+            pinger.cancel()
         log.info("stopped", undelivered=left)
-    return EXIT_FAILURE if lost else EXIT_OK
-
-
-def _standby(holder: str) -> None:
-    """Another instance runs on this state: this one waits to take over."""
-    log.warning("standby: another instance holds the state; taking over when it stops",
-                holder=holder)  # fmt: skip
-    notify("READY=1\nSTATUS=standby: " + holder)  # systemd must not time the wait out
-
-
-async def _guard(lock: InstanceLock, lost: list[str], stop: asyncio.Event) -> None:
-    """Stop at once if the state's lock is lost: two instances would send
-    every alert twice (the supervisor starts this one again, to wait its turn)."""
-    why = await lock.lost()
-    log.error("the state's lock is lost; stopping", error=why)
-    lost.append(why)
-    stop.set()
+    return EXIT_OK
 
 
 async def _start_push(config: Config, service: Service) -> HttpServer | None:
@@ -611,15 +554,19 @@ async def _quota_day(config: Config, *, reset: bool) -> int:
     """The day's ledger; with ``reset``, forget a block. A running service
     keeps its own ledger in memory, so the reset is its to do: a SIGHUP."""
     lock = instance_lock(config.state)
-    if reset:
+    hint = "a running service resets its quota block on reload (SIGHUP)"
+    if reset and lock is not None:
         try:
             await lock.take()
         except StoreError as exc:
-            hint = "a running service resets its quota block on reload (SIGHUP)"
             print(f"planfix-notifier: {exc}; {hint}", file=sys.stderr)
             return EXIT_USAGE
     store = open_store(config.state)
     try:
+        polling = [h for _, h, _, until in await store.leases("poll:") if until > time.time()]
+        if reset and polling:
+            print(f"planfix-notifier: {polling[0]} polls on this state; {hint}", file=sys.stderr)
+            return EXIT_USAGE
         ledger = QuotaLedger(store, daily_quota=config.planfix.daily_quota,
                              timezone=config.planfix.timezone)  # fmt: skip
         row = await ledger.load()
@@ -631,7 +578,7 @@ async def _quota_day(config: Config, *, reset: bool) -> int:
         print(f"blocked: {blocked}" if blocked else "not blocked: polling may go on")
     finally:
         await store.close()
-        if reset:
+        if reset and lock is not None:
             await lock.give_back()
     return EXIT_OK
 

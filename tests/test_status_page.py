@@ -259,12 +259,13 @@ def test_every_string_on_the_page_is_escaped() -> None:
     row = TaskRow(7, 70, bad, bad, None, True, 1.0, bad, 2, 3.0, "rotation", 4.0, (bad,))
     ov = Overview(
         at=10.0, tz="Europe/Moscow", running=True, healthy=False, why=bad,
-        quota=quota(3, [1] * 24), feed=bad, push=bad, tasks=(row,), total_tasks=1, offset=0,
+        quota=quota(3, [1] * 24), feed=bad, push=bad, leases=(bad, bad), tasks=(row,),
+        total_tasks=1, offset=0,
         channels=(ChannelBacklog(bad, 1, 1, 1, 1.0, bad),), pending=(item,), dead=(item,),
         recent=((1, event, [(bad, "sent")]),),
     )  # fmt: skip
     html_page = render_page(ov, nonce="n", actions=True, note=(bad, True))
-    assert "<img" not in html_page and html_page.count("&lt;img src=x onerror=alert(1)&gt;") >= 12
+    assert "<img" not in html_page and html_page.count("&lt;img src=x onerror=alert(1)&gt;") >= 14
 
 
 def test_the_page_stays_off_a_listen_others_can_reach() -> None:

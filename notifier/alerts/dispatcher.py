@@ -10,14 +10,19 @@ recipient and in order, and:
    exponential back-off with jitter), or makes them dead letters with the
    reason when the failure is for good.
 
-A recipient's queue waits behind its oldest delivery, so one task's alerts
-never overtake each other.
+A recipient's queue (a task's, with ``order = "task"`` and no grouping)
+waits behind its oldest delivery, so alerts never overtake each other: that
+queue is a lane. Up to ``parallel`` lanes are sent at once. Where
+several instances share the state, a lane is sent only by the instance that
+holds its lease, taken for each pass: two never send the same delivery (but
+one in flight when its sender died is sent again by the next).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,11 +41,14 @@ from ..channels.base import (
     quiet_window,
 )
 from ..ops import logging as oplog
+from ..ops.leases import Leases, OwnLeases
 from ..store import OutboxRow, Store, StoreError
 from .events import Event
 
 log = oplog.get(__name__)
 IDLE_S = 60.0
+LANES_PER_SLOT = 4  # lanes one pass takes, per send it may have under way
+SHARED_RETRY_S = 5.0  # shared: lanes another instance holds are looked at again this often
 MISCONFIGURED_RETRY_S = 600.0  # a channel the operator must fix is tried this rarely
 
 
@@ -92,8 +100,10 @@ class Dispatcher:
         on_result: Callable[[str, str], None] | None = None,
         seed: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        leases: Leases | None = None,
     ) -> None:
         self.store = store
+        self.leases = leases or OwnLeases()
         self.channels = channels
         self.settings = settings
         self.clock = clock
@@ -112,6 +122,9 @@ class Dispatcher:
         self.monotonic = monotonic
         self._failing_since: dict[str, float] = {}
         self._misconfigured: dict[str, str] = {}  # channel → what the operator must fix
+        # A recipient that cannot take a message now, in this pass: its other
+        # lanes wait as long (not one failing request per task).
+        self._busy_until: dict[tuple[str, str], float] = {}
 
     # --- running -------------------------------------------------------------------------
 
@@ -182,14 +195,79 @@ class Dispatcher:
         """Deliver what is due on one channel; return seconds until the next is."""
         channel = self.channels[name]
         await self._record_held()
-        by_recipient: dict[str, list[OutboxRow]] = {}
-        for row in await self.store.outbox_pending(name):
-            if row.id not in self._unrecorded:
-                by_recipient.setdefault(row.recipient, []).append(row)
-        waits = await asyncio.gather(
-            *(self._recipient(channel, rows) for rows in by_recipient.values())
-        )
-        return min([IDLE_S, *waits])
+        now = self.clock()
+        lanes = self._lanes(channel, await self.store.outbox_pending(name))
+        heads = {key: min(r.next_attempt_at for r in rows) for key, rows in lanes.items()}
+        due = {key: lanes[key] for key, head in heads.items() if head <= now}
+        waits = [head - now for head in heads.values() if head > now]
+        claimed: list[str] = []
+        if self.leases.shared and due:
+            due, claimed = await self._claim(channel, due)
+            if len(claimed) < len(heads) - len(waits):  # the rest: when their holder is done
+                waits.append(SHARED_RETRY_S)
+        self._busy_until = {k: v for k, v in self._busy_until.items() if k[0] != name}
+        room = asyncio.Semaphore(channel.options.parallel)
+        try:
+            sent = await asyncio.gather(*(self._lane(channel, rows, room) for rows in due.values()))
+        finally:
+            if claimed:
+                await self.leases.give_back(*claimed)
+        # Shared: deliveries another instance queued are looked for this often.
+        idle = SHARED_RETRY_S if self.leases.shared else IDLE_S
+        return min([idle, *waits, *sent])
+
+    async def _claim(
+        self, channel: Channel, due: dict[str, list[OutboxRow]]
+    ) -> tuple[dict[str, list[OutboxRow]], list[str]]:
+        """Take the leases of due lanes no other instance holds, oldest first,
+        enough for a few sends per slot (a pass must end well within the
+        lease); then read their rows again: one may have been sent meanwhile."""
+        now = self.clock()
+        held = {
+            name
+            for name, holder, _, expires in await self.store.leases(f"lane:{channel.name}:")
+            if expires >= now and holder != self.leases.holder
+        }
+        claimed: list[str] = []
+        for key in due:
+            if len(claimed) >= channel.options.parallel * LANES_PER_SLOT:
+                break
+            if key not in held and await self.leases.take(key):
+                claimed.append(key)
+        rows = [row for key in claimed for row in due[key]]
+        pending = await self.store.outbox_still_pending([row.id for row in rows])
+        fresh: dict[str, list[OutboxRow]] = {}
+        for key in claimed:
+            kept = [
+                dataclasses.replace(row, next_attempt_at=pending[row.id])
+                for row in due[key]
+                if row.id in pending
+            ]
+            if kept:
+                fresh[key] = kept
+        return fresh, claimed
+
+    def _lanes(self, channel: Channel, rows: Sequence[OutboxRow]) -> dict[str, list[OutboxRow]]:
+        """The rows by lane, each oldest first; keyed by the lane's lease name."""
+        lanes: dict[str, list[OutboxRow]] = {}
+        for row in rows:
+            if row.id in self._unrecorded:
+                continue
+            key = f"lane:{channel.name}:{row.recipient}"
+            if channel.options.order == "task" and not channel.options.group:
+                key += f":{row.event.task_id}" if row.event.task_id is not None else ":-"
+            lanes.setdefault(key, []).append(row)
+        return lanes
+
+    async def _lane(
+        self, channel: Channel, rows: list[OutboxRow], room: asyncio.Semaphore
+    ) -> float:
+        async with room:
+            busy = self._busy_until.get((channel.name, rows[0].recipient))
+            if busy is not None:
+                await self.store.outbox_retry([r.id for r in rows], busy, None, attempt=False)
+                return busy - self.clock()
+            return await self._recipient(channel, rows)
 
     async def _recipient(self, channel: Channel, rows: list[OutboxRow]) -> float:
         now = self.clock()
@@ -277,6 +355,7 @@ class Dispatcher:
                 if result.after_s is not None
                 else backoff(attempts, self.settings, self.rng)
             )
+            self._busy_until[(channel.name, recipient)] = now + delay
             await self.store.outbox_retry(ids, now + delay, result.reason)
             await self.store.outbox_retry([r.id for r in behind], now + delay, None, attempt=False)
         elif isinstance(result, FailedForGood):
@@ -284,6 +363,7 @@ class Dispatcher:
             await self._failed(channel.name, recipient, result.reason)
         else:  # Misconfigured: kept, not a failed attempt; tried again rarely, or after a reload
             later = now + MISCONFIGURED_RETRY_S
+            self._busy_until[(channel.name, recipient)] = later
             await self.store.outbox_retry(ids, later, result.reason, attempt=False)
             await self.store.outbox_retry([r.id for r in behind], later, None, attempt=False)
             await self._failed(

@@ -230,10 +230,11 @@ class ChatBot:
         )
         watched_before = found.id in service.poller.records
         await service.poller.reload_watch_set()
-        if not watched_before:  # a baseline, whatever was stored from an earlier watch
-            service.poller.forget(found.id)
-        await service.poller.ingest(found, asked_at)  # the baseline: no second request
-        service.wake()
+        if service.polls:  # (else the instance polling follows the store, and reads it)
+            if not watched_before:  # a baseline, whatever was stored from an earlier watch
+                service.poller.forget(found.id)
+            await service.poller.ingest(found, asked_at)  # the baseline: no second request
+            service.wake()
         await self.reply(
             update,
             f"Слежу: {self.describe(found)}.\nПроверяется примерно каждые {self.every(found.id)}.",

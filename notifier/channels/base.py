@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from datetime import time
 from importlib.metadata import entry_points
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,6 +91,10 @@ class ChannelOptions(BaseModel):
     quiet_timezone: str | None = None  # default: planfix.timezone
     urgent_passes_quiet: bool = True  # urgent events go out even in quiet hours
     group: bool = True  # bursts to one recipient become one message
+    # What keeps its order: all of a recipient's alerts (one send at a time to
+    # each), or, with group = false, each task's (a recipient's tasks in parallel).
+    order: Literal["recipient", "task"] = "recipient"
+    parallel: int = Field(8, ge=1, le=256)  # sends under way at once, per instance
     max_age_s: float = Field(2 * 86400.0, gt=0)  # then a delivery becomes a dead letter
 
     @field_validator("quiet_hours")

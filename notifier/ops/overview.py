@@ -85,6 +85,7 @@ class Overview:
     quota: QuotaView
     feed: str
     push: str
+    leases: tuple[str, ...]  # which instance does what (PostgreSQL), as lines
     tasks: tuple[TaskRow, ...]
     total_tasks: int
     offset: int
@@ -121,6 +122,7 @@ async def gather(
         quota=await quota_view(store, config, now),
         feed=await feed_line(store, config),
         push=await push_line(store, config),
+        leases=tuple(await lease_lines(store, config, now)),
         tasks=tuple(await task_rows(store, page, live)),
         total_tasks=len(ids),
         offset=offset,
@@ -215,6 +217,26 @@ async def push_line(store: Store, config: Config) -> str:
             "(the on-demand reserve is spent for today)"
         )
     return line
+
+
+async def lease_lines(store: Store, config: Config, now: float) -> list[str]:
+    """Which instance polls, runs the bot, and sends to how many recipients
+    now, and since when; none on SQLite (one instance does it all)."""
+    if config.state.url is None:
+        return []
+    tz = config.planfix.timezone
+    lines = [f"instances (leases of {config.state.lease_s:.0f} s):"]
+    sending: dict[str, int] = {}
+    for name, holder, since, expires in await store.leases():
+        if name.startswith("lane:"):
+            sending[holder] = sending.get(holder, 0) + 1
+            continue
+        gone = f"; expired {local(expires, tz)}, to be taken over" if expires < now else ""
+        lines.append(f"  {name}: {holder}, since {local(since, tz)}{gone}")
+    if len(lines) == 1:
+        lines.append("  none holds the polling now: no instance runs")
+    lines += [f"  sending to {n} recipient(s) now: {holder}" for holder, n in sending.items()]
+    return lines
 
 
 def local(ts: float | None, tz: str, fmt: str = "%d.%m %H:%M %Z") -> str:

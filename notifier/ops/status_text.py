@@ -15,7 +15,8 @@ def render_text(ov: Overview, *, not_running: str = "") -> str:
                      "next polls are known only to it")  # fmt: skip
     else:
         lines.append("health: ok" if ov.healthy else f"health: UNHEALTHY — {ov.why}")
-    lines += ["", *task_lines(ov), "", quota_line(ov.quota, ov), ov.feed, ov.push, ""]
+    lines += ["", *task_lines(ov), "", quota_line(ov.quota, ov), ov.feed, ov.push, *ov.leases]
+    lines.append("")
     lines += outbox_lines(ov)
     return "\n".join(lines) + "\n"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .backend import StoreError
-from .lock import InstanceLock, StateLock
+from .lock import StateLock
 from .store import ChannelBacklog, OutboxItem, OutboxRow, Routes, Store, Subscription
 
 if TYPE_CHECKING:
@@ -23,19 +23,14 @@ def open_store(state: StateSection) -> Store:
     return Store(PostgresDatabase(url, state.db_schema, pool_size=state.pool_size))
 
 
-def instance_lock(state: StateSection) -> InstanceLock:
-    """What keeps a second service off this state: a file lock beside the
-    SQLite file, or an advisory lock in PostgreSQL."""
-    if state.url is None:
-        return StateLock(state.path)
-    from .postgres import AdvisoryLock
-
-    return AdvisoryLock(state.url.get_secret_value(), state.db_schema)
+def instance_lock(state: StateSection) -> StateLock | None:
+    """What keeps a second service off a SQLite file: a lock beside it.
+    None on PostgreSQL, where instances share the work by leases."""
+    return StateLock(state.path) if state.url is None else None
 
 
 __all__ = [
     "ChannelBacklog",
-    "InstanceLock",
     "OutboxItem",
     "OutboxRow",
     "Routes",

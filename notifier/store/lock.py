@@ -1,34 +1,18 @@
-"""One service per state: ``run`` holds an exclusive lock for as long as it
-runs. Two instances on one state would send every alert twice and under-count
-the quota. For SQLite it is a lock on a file beside the state file; the kernel
-drops it when the process dies, however it dies, so a stale lock cannot
-outlive its holder. (PostgreSQL's is in postgres.py.)"""
+"""One service per SQLite state: ``run`` holds an exclusive lock for as long
+as it runs. Two instances on one file would send every alert twice and
+under-count the quota. It is a lock on a file beside the state file; the
+kernel drops it when the process dies, however it dies, so a stale lock
+cannot outlive its holder. (On PostgreSQL several instances share the work
+by leases: ops/leases.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from .backend import StoreError
-
-
-class InstanceLock(Protocol):
-    async def take(self, *, standby: Callable[[str], None] | None = None) -> None:
-        """Take it, or raise StoreError naming who holds it. Where another
-        instance may take over (PostgreSQL), ``standby`` is told who holds it
-        and the lock is waited for."""
-        ...
-
-    async def give_back(self) -> None: ...
-
-    async def lost(self) -> str:
-        """Returns (why) only if the lock is lost while held."""
-        ...
 
 
 def lock_path(state: Path) -> Path:
@@ -48,15 +32,11 @@ class StateLock:
     def __exit__(self, *exc_info: object) -> None:
         self.release()
 
-    async def take(self, *, standby: Callable[[str], None] | None = None) -> None:
-        self.acquire()  # one host, one file: no standby to wait here
+    async def take(self) -> None:
+        self.acquire()
 
     async def give_back(self) -> None:
         self.release()
-
-    async def lost(self) -> str:
-        await asyncio.Event().wait()  # a file lock is held until we let go
-        return ""
 
     def acquire(self) -> None:
         """Take the lock, or raise StoreError naming the process that holds it."""

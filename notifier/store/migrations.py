@@ -3,6 +3,14 @@ released version (files in the field were made by it)."""
 
 from __future__ import annotations
 
+_LEASES = """CREATE TABLE leases (
+    name TEXT PRIMARY KEY,             -- poll:<account> | bot | lane:<channel>…
+    holder TEXT NOT NULL,              -- the instance: host, pid and a random tag
+    since {time} NOT NULL,             -- held without a break since (epoch seconds)
+    expires {time} NOT NULL            -- unless renewed by then
+)"""
+_WATCH_VERSION = "INSERT INTO meta (key, value) VALUES ('watch.version', '0')"
+
 MIGRATIONS: list[list[str]] = [
     # 1: the first schema
     [
@@ -82,6 +90,9 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 6: requests per hour of the quota day, for the status page's burn-down
     ["ALTER TABLE quota ADD COLUMN hours TEXT"],
+    # 7: leases (PostgreSQL's several instances: who polls, who runs the bot,
+    # who sends to a recipient); the watch set's version, for the one polling
+    [_LEASES.format(time="REAL"), _WATCH_VERSION],
 ]
 
 
@@ -160,4 +171,6 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (chat_id, project_id)
         )""",
     ],
+    # 2: as SQLite's 7
+    [_LEASES.format(time="DOUBLE PRECISION"), _WATCH_VERSION],
 ]

@@ -10,11 +10,7 @@ imported only here, and only when a ``state.url`` asks for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import os
-import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -201,122 +197,6 @@ class PostgresDatabase:
         await self._pool.close()
 
 
-class AdvisoryLock:
-    """One service per PostgreSQL schema: a session advisory lock, held on a
-    connection of its own for as long as the service runs. PostgreSQL drops
-    it when that session ends: the process killed, or its host gone (TCP
-    keepalives on both ends notice a dead peer within about 30 s)."""
-
-    def __init__(self, url: str, schema: str) -> None:
-        self.url, self.schema = url, schema
-        self.where = describe(url, schema)
-        digest = hashlib.blake2b(f"planfix-notifier:{schema}".encode(), digest_size=8).digest()
-        self.key = int.from_bytes(digest, "big", signed=True)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-
-    async def take(self, *, standby: Callable[[str], None] | None = None) -> None:
-        """Take the lock. Held by another instance: raise StoreError naming it,
-        or, with ``standby``, tell it who holds the lock (once) and wait for
-        the lock: this instance takes over as soon as that one's session ends.
-        A standby that loses PostgreSQL meanwhile connects again and waits on."""
-        import psycopg
-
-        told = False
-        while True:
-            try:
-                conn = await self._connect()
-            except StoreError as exc:
-                if standby is None or not told:
-                    raise  # (a first connection that fails is said at once)
-                log.warning("standby: PostgreSQL does not answer; trying again", error=str(exc))
-                await asyncio.sleep(STANDBY_POLL_S)
-                continue
-            try:
-                while not await self._try(conn):
-                    holder = await self._holder(conn)
-                    if standby is None:
-                        raise StoreError(
-                            f"{self.where} is in use by another planfix-notifier ({holder}); "
-                            "stop it first, or give this one its own state.schema"
-                        )
-                    if not told:
-                        standby(holder)
-                        told = True
-                    await asyncio.sleep(STANDBY_POLL_S)
-            except psycopg.Error as exc:  # the session ended while standing by
-                await conn.close()
-                if standby is None:
-                    raise StoreError(f"{self.where}: {_said(exc, self.url)}") from None
-                continue
-            except BaseException:
-                await conn.close()
-                raise
-            self._conn = conn
-            return
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        import psycopg
-
-        name = f"planfix-notifier {socket.gethostname()} pid {os.getpid()}"[:63]
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name=name, **KEEPALIVES
-            )
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.where}: cannot connect: {_said(exc, self.url)}") from None
-        try:
-            for setting, value in SERVER_KEEPALIVES.items():  # the server notices a dead host
-                await conn.execute(f"SET {setting} = {value}")
-        except psycopg.Error as exc:
-            await conn.close()
-            raise StoreError(f"{self.where}: {_said(exc, self.url)}") from None
-        return conn
-
-    async def _try(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,))
-        row = await cursor.fetchone()
-        return bool(row and row[0])
-
-    async def _holder(self, conn: psycopg.AsyncConnection[Any]) -> str:
-        classid, objid = (self.key >> 32) & 0xFFFFFFFF, self.key & 0xFFFFFFFF
-        cursor = await conn.execute(
-            "SELECT a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-            "AND l.granted AND l.classid = %s::oid AND l.objid = %s::oid AND l.objsubid = 1",
-            (classid, objid),
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            return "holder unknown"
-        since = f"{row[2]:%Y-%m-%d %H:%M:%S %Z}" if row[2] else "?"
-        return f"{row[0] or 'no name'} from {row[1] or 'a local socket'}, since {since}"
-
-    async def lost(self) -> str:
-        """Returns when the lock's session has ended (PostgreSQL restarted, the
-        network cut): another instance may hold the lock by now."""
-        import psycopg
-
-        while True:
-            await asyncio.sleep(LOCK_CHECK_S)
-            conn = self._conn
-            if conn is None:
-                return "the lock was given back"
-            try:
-                # (a query unanswered in a network cut waits on no keepalive)
-                await asyncio.wait_for(conn.execute("SELECT 1"), LOCK_CHECK_S * 2)
-            except (psycopg.Error, TimeoutError) as exc:
-                said = _said(exc, self.url)
-                return f"{self.where}: the session holding the lock ended ({said})"
-
-    async def give_back(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()  # the session's end lets go of the lock
-
-
-LOCK_CHECK_S = 5.0
-STANDBY_POLL_S = 2.0  # a standby asks for the lock this often: takeover within 2 s of its release
 KEEPALIVES: dict[str, Any] = {
     "connect_timeout": int(CONNECT_TIMEOUT_S),
     "keepalives": 1,

@@ -101,20 +101,28 @@ class Store:
                 "DELETE FROM watched WHERE source = ? AND task_id = ?",
                 [(source, t) for t in current - wanted],
             )
-            await db.executemany(
-                "INSERT INTO watched (task_id, source, added_at) VALUES (?, ?, ?)",
-                [(t, source, now) for t in sorted(wanted - current)],
+            await db.executemany(  # (another instance starting may write the same at once)
+                _WATCH, [(t, source, now) for t in sorted(wanted - current)]
             )
+            if wanted != current:
+                await db.execute(_WATCH_CHANGED)
 
     async def add_watched(self, task_id: int, source: str, now: float) -> None:
         async with self._db.write() as db:
             await db.execute(_WATCH, (task_id, source, now))
+            await db.execute(_WATCH_CHANGED)
 
     async def remove_watched(self, task_id: int, source: str) -> None:
         async with self._db.write() as db:
             await db.execute(
                 "DELETE FROM watched WHERE task_id = ? AND source = ?", (task_id, source)
             )
+            await db.execute(_WATCH_CHANGED)
+
+    async def watch_version(self) -> int:
+        """Grows with every change of the watch set or the chats' projects:
+        the instance that polls follows what another's bot changed."""
+        return int(await self.get_meta("watch.version") or 0)
 
     async def watched_ids(self, source: str | None = None) -> list[int]:
         """Every watched task, or those one source (``config``, ``chat:…``) watches."""
@@ -146,6 +154,7 @@ class Store:
                 (chat_id, task_id, json.dumps(list(events)) if events else None, user_id, now),
             )
             await db.execute(_WATCH, (task_id, f"chat:{chat_id}", now))
+            await db.execute(_WATCH_CHANGED)
 
     async def unsubscribe(self, chat_id: int, task_id: int) -> bool:
         async with self._db.write() as db:
@@ -155,6 +164,7 @@ class Store:
             await db.execute(
                 "DELETE FROM watched WHERE task_id = ? AND source = ?", (task_id, f"chat:{chat_id}")
             )
+            await db.execute(_WATCH_CHANGED)
         return bool(gone)
 
     async def subscriptions(self, chat_id: int | None = None) -> list[Subscription]:
@@ -182,6 +192,7 @@ class Store:
                 "created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (chat_id, project_id, created_by, now),
             )
+            await db.execute(_WATCH_CHANGED)
 
     async def unsubscribe_project(self, chat_id: int, project_id: int) -> bool:
         async with self._db.write() as db:
@@ -189,6 +200,7 @@ class Store:
                 "DELETE FROM project_subscriptions WHERE chat_id = ? AND project_id = ?",
                 (chat_id, project_id),
             )
+            await db.execute(_WATCH_CHANGED)
         return done > 0
 
     async def subscribed_projects(self, chat_id: int | None = None) -> list[int]:
@@ -303,6 +315,12 @@ class Store:
             OutboxRow(r[0], r[1], codec.load_event(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
             for r in rows
         ]
+
+    async def outbox_still_pending(self, ids: Sequence[int]) -> dict[int, float]:
+        """Of these deliveries, those still pending, with when each is due."""
+        sql = "SELECT id, next_attempt_at FROM outbox WHERE state = 'pending' AND id IN ({})"
+        async with self._db.read() as db:
+            return {int(i): float(at) for i, at in await _rows_for(db, sql, ids)}
 
     async def outbox_sent(self, ids: Sequence[int], now: float) -> None:
         await self._outbox_update("state = 'sent', done_at = ?, last_error = NULL", (now,), ids)
@@ -512,10 +530,7 @@ class Store:
                 "FROM quota WHERE day = ?",
                 (day.isoformat(),),
             )
-        if row is None:
-            return None
-        hours = json.loads(row[5]) if row[5] else [0] * 24  # a day counted before schema 6
-        return LedgerDay(day, row[0], row[1], row[2], bool(row[3]), row[4], hours)
+        return None if row is None else _ledger_day(day, row)
 
     async def save_quota(self, row: LedgerDay) -> None:
         async with self._db.write() as db:
@@ -533,11 +548,83 @@ class Store:
                     row.used_at_server,
                     int(row.exhausted),
                     row.on_demand,
-                    json.dumps(row.hours, separators=(",", ":")),
+                    _hours(row),
                 ),
             )
 
+    async def quota_count(
+        self, day: date, hour: int, *, on_demand: bool, used_below: int, on_demand_cap: int
+    ) -> LedgerDay | None:
+        """Count one request, atomically (instances together never exceed the
+        budget): only while the day's count is below ``used_below``, nothing
+        said "exhausted", and an on-demand one within ``on_demand_cap``. The
+        day as counted, or None when refused."""
+        async with self._db.write() as db:
+            row = await db.fetchone(
+                "INSERT INTO quota (day, used, on_demand) VALUES (?, 1, ?) "
+                "ON CONFLICT (day) DO UPDATE SET used = quota.used + 1, "
+                "on_demand = quota.on_demand + excluded.on_demand "
+                "WHERE quota.used < ? AND quota.exhausted = 0 "
+                "AND (excluded.on_demand = 0 OR quota.on_demand < ?) "
+                "RETURNING used, server_remaining, used_at_server, exhausted, on_demand, hours",
+                (day.isoformat(), int(on_demand), used_below, on_demand_cap),
+            )
+            if row is None:
+                return None
+            counted = _ledger_day(day, row)
+            counted.hours[hour] += 1  # (the row is this transaction's until it ends)
+            await db.execute(
+                "UPDATE quota SET hours = ? WHERE day = ?", (_hours(counted), day.isoformat())
+            )
+        return counted
 
+    async def quota_advice(self, row: LedgerDay) -> None:
+        """What PlanFix said of the day (its remaining count, an exhausted
+        quota), leaving the count to quota_count."""
+        async with self._db.write() as db:
+            await db.execute(
+                "UPDATE quota SET server_remaining = ?, used_at_server = ?, exhausted = ? "
+                "WHERE day = ?",
+                (row.server_remaining, row.used_at_server, int(row.exhausted), row.day.isoformat()),
+            )
+
+    # --- leases: which instance does what (PostgreSQL's several instances) ---------------
+
+    async def lease_take(self, name: str, holder: str, now: float, lease_s: float) -> float | None:
+        """Take the lease, or renew it when ``holder`` has it, in one statement
+        (two instances asking at once: one gets it). Since when ``holder``
+        holds it; None while another holds it unexpired."""
+        async with self._db.write() as db:
+            row = await db.fetchone(
+                "INSERT INTO leases (name, holder, since, expires) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "since = CASE WHEN leases.holder = excluded.holder THEN leases.since "
+                "ELSE excluded.since END, expires = excluded.expires "
+                "WHERE leases.holder = excluded.holder OR leases.expires < ? RETURNING since",
+                (name, holder, now, now + lease_s, now),
+            )
+        return None if row is None else float(row[0])
+
+    async def lease_give_back(self, names: Sequence[str], holder: str) -> None:
+        async with self._db.write() as db:
+            await db.executemany(
+                "DELETE FROM leases WHERE name = ? AND holder = ?", [(n, holder) for n in names]
+            )
+
+    async def leases(self, prefix: str = "") -> list[tuple[str, str, float, float]]:
+        """(name, holder, since, expires) of every lease whose name starts so."""
+        async with self._db.read() as db:
+            rows = await db.fetchall(
+                "SELECT name, holder, since, expires FROM leases "
+                "WHERE substr(name, 1, ?) = ? ORDER BY name",
+                (len(prefix), prefix),
+            )
+        return [(str(r[0]), str(r[1]), float(r[2]), float(r[3])) for r in rows]
+
+
+_WATCH_CHANGED = (
+    "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'watch.version'"
+)
 _WATCH = "INSERT INTO watched (task_id, source, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
@@ -573,6 +660,15 @@ async def _insert_events(
                 ],
             )
     return stored
+
+
+def _ledger_day(day: date, row: Row) -> LedgerDay:
+    hours = json.loads(row[5]) if row[5] else [0] * 24  # a day counted before schema 6
+    return LedgerDay(day, row[0], row[1], row[2], bool(row[3]), row[4], hours)
+
+
+def _hours(row: LedgerDay) -> str:
+    return json.dumps(row.hours, separators=(",", ":"))
 
 
 async def _rows_for(db: Statements, sql: str, task_ids: Sequence[int]) -> list[Row]:

@@ -160,6 +160,14 @@ class Poller:
         async with self._records_lock:
             await self._reload_watch_set()
 
+    async def reload_all(self) -> None:
+        """Every record read afresh from the store (another instance polled
+        until now: what this one kept is stale)."""
+        async with self._records_lock:
+            self.records = {}
+            self._index.clear()
+            await self._reload_watch_set()
+
     async def _reload_watch_set(self) -> None:
         ids = await self.store.watched_ids()
         missing = [task_id for task_id in ids if task_id not in self.records]

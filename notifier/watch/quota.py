@@ -71,7 +71,11 @@ class LedgerStore(Protocol):
 
     async def load_quota(self, day: date) -> LedgerDay | None: ...
 
-    async def save_quota(self, row: LedgerDay) -> None: ...
+    async def quota_count(
+        self, day: date, hour: int, *, on_demand: bool, used_below: int, on_demand_cap: int
+    ) -> LedgerDay | None: ...
+
+    async def quota_advice(self, row: LedgerDay) -> None: ...
 
 
 class QuotaLedger:
@@ -116,7 +120,7 @@ class QuotaLedger:
 
     async def _save(self) -> None:
         async with self._saving:
-            await self.store.save_quota(self.today())
+            await self.store.quota_advice(self.today())
 
     def today(self) -> LedgerDay:
         """Today's figures, as this process keeps them (load() reads them at
@@ -259,14 +263,32 @@ class QuotaLedger:
                 wait = self._last_sent + self.min_gap - self.monotonic()
                 if wait > 0:
                     await self.sleep(wait)
+            await self._count(on_demand, method)
             now = self.monotonic()
             self._last_sent = now
             self._recent.append(now)
-            row = self.today()
-            # counted before it is sent: a crash never under-counts
-            row.count(datetime.fromtimestamp(self.clock(), self.tz).hour)
-            row.on_demand += on_demand
-            await self._save()
+
+    async def _count(self, on_demand: bool, method: str) -> None:
+        """Counted in the store before it is sent (a crash never under-counts),
+        where every instance's requests add up: the store refuses one beyond
+        the budget, whatever this process last saw of it."""
+        day = self.today().day
+        held = reserve_now(self.daily_quota, self.reserve_fraction, self.resets_at - self.clock())
+        counted = await self.store.quota_count(
+            day,
+            datetime.fromtimestamp(self.clock(), self.tz).hour,
+            on_demand=on_demand,
+            used_below=self.daily_quota - (0 if on_demand else held),
+            on_demand_cap=self.on_demand_cap,
+        )
+        if counted is None:  # spent by the others meanwhile: their count is ours now
+            await self.load()
+            raise QuotaExhaustedError(
+                f"daily request budget spent ({self.today().used}/{self.daily_quota}, "
+                "every instance's requests counted); polling resumes at the reset",
+                method=method,
+            )
+        self._row = counted
 
     async def after_request(self, record: RequestRecord) -> None:
         if self.observe is not None:

@@ -235,11 +235,20 @@ def render_page(
         f"<p>{e(quota_line(ov.quota, ov))}</p>",
         burndown_svg(ov.quota),
         f"<p>{e(ov.feed)}<br>{e(ov.push)}</p></section>",
+        _instances(ov),
         _tasks(ov, actions),
         _outbox(ov, actions),
     ]
     parts.append(f'<script nonce="{nonce}">{SCRIPT}</script></body></html>')
     return "".join(parts)
+
+
+def _instances(ov: Overview) -> str:
+    if not ov.leases:
+        return ""
+    items = "".join(f"<li>{escape(line.strip())}</li>" for line in ov.leases[1:])
+    heading = escape(ov.leases[0])
+    return f'<section id="instances"><h2>Instances</h2><p>{heading}</p><ul>{items}</ul></section>'
 
 
 def _health_word(ov: Overview) -> str:

@@ -19,7 +19,7 @@ from notifier.alerts.events import Event, EventKind, TaskSummary
 from notifier.planfix.model import CustomValue, EndCondition, People, Periodicity, Ref, Task
 from notifier.store import Store, StoreError
 from notifier.store.migrations import MIGRATIONS, POSTGRES_MIGRATIONS
-from notifier.store.postgres import AdvisoryLock, PostgresDatabase
+from notifier.store.postgres import PostgresDatabase
 from notifier.watch.quota import LedgerDay
 from notifier.watch.state import Card, TaskRecord
 from tests import postgres
@@ -291,17 +291,47 @@ async def test_postgres_unreachable_names_the_server_never_the_password() -> Non
     await store.close()
 
 
-async def test_postgres_one_instance_per_schema_and_who_holds_it() -> None:
-    with postgres.fresh_schema() as schema:
-        first, second = AdvisoryLock(postgres.URL, schema), AdvisoryLock(postgres.URL, schema)
-        await first.take()
-        try:
-            with pytest.raises(StoreError, match=r"in use by another planfix-notifier \(planfix"):
-                await second.take()
-            other = AdvisoryLock(postgres.URL, schema + "_other")  # another state: free
-            await other.take()
-            await other.give_back()
-        finally:
-            await first.give_back()
-        await second.take()  # let go: the next may have it
-        await second.give_back()
+async def test_a_lease_is_one_holders_until_it_expires(store: Store) -> None:
+    assert await store.lease_take("poll:acme", "a", 100.0, 20.0) == 100.0
+    assert await store.lease_take("poll:acme", "b", 110.0, 20.0) is None  # a holds it
+    assert await store.lease_take("poll:acme", "a", 115.0, 20.0) == 100.0  # renewed: same since
+    assert await store.lease_take("poll:acme", "b", 130.0, 20.0) is None  # renewed until 135
+    assert await store.lease_take("poll:acme", "b", 136.0, 20.0) == 136.0  # expired: taken over
+    assert await store.lease_take("bot", "a", 136.0, 20.0) == 136.0
+    assert await store.leases("poll:") == [("poll:acme", "b", 136.0, 156.0)]
+    await store.lease_give_back(["poll:acme"], "a")  # not a's any more: kept
+    await store.lease_give_back(["bot"], "a")
+    assert [name for name, *_ in await store.leases()] == ["poll:acme"]
+    assert await store.lease_take("bot", "b", 137.0, 20.0) == 137.0  # given back: free at once
+
+
+async def test_instances_asking_at_once_one_gets_the_lease(backend: Backend) -> None:
+    stores = [backend.open() for _ in range(3)]
+    got = await asyncio.gather(
+        *(s.lease_take("lane:team:-100", f"i{n}", 100.0, 20.0) for n, s in enumerate(stores))
+    )
+    assert sorted(map(str, got)) == ["100.0", "None", "None"]
+    for each in stores:
+        await each.close()
+
+
+async def test_the_quota_is_counted_where_every_instance_counts(backend: Backend) -> None:
+    """Instances counting at once never pass the budget: the store refuses
+    the request beyond it, whatever each had seen."""
+    stores = [backend.open() for _ in range(3)]
+    day = date(2026, 11, 30)
+
+    async def count(store: Store, on_demand: bool) -> bool:
+        row = await store.quota_count(day, 10, on_demand=on_demand, used_below=30, on_demand_cap=4)
+        return row is not None
+
+    asked = [count(stores[n % 3], on_demand=n % 5 == 0) for n in range(50)]
+    granted = await asyncio.gather(*asked)
+    row = await stores[0].load_quota(day)
+    assert row is not None and row.used == sum(granted) == 30
+    assert row.on_demand <= 4 and row.hours[10] == 30
+    row.exhausted = True
+    await stores[1].quota_advice(row)
+    assert await count(stores[2], on_demand=True) is False  # PlanFix said 0007: none more
+    for each in stores:
+        await each.close()
