@@ -138,8 +138,9 @@ class Service:
             else OwnLeases()
         )
         self.poll_lease = poll_lease(config.planfix.account)
-        self._watch_version: int | None = None  # the store's, as last followed
+        self._versions: tuple[int, int] | None = None  # the store's, as last followed
         self._taken_over = False  # the polling, from another instance: reload first
+        self._polling_lease = not self.leases.shared  # held, as the lease job last found
         self.ledger = QuotaLedger(
             self.store,
             daily_quota=config.planfix.daily_quota,
@@ -267,7 +268,7 @@ class Service:
         await self.feed.load()
         await self.sets.projects_changed()
         await self.poller.reload_watch_set()
-        self._watch_version = await self.store.watch_version()
+        self._versions = await self.store.versions()
 
     @property
     def polls(self) -> bool:
@@ -278,37 +279,47 @@ class Service:
         """What another instance changed in the store: the watch set and the
         chats' projects (a /watch through the bot it runs); on taking over
         the polling, all it kept: the records, the day's quota, the feed."""
-        version = await self.store.watch_version()
+        versions = await self.store.versions()
         if self._taken_over:
             await self.ledger.load()
             await self.feed.load()
             await self.poller.reload_all()
             await self.sets.projects_changed()
             self._taken_over = False
-        elif version != self._watch_version:
-            await self.poller.reload_watch_set()
-            await self.sets.projects_changed()
-        self._watch_version = version
+        elif self._versions is not None:
+            if versions[0] != self._versions[0]:  # (its own changes too: a cheap read)
+                await self.poller.reload_watch_set()
+            if versions[1] != self._versions[1]:  # (a discovery of the projects follows)
+                await self.sets.projects_changed()
+        self._versions = versions
 
     async def _keep_leases(self) -> None:
-        """Renew the leases held, take those free (the polling, the bot)."""
-        polled = self.polls
+        """Renew the polling's lease, or take it when free."""
+        polled = self._polling_lease
         taken = await self.leases.take(self.poll_lease)
         if self._stopped:  # stop() gave it back meanwhile: not kept
             await self.leases.give_back(self.poll_lease)
             return
+        self._polling_lease = taken
         if taken and not polled:
             log.info("this instance polls now", account=self.config.planfix.account)
             self._taken_over = True  # the next round reads what the other kept
             self.wake()
-        elif polled and not taken:
-            log.warning("another instance polls now; this one stops polling",
-                        account=self.config.planfix.account)  # fmt: skip
-            if self._polling is not None:
+        elif not taken:
+            if polled:
+                log.warning("this instance polls no more: another may hold the lease",
+                            account=self.config.planfix.account)  # fmt: skip
+            if self._polling is not None:  # (a round under way too: its lease has lapsed)
                 self._polling.cancel()
-        if not self.config.bot.channel:
+
+    async def _keep_bot_lease(self) -> None:
+        """The bot runs where its lease is (Telegram allows one reader of updates)."""
+        if not self.config.bot.channel or self._stopped:
             return
-        if await self.leases.take(BOT):
+        taken = await self.leases.take(BOT)
+        if self._stopped:  # stop() gave it back meanwhile: not kept
+            await self.leases.give_back(BOT)
+        elif taken:
             await self.start_bot()
         elif self.bot is not None or self._bot_retry is not None:
             log.info("another instance runs the Telegram bot now")
@@ -317,6 +328,11 @@ class Service:
     async def start(self) -> None:
         """Load the state, then rebuild the jobs (stable ids, in memory: our
         state is in the store)."""
+        if self.leases.shared:  # taken before the state is read: no one writes it meanwhile
+            self.poller.may_poll = lambda: self.polls
+            self._polling_lease = await self.leases.take(self.poll_lease)
+            log.info("polling" if self.polls else "another instance polls; this one sends",
+                     account=self.config.planfix.account)  # fmt: skip
         await self.load()
         jobs: list[tuple[str, Callable[[], object], dict[str, object]]] = [
             (POLL_JOB, self._poll_job, {"seconds": HEARTBEAT_S, "next_run_time": self._now()}),
@@ -327,12 +343,11 @@ class Service:
                 {"seconds": GAUGES_S, "next_run_time": self._now()},
             ),
         ]
-        if self.leases.shared:  # taken now, before the first round; then renewed
-            await self.leases.take(self.poll_lease)
-            log.info("polling" if self.polls else "another instance polls; this one sends",
-                     account=self.config.planfix.account)  # fmt: skip
-            lease_s = self.config.state.lease_s
-            jobs.append(("leases", self._keep_leases, {"seconds": lease_s / 6}))
+        if self.leases.shared:  # renewed (or taken when free) every sixth of the lease
+            every: dict[str, object] = {"seconds": self.config.state.lease_s / 6}
+            jobs.append(("poll_lease", self._keep_leases, every))
+            if self.config.bot.channel:
+                jobs.append(("bot_lease", self._keep_bot_lease, every))
         for job_id, func, trigger in jobs:
             self.scheduler.add_job(
                 func,
@@ -468,8 +483,9 @@ class Service:
         self._polling = asyncio.current_task()
         round_started = self.clock()
         try:
-            await self._follow_store()
-            wake_at = await self.poller.tick(for_s=HEARTBEAT_S / 2)
+            if self.leases.shared:
+                await self._follow_store()
+            wake_at = await self.poller.tick(for_s=min(HEARTBEAT_S / 2, self.leases.lease_s / 3))
         except asyncio.CancelledError:
             if self._stopped or not self.polls:
                 return  # stop(), or the lease lost: not a failure for the scheduler to log
@@ -704,6 +720,8 @@ class Service:
             return False, f"no poll round has completed for {stalled:.0f} s"
         limit = self.config.metrics.unhealthy_after_s
         last = self._answered_at
+        if not self.polls:  # another instance polls: its health says how that goes
+            return True, ""
         if self.poller.records and last is not None and self.monotonic() - last > limit:
             return False, f"no successful poll for {self.monotonic() - last:.0f} s"
         return True, ""

@@ -111,7 +111,7 @@ class StateSection(_Section):
     )
     pool_size: int = Field(4, ge=1, le=100)
     # Several instances on one PostgreSQL share the work by leases: one that
-    # dies is taken over within this long (renewed every third of it).
+    # dies is taken over within this long (renewed every sixth of it).
     lease_s: float = Field(20.0, ge=3, le=600)
 
     @field_validator("url")

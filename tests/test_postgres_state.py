@@ -6,6 +6,7 @@ included."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
@@ -159,6 +160,11 @@ def test_three_instances_share_the_work_and_take_over_one_killed(
         for log in logs[:3]:
             wait_for(partial(_says, log, "started"), within=60)
         wait_for(lambda: poll_holder(schema) is not None, within=30)
+        said = [
+            json.loads(line)["event"] for log in logs[:3] for line in log.read_text().splitlines()
+        ]
+        assert said.count("polling") == 1  # the others: "another instance polls; this one sends"
+        assert said.count("another instance polls; this one sends") == 2
         for task in tasks:
             wait_for(partial(_baseline_stored, schema, task), within=30)
             control.change_task(task, status=2)
@@ -314,7 +320,7 @@ async def test_one_instance_polls_and_reads_the_bot_another_takes_both_over(
     emulator.account.settings.daily_quota = 100_000
     task = control.create_task(title="Передача", status=1)["id"]
     data = pg_settings(emulator, telegram, schema, [task])
-    data["state"]["lease_s"] = 3
+    data["state"]["lease_s"] = 30  # (taken over within seconds: given back, not expired)
     data["bot"] = {"channel": "team", "poll_timeout_s": 1}
     services = [Service(config_from_dict(data, source="test", environ={})) for _ in range(2)]
     try:
@@ -325,7 +331,7 @@ async def test_one_instance_polls_and_reads_the_bot_another_takes_both_over(
         assert [s.bot is not None for s in services] == [True, False]
         await until(lambda: services[0].poller.records[task].card is not None)
         await services[0].stop()
-        await until(lambda: services[1].polls and services[1].bot is not None, within=10)
+        await until(lambda: services[1].polls and services[1].bot is not None, within=8)
         await until(lambda: services[1].poller.records[task].card is not None)  # read back
         control.change_task(task, status=2)
         await until(lambda: len(telegram.fake.sent) == 1)

@@ -48,7 +48,7 @@ from .events import Event
 log = oplog.get(__name__)
 IDLE_S = 60.0
 LANES_PER_SLOT = 4  # lanes one pass takes, per send it may have under way
-SHARED_RETRY_S = 5.0  # shared: lanes another instance holds are looked at again this often
+SHARED_LOOK_S = 5.0  # shared: the outbox looked at this often (others queue, and hold lanes)
 MISCONFIGURED_RETRY_S = 600.0  # a channel the operator must fix is tried this rarely
 
 
@@ -185,6 +185,8 @@ class Dispatcher:
                 wait = IDLE_S
             if self._stopping:
                 return
+            if self.leases.shared:  # what another instance queued, or a lane it let go
+                wait = min(wait, SHARED_LOOK_S)
             wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=max(wait, 0.01))
@@ -200,30 +202,30 @@ class Dispatcher:
         heads = {key: min(r.next_attempt_at for r in rows) for key, rows in lanes.items()}
         due = {key: lanes[key] for key, head in heads.items() if head <= now}
         waits = [head - now for head in heads.values() if head > now]
-        claimed: list[str] = []
+        held: set[str] = set()
         if self.leases.shared and due:
-            due, claimed = await self._claim(channel, due)
-            if len(claimed) < len(heads) - len(waits):  # the rest: when their holder is done
-                waits.append(SHARED_RETRY_S)
+            due = await self._claim(channel, due)
+            held = set(due)
         self._busy_until = {k: v for k, v in self._busy_until.items() if k[0] != name}
         room = asyncio.Semaphore(channel.options.parallel)
+        keeping = asyncio.create_task(self._keep_lanes(held)) if held else None
         try:
-            sent = await asyncio.gather(*(self._lane(channel, rows, room) for rows in due.values()))
+            sent = await asyncio.gather(
+                *(self._lane(channel, key, rows, room, held) for key, rows in due.items())
+            )
         finally:
-            if claimed:
-                await self.leases.give_back(*claimed)
-        # Shared: deliveries another instance queued are looked for this often.
-        idle = SHARED_RETRY_S if self.leases.shared else IDLE_S
-        return min([idle, *waits, *sent])
+            if keeping is not None:
+                keeping.cancel()
+        return min([IDLE_S, *waits, *sent])
 
     async def _claim(
         self, channel: Channel, due: dict[str, list[OutboxRow]]
-    ) -> tuple[dict[str, list[OutboxRow]], list[str]]:
+    ) -> dict[str, list[OutboxRow]]:
         """Take the leases of due lanes no other instance holds, oldest first,
-        enough for a few sends per slot (a pass must end well within the
-        lease); then read their rows again: one may have been sent meanwhile."""
+        a few per send slot; then read their rows again: one may have been
+        sent meanwhile. The lanes taken, with their rows."""
         now = self.clock()
-        held = {
+        others = {
             name
             for name, holder, _, expires in await self.store.leases(f"lane:{channel.name}:")
             if expires >= now and holder != self.leases.holder
@@ -232,20 +234,31 @@ class Dispatcher:
         for key in due:
             if len(claimed) >= channel.options.parallel * LANES_PER_SLOT:
                 break
-            if key not in held and await self.leases.take(key):
+            if key not in others and await self.leases.take(key):
                 claimed.append(key)
         rows = [row for key in claimed for row in due[key]]
         pending = await self.store.outbox_still_pending([row.id for row in rows])
         fresh: dict[str, list[OutboxRow]] = {}
         for key in claimed:
             kept = [
-                dataclasses.replace(row, next_attempt_at=pending[row.id])
+                dataclasses.replace(
+                    row, next_attempt_at=pending[row.id][0], attempts=pending[row.id][1]
+                )
                 for row in due[key]
                 if row.id in pending
             ]
             if kept:
                 fresh[key] = kept
-        return fresh, claimed
+        await self.leases.give_back(*(key for key in claimed if key not in fresh))
+        return fresh
+
+    async def _keep_lanes(self, held: set[str]) -> None:
+        """Renew the lanes of a pass while it lasts (a slow recipient, a
+        paced chat): another instance takes a lane only once it has expired."""
+        while True:
+            await asyncio.sleep(self.leases.lease_s / 3)
+            for key in list(held):
+                await self.leases.take(key)
 
     def _lanes(self, channel: Channel, rows: Sequence[OutboxRow]) -> dict[str, list[OutboxRow]]:
         """The rows by lane, each oldest first; keyed by the lane's lease name."""
@@ -260,16 +273,26 @@ class Dispatcher:
         return lanes
 
     async def _lane(
-        self, channel: Channel, rows: list[OutboxRow], room: asyncio.Semaphore
+        self,
+        channel: Channel,
+        key: str,
+        rows: list[OutboxRow],
+        room: asyncio.Semaphore,
+        held: set[str],
     ) -> float:
         async with room:
-            busy = self._busy_until.get((channel.name, rows[0].recipient))
-            if busy is not None:
-                await self.store.outbox_retry([r.id for r in rows], busy, None, attempt=False)
-                return busy - self.clock()
-            return await self._recipient(channel, rows)
+            try:
+                busy = self._busy_until.get((channel.name, rows[0].recipient))
+                if busy is not None:
+                    await self.store.outbox_retry([r.id for r in rows], busy, None, attempt=False)
+                    return busy - self.clock()
+                return await self._recipient(channel, rows, key)
+            finally:
+                if key in held:  # given back as soon as it is done: the next may take it
+                    held.discard(key)
+                    await self.leases.give_back(key)
 
-    async def _recipient(self, channel: Channel, rows: list[OutboxRow]) -> float:
+    async def _recipient(self, channel: Channel, rows: list[OutboxRow], key: str = "") -> float:
         now = self.clock()
         head = min(row.next_attempt_at for row in rows)
         if head > now:
@@ -285,6 +308,8 @@ class Dispatcher:
         for n, batch in enumerate(batches):
             if not batch or self._stopping:
                 continue
+            if not self.leases.holds(key):  # renewals failed: another may take the lane now
+                break
             behind = [row for later in batches[n + 1 :] for row in later]
             result = await self._send(channel, batch, behind)
             if not isinstance(result, Delivered):

@@ -371,13 +371,18 @@ class ChatBot:
 
         healthy, why = service.health()
         last = service.poller.last_success_at
+        await ledger.load()  # (every instance's requests: the count is in the store)
         lines = [
             "Состояние: в порядке." if healthy else f"Состояние: НЕ в порядке — {why}.",
             f"Квота PlanFix: {ledger.today().used} из {ledger.daily_quota} за сегодня, "
             f"осталось {ledger.remaining}; сброс {at(ledger.resets_at, '%d.%m %H:%M %Z')}.",
-            f"Последний удачный опрос: {at(last) if last else 'ещё не было'}.",
-            f"Задач под наблюдением: {len(service.poller.records)}.",
         ]
+        if service.polls:
+            lines.append(f"Последний удачный опрос: {at(last) if last else 'ещё не было'}.")
+        else:
+            holder = await service.lease_holder(service.poll_lease)
+            lines.append(f"Опрашивает PlanFix другой экземпляр: {holder}.")
+        lines.append(f"Задач под наблюдением: {len(await service.store.watched_ids())}.")
         backlog = await service.store.outbox_by_channel()
         if not backlog:
             lines.append("Очередь уведомлений пуста.")

@@ -25,7 +25,7 @@ from datetime import time
 from importlib.metadata import entry_points
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..alerts.events import Event
 from ..alerts.render import Renderer
@@ -94,8 +94,14 @@ class ChannelOptions(BaseModel):
     # What keeps its order: all of a recipient's alerts (one send at a time to
     # each), or, with group = false, each task's (a recipient's tasks in parallel).
     order: Literal["recipient", "task"] = "recipient"
-    parallel: int = Field(8, ge=1, le=256)  # sends under way at once, per instance
+    parallel: int = Field(64, ge=1, le=256)  # sends under way at once, per instance
     max_age_s: float = Field(2 * 86400.0, gt=0)  # then a delivery becomes a dead letter
+
+    @model_validator(mode="after")
+    def _order(self) -> ChannelOptions:
+        if self.order == "task" and self.group:
+            raise ValueError('order = "task" needs group = false (a digest is per recipient)')
+        return self
 
     @field_validator("quiet_hours")
     @classmethod

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import httpx
-from pydantic import Field, SecretStr, field_validator
+from pydantic import SecretStr, field_validator
 from telegram import InlineKeyboardMarkup, LinkPreviewOptions
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -68,8 +68,6 @@ class TelegramOptions(ChannelOptions):
     per_chat_per_s: float = 1.0
     per_group_per_min: float = 20.0
     overall_per_s: float = 30.0
-    # Every chat is paced on its own (below): sends to many chats go at once.
-    parallel: int = Field(64, ge=1, le=256)
 
     @field_validator("api_url")
     @classmethod

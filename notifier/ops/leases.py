@@ -6,11 +6,13 @@ reader per token) and which one sends to a recipient now (``lane:…``, so
 two never send the same delivery, and one recipient's alerts stay in order).
 
 A lease is a row taken or renewed in one statement (store.lease_take): it
-is its holder's until ``expires``, and the holder renews it every third of
-``lease_s``. An instance killed stops renewing; another takes the lease
-once it has expired. An instance that cannot reach the store stops using a
-lease two thirds of ``lease_s`` after it last renewed it, before anyone may
-take it (so hosts' clocks must agree within a third of ``lease_s``: NTP).
+is its holder's until ``expires``, ``lease_s`` after the holder last asked;
+the polling's and the bot's are renewed every sixth of ``lease_s``, a
+lane's every third while its pass lasts. An instance killed stops renewing;
+another takes the lease once it has expired. An instance that cannot reach
+the store stops using a lease two thirds of ``lease_s`` after it last
+renewed it, before anyone may take it (so hosts' clocks must agree within a
+third of ``lease_s``: NTP).
 
 With SQLite there is one instance per state (its file lock): every lease
 is its own, and nothing is written.
@@ -40,12 +42,13 @@ def poll_lease(account: str) -> str:
 def instance_name() -> str:
     """This process, as other instances and the operator see it: its host,
     its PID, and a tag (in containers every PID is 1)."""
-    return f"{socket.gethostname()} pid {os.getpid()} #{secrets.token_hex(2)}"
+    return f"{socket.gethostname()} pid {os.getpid()} #{secrets.token_hex(4)}"
 
 
 class Leases(Protocol):
     holder: str
     shared: bool  # other instances may hold leases: claims are real
+    lease_s: float
 
     def holds(self, name: str) -> bool: ...
 
@@ -60,6 +63,7 @@ class OwnLeases:
     """SQLite: the only instance holds every lease."""
 
     shared = False
+    lease_s = math.inf
 
     def __init__(self) -> None:
         self.holder = instance_name()

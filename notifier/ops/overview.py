@@ -229,7 +229,8 @@ async def lease_lines(store: Store, config: Config, now: float) -> list[str]:
     sending: dict[str, int] = {}
     for name, holder, since, expires in await store.leases():
         if name.startswith("lane:"):
-            sending[holder] = sending.get(holder, 0) + 1
+            if expires >= now:  # (a dead instance's, not yet taken: not sending)
+                sending[holder] = sending.get(holder, 0) + 1
             continue
         gone = f"; expired {local(expires, tz)}, to be taken over" if expires < now else ""
         lines.append(f"  {name}: {holder}, since {local(since, tz)}{gone}")

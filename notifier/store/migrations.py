@@ -9,7 +9,6 @@ _LEASES = """CREATE TABLE leases (
     since {time} NOT NULL,             -- held without a break since (epoch seconds)
     expires {time} NOT NULL            -- unless renewed by then
 )"""
-_WATCH_VERSION = "INSERT INTO meta (key, value) VALUES ('watch.version', '0')"
 
 MIGRATIONS: list[list[str]] = [
     # 1: the first schema
@@ -91,8 +90,8 @@ MIGRATIONS: list[list[str]] = [
     # 6: requests per hour of the quota day, for the status page's burn-down
     ["ALTER TABLE quota ADD COLUMN hours TEXT"],
     # 7: leases (PostgreSQL's several instances: who polls, who runs the bot,
-    # who sends to a recipient); the watch set's version, for the one polling
-    [_LEASES.format(time="REAL"), _WATCH_VERSION],
+    # who sends to a recipient)
+    [_LEASES.format(time="REAL")],
 ]
 
 
@@ -172,5 +171,5 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
         )""",
     ],
     # 2: as SQLite's 7
-    [_LEASES.format(time="DOUBLE PRECISION"), _WATCH_VERSION],
+    [_LEASES.format(time="DOUBLE PRECISION")],
 ]

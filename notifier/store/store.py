@@ -119,10 +119,15 @@ class Store:
             )
             await db.execute(_WATCH_CHANGED)
 
-    async def watch_version(self) -> int:
-        """Grows with every change of the watch set or the chats' projects:
-        the instance that polls follows what another's bot changed."""
-        return int(await self.get_meta("watch.version") or 0)
+    async def versions(self) -> tuple[int, int]:
+        """Numbers that grow with every change of the watch set, and of the
+        chats' projects: the instance that polls follows another's /watch."""
+        async with self._db.read() as db:
+            rows = await db.fetchall(
+                "SELECT key, value FROM meta WHERE key IN ('watch.version', 'projects.version')"
+            )
+        found = {str(key): int(value) for key, value in rows}
+        return found.get("watch.version", 0), found.get("projects.version", 0)
 
     async def watched_ids(self, source: str | None = None) -> list[int]:
         """Every watched task, or those one source (``config``, ``chat:…``) watches."""
@@ -192,7 +197,7 @@ class Store:
                 "created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (chat_id, project_id, created_by, now),
             )
-            await db.execute(_WATCH_CHANGED)
+            await db.execute(_PROJECTS_CHANGED)
 
     async def unsubscribe_project(self, chat_id: int, project_id: int) -> bool:
         async with self._db.write() as db:
@@ -200,7 +205,7 @@ class Store:
                 "DELETE FROM project_subscriptions WHERE chat_id = ? AND project_id = ?",
                 (chat_id, project_id),
             )
-            await db.execute(_WATCH_CHANGED)
+            await db.execute(_PROJECTS_CHANGED)
         return done > 0
 
     async def subscribed_projects(self, chat_id: int | None = None) -> list[int]:
@@ -316,11 +321,14 @@ class Store:
             for r in rows
         ]
 
-    async def outbox_still_pending(self, ids: Sequence[int]) -> dict[int, float]:
-        """Of these deliveries, those still pending, with when each is due."""
-        sql = "SELECT id, next_attempt_at FROM outbox WHERE state = 'pending' AND id IN ({})"
+    async def outbox_still_pending(self, ids: Sequence[int]) -> dict[int, tuple[float, int]]:
+        """Of these deliveries, those still pending: when each is due, its attempts."""
+        sql = (
+            "SELECT id, next_attempt_at, attempts FROM outbox "
+            "WHERE state = 'pending' AND id IN ({})"
+        )
         async with self._db.read() as db:
-            return {int(i): float(at) for i, at in await _rows_for(db, sql, ids)}
+            return {int(i): (float(at), int(n)) for i, at, n in await _rows_for(db, sql, ids)}
 
     async def outbox_sent(self, ids: Sequence[int], now: float) -> None:
         await self._outbox_update("state = 'sent', done_at = ?, last_error = NULL", (now,), ids)
@@ -578,13 +586,15 @@ class Store:
             )
         return counted
 
-    async def quota_advice(self, row: LedgerDay) -> None:
+    async def quota_advice(self, row: LedgerDay, *, unblock: bool = False) -> None:
         """What PlanFix said of the day (its remaining count, an exhausted
-        quota), leaving the count to quota_count."""
+        quota: kept, whoever writes next, until ``unblock``), leaving the
+        count to quota_count."""
+        exhausted = "?" if unblock else "CASE WHEN ? = 1 THEN 1 ELSE exhausted END"
         async with self._db.write() as db:
             await db.execute(
-                "UPDATE quota SET server_remaining = ?, used_at_server = ?, exhausted = ? "
-                "WHERE day = ?",
+                "UPDATE quota SET server_remaining = ?, used_at_server = ?, "  # noqa: S608
+                f"exhausted = {exhausted} WHERE day = ?",
                 (row.server_remaining, row.used_at_server, int(row.exhausted), row.day.isoformat()),
             )
 
@@ -622,9 +632,12 @@ class Store:
         return [(str(r[0]), str(r[1]), float(r[2]), float(r[3])) for r in rows]
 
 
-_WATCH_CHANGED = (
-    "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'watch.version'"
+_BUMP = (  # a version in meta grows by one
+    "INSERT INTO meta (key, value) VALUES ('{}', '1') ON CONFLICT (key) "
+    "DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)"
 )
+_WATCH_CHANGED = _BUMP.format("watch.version")
+_PROJECTS_CHANGED = _BUMP.format("projects.version")
 _WATCH = "INSERT INTO watched (task_id, source, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 

@@ -142,6 +142,7 @@ class Poller:
         self._incident: _Incident | None = None
         self.breaker = Breaker()  # PlanFix failing as a whole: probe, do not hammer
         self._quota_out = False  # the block told; "restored" is told when it ends
+        self.may_poll: Callable[[], bool] = lambda: True  # the service's lease, where shared
         ledger.on_exhausted = lambda _resets_at: self._check_quota()  # 0007: told at once
 
     @property
@@ -304,6 +305,8 @@ class Poller:
         if self._discovery_due():
             await self._discover()
         for _ in range(max_requests):
+            if not self.may_poll():  # the lease lapsed (a store out of reach, a pause)
+                break
             if self._push_due():
                 await self.read_pushed()
             if self._feed_waits() and self.feed is not None and self.feed.due(self.clock()):

@@ -75,7 +75,7 @@ class LedgerStore(Protocol):
         self, day: date, hour: int, *, on_demand: bool, used_below: int, on_demand_cap: int
     ) -> LedgerDay | None: ...
 
-    async def quota_advice(self, row: LedgerDay) -> None: ...
+    async def quota_advice(self, row: LedgerDay, *, unblock: bool = False) -> None: ...
 
 
 class QuotaLedger:
@@ -118,9 +118,9 @@ class QuotaLedger:
         self._row = await self.store.load_quota(day) or LedgerDay(day)
         return self._row
 
-    async def _save(self) -> None:
+    async def _save(self, *, unblock: bool = False) -> None:
         async with self._saving:
-            await self.store.quota_advice(self.today())
+            await self.store.quota_advice(self.today(), unblock=unblock)
 
     def today(self) -> LedgerDay:
         """Today's figures, as this process keeps them (load() reads them at
@@ -178,7 +178,7 @@ class QuotaLedger:
         header): the next request finds out afresh."""
         row = self.today()
         row.exhausted, row.server_remaining, self._advice_at = False, None, None
-        await self._save()
+        await self._save(unblock=True)
 
     @property
     def plannable(self) -> int:

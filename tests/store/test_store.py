@@ -335,3 +335,38 @@ async def test_the_quota_is_counted_where_every_instance_counts(backend: Backend
     assert await count(stores[2], on_demand=True) is False  # PlanFix said 0007: none more
     for each in stores:
         await each.close()
+
+
+async def test_the_watch_set_and_the_projects_have_versions_of_their_own(store: Store) -> None:
+    """The instance polling follows another's /watch: a change of the watch
+    set re-reads the set, one of the chats' projects (and only that) their
+    members."""
+    assert await store.versions() == (0, 0)
+    await store.set_watched("config", [1, 2], 1.0)
+    await store.set_watched("config", [1, 2], 2.0)  # no change: no new version
+    await store.add_watched(3, "push", 3.0)
+    await store.subscribe(-100, 4, None, 7, 4.0)
+    assert await store.versions() == (3, 0)
+    await store.subscribe_project(-100, 12, 7, 5.0)
+    await store.unsubscribe_project(-100, 12)
+    await store.unsubscribe(-100, 4)
+    assert await store.versions() == (4, 2)
+
+
+async def test_a_days_first_request_and_a_0007_kept_whoever_writes_next(store: Store) -> None:
+    day = date(2026, 12, 1)
+    first = await store.quota_count(day, 0, on_demand=True, used_below=5, on_demand_cap=1)
+    assert first is not None and (first.used, first.on_demand, first.hours[0]) == (1, 1, 1)
+    again = await store.quota_count(day, 0, on_demand=True, used_below=5, on_demand_cap=1)
+    assert again is None  # the on-demand reserve (1) is spent; the planner may go on
+    planned = await store.quota_count(day, 1, on_demand=False, used_below=5, on_demand_cap=1)
+    assert planned is not None and (planned.used, planned.hours[1]) == (2, 1)
+    planned.exhausted = True  # PlanFix said 0007
+    await store.quota_advice(planned)
+    stale = replace(planned, exhausted=False)  # another instance, not yet told
+    await store.quota_advice(stale)
+    row = await store.load_quota(day)
+    assert row is not None and row.exhausted
+    await store.quota_advice(stale, unblock=True)  # the operator's reset (a reload)
+    row = await store.load_quota(day)
+    assert row is not None and not row.exhausted
