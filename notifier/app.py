@@ -296,11 +296,12 @@ class Service:
     async def _keep_leases(self) -> None:
         """Renew the polling's lease, or take it when free."""
         polled = self._polling_lease
-        taken = await self.leases.take(self.poll_lease)
+        await self.leases.take(self.poll_lease)
         if self._stopped:  # stop() gave it back meanwhile: not kept
             await self.leases.give_back(self.poll_lease)
             return
-        self._polling_lease = taken
+        # (held now: an answer that came after the lease's time is no lease)
+        taken = self._polling_lease = self.polls
         if taken and not polled:
             log.info("this instance polls now", account=self.config.planfix.account)
             self._taken_over = True  # the next round reads what the other kept
@@ -321,6 +322,9 @@ class Service:
             await self.leases.give_back(BOT)
         elif taken:
             await self.start_bot()
+            if self._stopped:  # stopped while the bot started: it must not outlive the service
+                await self._stop_bot()
+                await self.leases.give_back(BOT)
         elif self.bot is not None or self._bot_retry is not None:
             log.info("another instance runs the Telegram bot now")
             await self._stop_bot()

@@ -47,7 +47,7 @@ from .events import Event
 
 log = oplog.get(__name__)
 IDLE_S = 60.0
-LANES_PER_SLOT = 4  # lanes one pass takes, per send it may have under way
+LANES_PER_SLOT = 2  # lanes one pass takes, per send it may have under way
 SHARED_LOOK_S = 5.0  # shared: the outbox looked at this often (others queue, and hold lanes)
 MISCONFIGURED_RETRY_S = 600.0  # a channel the operator must fix is tried this rarely
 
@@ -202,63 +202,80 @@ class Dispatcher:
         heads = {key: min(r.next_attempt_at for r in rows) for key, rows in lanes.items()}
         due = {key: lanes[key] for key, head in heads.items() if head <= now}
         waits = [head - now for head in heads.values() if head > now]
-        held: set[str] = set()
-        if self.leases.shared and due:
-            due = await self._claim(channel, due)
-            held = set(due)
         self._busy_until = {k: v for k, v in self._busy_until.items() if k[0] != name}
-        room = asyncio.Semaphore(channel.options.parallel)
-        keeping = asyncio.create_task(self._keep_lanes(held)) if held else None
+        held: set[str] = set()  # the lanes' leases this pass holds (shared)
+        keeping: asyncio.Task[None] | None = None
         try:
-            sent = await asyncio.gather(
-                *(self._lane(channel, key, rows, room, held) for key, rows in due.items())
+            if self.leases.shared and due:
+                due = await self._claim(channel, due, held)
+                keeping = asyncio.create_task(self._keep_lanes(held))
+            room = asyncio.Semaphore(channel.options.parallel)
+            # Every lane ends before the pass does (a failing one too): none
+            # goes on sending unowned beside the next pass.
+            ended = await asyncio.gather(
+                *(self._lane(channel, key, rows, room, held) for key, rows in due.items()),
+                return_exceptions=True,
             )
         finally:
             if keeping is not None:
                 keeping.cancel()
-        return min([IDLE_S, *waits, *sent])
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeping
+            if held:
+                await self.leases.give_back(*held)
+        failed = [e for e in ended if isinstance(e, BaseException)]
+        if failed:
+            raise failed[0]
+        return min([IDLE_S, *waits, *(wait for wait in ended if isinstance(wait, float))])
 
     async def _claim(
-        self, channel: Channel, due: dict[str, list[OutboxRow]]
+        self, channel: Channel, due: dict[str, list[OutboxRow]], held: set[str]
     ) -> dict[str, list[OutboxRow]]:
         """Take the leases of due lanes no other instance holds, oldest first,
-        a few per send slot; then read their rows again: one may have been
-        sent meanwhile. The lanes taken, with their rows."""
+        two per send slot (more would wait, held from the others, for a slot);
+        then read their rows again: one may have been sent meanwhile. The
+        lanes taken (added to ``held`` as they are), with their rows."""
         now = self.clock()
         others = {
             name
             for name, holder, _, expires in await self.store.leases(f"lane:{channel.name}:")
             if expires >= now and holder != self.leases.holder
         }
-        claimed: list[str] = []
         for key in due:
-            if len(claimed) >= channel.options.parallel * LANES_PER_SLOT:
+            if len(held) >= channel.options.parallel * LANES_PER_SLOT:
                 break
             if key not in others and await self.leases.take(key):
-                claimed.append(key)
-        rows = [row for key in claimed for row in due[key]]
+                held.add(key)
+        rows = [row for key in held for row in due[key]]
         pending = await self.store.outbox_still_pending([row.id for row in rows])
         fresh: dict[str, list[OutboxRow]] = {}
-        for key in claimed:
+        for key in [key for key in due if key in held]:  # (oldest first)
             kept = [
                 dataclasses.replace(
-                    row, next_attempt_at=pending[row.id][0], attempts=pending[row.id][1]
+                    row,
+                    next_attempt_at=pending[row.id][0],
+                    attempts=pending[row.id][1],
+                    last_error=pending[row.id][2],
                 )
                 for row in due[key]
                 if row.id in pending
             ]
             if kept:
                 fresh[key] = kept
-        await self.leases.give_back(*(key for key in claimed if key not in fresh))
+        sent_meanwhile = [key for key in held if key not in fresh]
+        held.difference_update(sent_meanwhile)
+        await self.leases.give_back(*sent_meanwhile)
         return fresh
 
     async def _keep_lanes(self, held: set[str]) -> None:
         """Renew the lanes of a pass while it lasts (a slow recipient, a
-        paced chat): another instance takes a lane only once it has expired."""
+        paced chat), in one statement: another instance takes a lane only
+        once it has expired."""
         while True:
             await asyncio.sleep(self.leases.lease_s / 3)
-            for key in list(held):
-                await self.leases.take(key)
+            renewed = await self.leases.renew(sorted(held))
+            ended = [key for key in renewed if key not in held]  # done while renewed
+            await self.leases.give_back(*ended)
 
     def _lanes(self, channel: Channel, rows: Sequence[OutboxRow]) -> dict[str, list[OutboxRow]]:
         """The rows by lane, each oldest first; keyed by the lane's lease name."""
@@ -280,17 +297,17 @@ class Dispatcher:
         room: asyncio.Semaphore,
         held: set[str],
     ) -> float:
-        async with room:
-            try:
+        try:
+            async with room:
                 busy = self._busy_until.get((channel.name, rows[0].recipient))
                 if busy is not None:
                     await self.store.outbox_retry([r.id for r in rows], busy, None, attempt=False)
                     return busy - self.clock()
                 return await self._recipient(channel, rows, key)
-            finally:
-                if key in held:  # given back as soon as it is done: the next may take it
-                    held.discard(key)
-                    await self.leases.give_back(key)
+        finally:
+            if key in held:  # given back as soon as it is done: the next may take it
+                held.discard(key)
+                await self.leases.give_back(key)
 
     async def _recipient(self, channel: Channel, rows: list[OutboxRow], key: str = "") -> float:
         now = self.clock()

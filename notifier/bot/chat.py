@@ -371,11 +371,13 @@ class ChatBot:
 
         healthy, why = service.health()
         last = service.poller.last_success_at
-        await ledger.load()  # (every instance's requests: the count is in the store)
+        day = ledger.today()  # as every instance counted it (the store), shown, not taken
+        used = (await service.store.load_quota(day.day) or day).used
+        left = max(0, min(ledger.remaining, ledger.daily_quota - used))
         lines = [
             "Состояние: в порядке." if healthy else f"Состояние: НЕ в порядке — {why}.",
-            f"Квота PlanFix: {ledger.today().used} из {ledger.daily_quota} за сегодня, "
-            f"осталось {ledger.remaining}; сброс {at(ledger.resets_at, '%d.%m %H:%M %Z')}.",
+            f"Квота PlanFix: {used} из {ledger.daily_quota} за сегодня, "
+            f"осталось {left}; сброс {at(ledger.resets_at, '%d.%m %H:%M %Z')}.",
         ]
         if service.polls:
             lines.append(f"Последний удачный опрос: {at(last) if last else 'ещё не было'}.")

@@ -26,7 +26,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..store import Store, StoreError
@@ -56,6 +56,10 @@ class Leases(Protocol):
         """Take it, or renew it when held; whether this instance holds it now."""
         ...
 
+    async def renew(self, names: Sequence[str]) -> list[str]:
+        """Renew these, held; those still held."""
+        ...
+
     async def give_back(self, *names: str) -> None: ...
 
 
@@ -73,6 +77,9 @@ class OwnLeases:
 
     async def take(self, name: str) -> bool:
         return True
+
+    async def renew(self, names: Sequence[str]) -> list[str]:
+        return list(names)
 
     async def give_back(self, *names: str) -> None:
         return None
@@ -117,7 +124,24 @@ class SharedLeases:
         self.since[name] = since
         return True
 
+    async def renew(self, names: Sequence[str]) -> list[str]:
+        if not names:
+            return []
+        asked = self.monotonic()
+        try:
+            renewed = await self.store.lease_renew(names, self.holder, self.clock(), self.lease_s)
+        except StoreError:
+            return [name for name in names if self.holds(name)]
+        for name in names:
+            if name in renewed:
+                self._good_until[name] = asked + self.lease_s * 2 / 3
+            else:
+                self._good_until.pop(name, None)
+        return renewed
+
     async def give_back(self, *names: str) -> None:
+        if not names:
+            return
         for name in names:
             self._good_until.pop(name, None)
             self.since.pop(name, None)

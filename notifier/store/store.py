@@ -321,14 +321,18 @@ class Store:
             for r in rows
         ]
 
-    async def outbox_still_pending(self, ids: Sequence[int]) -> dict[int, tuple[float, int]]:
-        """Of these deliveries, those still pending: when each is due, its attempts."""
+    async def outbox_still_pending(
+        self, ids: Sequence[int]
+    ) -> dict[int, tuple[float, int, str | None]]:
+        """Of these deliveries, those still pending: when each is due, its
+        attempts and its last error."""
         sql = (
-            "SELECT id, next_attempt_at, attempts FROM outbox "
+            "SELECT id, next_attempt_at, attempts, last_error FROM outbox "
             "WHERE state = 'pending' AND id IN ({})"
         )
         async with self._db.read() as db:
-            return {int(i): (float(at), int(n)) for i, at, n in await _rows_for(db, sql, ids)}
+            rows = await _rows_for(db, sql, ids)
+        return {int(r[0]): (float(r[1]), int(r[2]), r[3]) for r in rows}
 
     async def outbox_sent(self, ids: Sequence[int], now: float) -> None:
         await self._outbox_update("state = 'sent', done_at = ?, last_error = NULL", (now,), ids)
@@ -614,6 +618,23 @@ class Store:
                 (name, holder, now, now + lease_s, now),
             )
         return None if row is None else float(row[0])
+
+    async def lease_renew(
+        self, names: Sequence[str], holder: str, now: float, lease_s: float
+    ) -> list[str]:
+        """Renew these leases of ``holder``'s, in one statement each 500;
+        those renewed (one taken over by another after it expired is not)."""
+        renewed: list[str] = []
+        async with self._db.write() as db:
+            for start in range(0, len(names), 500):
+                chunk = names[start : start + 500]
+                rows = await db.fetchall(
+                    "UPDATE leases SET expires = ? WHERE holder = ? "  # noqa: S608 - placeholders
+                    f"AND name IN ({','.join('?' * len(chunk))}) RETURNING name",
+                    (now + lease_s, holder, *chunk),
+                )
+                renewed += [str(row[0]) for row in rows]
+        return renewed
 
     async def lease_give_back(self, names: Sequence[str], holder: str) -> None:
         async with self._db.write() as db:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from notifier.alerts.dispatcher import Dispatcher, DispatchSettings
-from notifier.channels.base import Delivered, Message, SendResult
+from notifier.channels.base import Delivered, Message, RetryLater, SendResult
 from notifier.ops.leases import SharedLeases
-from notifier.store import Store
+from notifier.store import Store, StoreError
 from notifier.store.postgres import PostgresDatabase
 from tests import postgres
 from tests.alerts.recording import Recording
@@ -138,3 +139,33 @@ async def test_a_drain_ends_once_nothing_is_left(stores: list[Store]) -> None:
     started = time.monotonic()
     assert await dispatcher.drain(20.0) == 0
     assert time.monotonic() - started < 3 and len(hook.sent) == 1
+
+
+async def test_a_lane_failing_ends_its_pass_only_when_the_others_have(
+    stores: list[Store],
+) -> None:
+    """The store failing for one lane (a failover): the pass ends when every
+    other lane has, its leases given back, so none goes on sending unowned
+    beside the next pass (which would take the same lane and send it again)."""
+    SENT.clear()
+    now = time.time()
+    for step in range(2):
+        one = event(task_id=1001, task=summary(1001, title=f"step {step}"))
+        await stores[0].add_events([one], [[("hook", "r1"), ("hook", "r2")]], now, queued_at=now)
+    hook = Shared("i0")
+    hook.delay_s = 0.3
+    hook.script = [RetryLater("the recipient is busy")]  # r1's first send
+    dispatcher = Dispatcher(
+        stores[0], {"hook": hook}, DispatchSettings(), leases=SharedLeases(stores[0], 20.0)
+    )
+    retry = stores[0].outbox_retry
+
+    async def failover(*args: Any, **kwargs: Any) -> None:
+        raise StoreError("PostgreSQL 127.0.0.1:5432/test: the server closed the connection")
+
+    stores[0].outbox_retry = failover  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await dispatcher.flush("hook")
+    stores[0].outbox_retry = retry  # type: ignore[method-assign]
+    assert [title for _, recipient, _, title in SENT if recipient == "r2"] == ["step 0", "step 1"]
+    assert await stores[0].leases("lane:") == []
