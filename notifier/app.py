@@ -305,6 +305,7 @@ class Service:
         if taken and not polled:
             log.info("this instance polls now", account=self.config.planfix.account)
             self._taken_over = True  # the next round reads what the other kept
+            self._answered_at = None  # (health: not the age of this one's last polling)
             self.wake()
         elif not taken:
             if polled:
