@@ -244,8 +244,11 @@ class Dispatcher:
         for key in due:
             if len(held) >= channel.options.parallel * LANES_PER_SLOT:
                 break
-            if key not in others and await self.leases.take(key):
-                held.add(key)
+            if key in others:
+                continue
+            held.add(key)  # (first: taken, then cancelled, it is still given back)
+            if not await self.leases.take(key):
+                held.discard(key)
         rows = [row for key in held for row in due[key]]
         pending = await self.store.outbox_still_pending([row.id for row in rows])
         fresh: dict[str, list[OutboxRow]] = {}
@@ -263,8 +266,8 @@ class Dispatcher:
             if kept:
                 fresh[key] = kept
         sent_meanwhile = [key for key in held if key not in fresh]
+        await self.leases.give_back(*sent_meanwhile)  # (cancelled: the pass gives them back)
         held.difference_update(sent_meanwhile)
-        await self.leases.give_back(*sent_meanwhile)
         return fresh
 
     async def _keep_lanes(self, held: set[str]) -> None:
@@ -306,8 +309,8 @@ class Dispatcher:
                 return await self._recipient(channel, rows, key)
         finally:
             if key in held:  # given back as soon as it is done: the next may take it
+                await self.leases.give_back(key)  # (cancelled: the pass gives it back)
                 held.discard(key)
-                await self.leases.give_back(key)
 
     async def _recipient(self, channel: Channel, rows: list[OutboxRow], key: str = "") -> float:
         now = self.clock()
