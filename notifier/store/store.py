@@ -624,17 +624,10 @@ class Store:
     ) -> list[str]:
         """Renew these leases of ``holder``'s, in one statement each 500;
         those renewed (one taken over by another after it expired is not)."""
-        renewed: list[str] = []
+        sql = "UPDATE leases SET expires = ? WHERE holder = ? AND name IN ({}) RETURNING name"
         async with self._db.write() as db:
-            for start in range(0, len(names), 500):
-                chunk = names[start : start + 500]
-                rows = await db.fetchall(
-                    "UPDATE leases SET expires = ? WHERE holder = ? "  # noqa: S608 - placeholders
-                    f"AND name IN ({','.join('?' * len(chunk))}) RETURNING name",
-                    (now + lease_s, holder, *chunk),
-                )
-                renewed += [str(row[0]) for row in rows]
-        return renewed
+            rows = await _rows_for(db, sql, names, before=(now + lease_s, holder))
+        return [str(row[0]) for row in rows]
 
     async def lease_give_back(self, names: Sequence[str], holder: str) -> None:
         async with self._db.write() as db:
@@ -705,12 +698,15 @@ def _hours(row: LedgerDay) -> str:
     return json.dumps(row.hours, separators=(",", ":"))
 
 
-async def _rows_for(db: Statements, sql: str, task_ids: Sequence[int]) -> list[Row]:
-    """``sql``'s rows, its ``{}`` the ids' placeholders, 500 ids at a time."""
+async def _rows_for(
+    db: Statements, sql: str, keys: Sequence[object], before: tuple[object, ...] = ()
+) -> list[Row]:
+    """``sql``'s rows, its ``{}`` the keys' placeholders (after the values
+    ``before``), 500 keys at a time."""
     rows: list[Row] = []
-    for start in range(0, len(task_ids), 500):
-        chunk = task_ids[start : start + 500]
-        rows += await db.fetchall(sql.format(",".join("?" * len(chunk))), chunk)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows += await db.fetchall(sql.format(",".join("?" * len(chunk))), (*before, *chunk))
     return rows
 
 

@@ -61,10 +61,6 @@ class LedgerDay:
     on_demand: int = 0  # of `used`, spent on demand (capped at the reserve)
     hours: list[int] = field(default_factory=lambda: [0] * 24)  # `used` by local hour
 
-    def count(self, hour: int) -> None:
-        self.used += 1
-        self.hours[hour] += 1  # a DST day's repeated hour adds to the same one
-
 
 class LedgerStore(Protocol):
     """What the ledger needs of the store."""
