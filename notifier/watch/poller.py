@@ -165,21 +165,24 @@ class Poller:
         """Every record read afresh from the store (another instance polled
         until now: what this one kept is stale)."""
         async with self._records_lock:
-            self.records = {}
-            self._index.clear()
-            await self._reload_watch_set()
+            await self._reload_watch_set(keep=False)
 
-    async def _reload_watch_set(self) -> None:
+    async def _reload_watch_set(self, keep: bool = True) -> None:
+        # Built aside and swapped in at once: a reader between the store's
+        # answers (the bot, the status page) sees the old set or the new one.
         ids = await self.store.watched_ids()
-        missing = [task_id for task_id in ids if task_id not in self.records]
-        self.records = {
-            task_id: self.records.get(task_id) or TaskRecord(task_id) for task_id in ids
-        }
+        kept = self.records if keep else {}
+        loaded = await self.store.load_records([i for i in ids if i not in kept])
         now = self.clock()
-        for task_id, record in (await self.store.load_records(missing)).items():
+        for record in loaded.values():
             if record.last_poll_at is not None and record.last_poll_at > now:
                 record.last_poll_at = now  # saved before the wall clock stepped back
-            self.records[task_id] = record
+        self.records = {
+            task_id: kept.get(task_id) or loaded.get(task_id) or TaskRecord(task_id)
+            for task_id in ids
+        }
+        if not keep:
+            self._index.clear()
         for task_id in self._index.ids() - self.records.keys():
             self._index.remove(task_id)
 

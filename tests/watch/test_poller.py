@@ -318,6 +318,34 @@ async def test_an_answer_older_than_the_card_stored_meanwhile_is_dropped(harness
     assert stored is not None and stored.status == 2
 
 
+async def test_a_takeovers_reload_never_shows_an_empty_watch_set(harness: Harness) -> None:
+    """Another instance polled until now: the records are read again. A
+    reader meanwhile (the bot, the status page) sees the old set or the new,
+    never none (seen in CI: the task vanished while the store answered)."""
+    task = harness.control.create_task(title="Перечитать", status=1)
+    service = await harness.service([task["id"]])
+    await harness.settle(service, 120)
+    store, seen = service.poller.store, []
+    ask_ids, load = store.watched_ids, store.load_records
+
+    def look() -> None:  # a reader while the store answers
+        seen.append({i: r.card is not None for i, r in service.poller.records.items()})
+
+    async def watched_ids() -> Any:
+        look()
+        return await ask_ids()
+
+    async def load_records(ids: Sequence[int]) -> Any:
+        look()
+        return await load(ids)
+
+    store.watched_ids = watched_ids  # type: ignore[method-assign]
+    store.load_records = load_records  # type: ignore[method-assign]
+    await service.poller.reload_all()
+    assert seen == [{task["id"]: True}] * 2
+    assert service.poller.records[task["id"]].card is not None  # read back, not forgotten
+
+
 async def test_a_task_watched_again_gets_a_baseline_not_a_diff_with_its_old_card(
     harness: Harness,
 ) -> None:
