@@ -1,11 +1,12 @@
 """The service, composed in one place:
 
+    per account (watch/account.py):
     store ─ quota ledger ─ PlanFix client ─ poller ─(events + deliveries)→ store
-                                                      dispatcher ─→ channels
+    shared:                                           dispatcher ─→ channels
 
-APScheduler wakes the poller (at the time the planner asked for, with a
-heartbeat) and keeps the gauges fresh; the dispatcher runs one worker per
-channel. One process, one asyncio loop.
+APScheduler wakes each account's poller (at the time its planner asked for,
+with a heartbeat) and keeps the gauges fresh; the dispatcher runs one worker
+per channel. One process, one asyncio loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import json
 import math
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -33,13 +35,13 @@ from .channels.console import ConsoleOptions
 from .config import Config
 from .ops import logging as oplog
 from .ops.clock import StepWatch, steady
-from .ops.leases import BOT, Leases, OwnLeases, SharedLeases, poll_lease
+from .ops.leases import BOT, Leases, OwnLeases, SharedLeases, fair_share
 from .ops.metrics import Metrics
 from .ops.systemd import notify
 from .planfix.client import PlanfixClient, RequestRecord
-from .store import Store, StoreError, open_store
+from .store import Store, StoreError, Subscription, open_store
+from .watch.account import AccountWatch, connections_changed
 from .watch.feed import ChangeFeed
-from .watch.planner import PlannerSettings
 from .watch.poller import Poller, PollResult
 from .watch.push import PushInbox
 from .watch.quota import QuotaLedger
@@ -51,6 +53,13 @@ if TYPE_CHECKING:
 log = oplog.get(__name__)
 
 POLL_JOB = "poll"
+
+
+def poll_job(watch: AccountWatch) -> str:
+    """The scheduler's job polling an account (as before accounts for [planfix]'s)."""
+    return POLL_JOB if not watch.account.key else f"{POLL_JOB}:{watch.account.key}"
+
+
 HEARTBEAT_S = 60  # the poll job runs at least this often, whatever it asked for
 GAUGES_S = 15
 ROUND_STALLED_S = 300.0  # /healthz: 503 when no poll round ended this long (heartbeat 60 s)
@@ -80,25 +89,14 @@ def build_channels(config: Config, renderer: Renderer) -> dict[str, Channel]:
 
 def renderer_for(config: Config) -> Renderer:
     alerts = config.alerts
+    accounts = config.watched_accounts
     return Renderer(
         locale=alerts.locale,
-        timezone=config.planfix.timezone,
+        timezone=config.first.planfix.timezone,
         task_url=alerts.task_url,
-        account=config.planfix.account,
+        account=config.first.planfix.account,
         template_dir=alerts.templates,
-    )
-
-
-def planner_settings(config: Config) -> PlannerSettings:
-    watch, planfix = config.watch, config.planfix
-    return PlannerSettings(
-        min_interval_s=watch.min_interval_s,
-        deadline_window_s=watch.deadline_window_s,
-        deadline_margin_s=watch.deadline_margin_s,
-        finished_interval_s=watch.finished_interval_s,
-        unavailable_interval_s=watch.unavailable_interval_s,
-        requests_per_second=planfix.requests_per_second,
-        batch_size=100,  # until the server says it has no task.getMulti
+        accounts={a.name: a.planfix.account for a in accounts} if len(accounts) > 1 else None,
     )
 
 
@@ -127,7 +125,7 @@ class Service:
         self.config = config
         self.clock = clock
         self.monotonic = monotonic  # ages and waits: a wall-clock step must not move them
-        self.tz = ZoneInfo(config.planfix.timezone)
+        self.tz = ZoneInfo(config.first.planfix.timezone)
         self.metrics = metrics or Metrics()
         self.store: Store = open_store(config.state)
         self.keep_watch_set = keep_watch_set
@@ -137,64 +135,31 @@ class Service:
             if config.state.url is not None
             else OwnLeases()
         )
-        self.poll_lease = poll_lease(config.planfix.account)
-        self._versions: tuple[int, int] | None = None  # the store's, as last followed
-        self._taken_over = False  # the polling, from another instance: reload first
-        self._polling_lease = not self.leases.shared  # held, as the lease job last found
-        self.ledger = QuotaLedger(
-            self.store,
-            daily_quota=config.planfix.daily_quota,
-            timezone=config.planfix.timezone,
-            requests_per_second=config.planfix.requests_per_second,
-            reserve_fraction=config.watch.quota_reserve,
-            clock=clock,
-            sleep=sleep,
-            observe=self._observe_request,
-            monotonic=monotonic,
-        )
-        self.client = PlanfixClient(
-            config.planfix.client_settings(), gate=self.ledger, transport=transport
-        )
-        self.feed = ChangeFeed(
-            self.client, self.store, interval_s=config.watch.feed_interval_s, clock=clock
-        )
-        watch = config.watch
-        self.sets = WatchSets(
-            self.client,
-            self.store,
-            numbers=watch.numbers,
-            projects=watch.projects,
-            filters=watch.filters,
-            discover_interval_s=watch.discover_interval_s,
-            clock=clock,
-        )
-        # Reads on demand, soon: PlanFix's pushes (when [push] listens) and the
-        # status page's "poll now".
-        self.push = PushInbox(config.push.min_interval_s, clock)
-        self.push.on_push = self.wake
-        self.poller = Poller(
-            self.client,
-            self.store,
-            self.ledger,
-            planner_settings(config),
-            wanted_events=config.watch.events,
-            clock=clock,
-            on_events=self._events_stored,
-            on_polled=self._observe_poll,
-            feed=self.feed,
-            sets=self.sets,
-            push=self.push,
-            auto_watch=config.push.auto_watch,
-        )
+        self.presence = f"instance:{self.leases.holder}"  # (the live count shares the accounts)
+        self._live = 1  # instances running, as last counted
+        self.watches: dict[str, AccountWatch] = {}
+        for account in config.watched_accounts:
+            watch = AccountWatch(
+                account,
+                self.store,
+                self.leases,
+                config.push,
+                clock=clock,
+                sleep=sleep,
+                monotonic=monotonic,
+                transport=transport,
+                observe_request=self._observe_request,
+                on_events=self._events_stored,
+                on_polled=self._observe_poll,
+            )
+            watch.push.on_push = (lambda w: lambda: self.wake(w))(watch)
+            self.watches[account.name] = watch
+        self.main = next(iter(self.watches.values()))  # ([planfix]'s, or the first account's)
         self._install(self._alerts(config), config)
         self._failing: set[tuple[str, str]] = set()
         self._stopped = False
-        self._polling: asyncio.Task[object] | None = None  # the poll round under way
-        self._store_error: str | None = None  # the last poll round could not save
         self._reloading = asyncio.Lock()
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._round_done_at = monotonic()  # health: the poll loop is turning
-        self._answered_at: float | None = None  # health: PlanFix last answered a poll
         self._steps = StepWatch(clock, monotonic)
         self._clock_task: asyncio.Task[None] | None = None
         self._outbox_step = 0.0  # a step the outbox has yet to follow
@@ -222,10 +187,11 @@ class Service:
         router = Router(
             config.routes,
             channels,
-            default_events=config.watch.events,
-            subscribers=self.store.subscribers,
-            project_subscribers=self.store.project_subscribers,
+            default_events={e for a in config.watched_accounts for e in a.watch.events},
+            subscribers=self._subscribers,
+            project_subscribers=self._project_subscribers,
             bot_channel=config.bot.channel or None,
+            account_events={a.name: a.watch.events for a in config.watched_accounts},
         )
         dispatcher = Dispatcher(
             self.store,
@@ -235,7 +201,7 @@ class Service:
                 retry_max_s=alerts.retry_max_s,
                 urgent_importance=tuple(alerts.urgent_importance),
                 urgent_events=tuple(alerts.urgent_events),
-                timezone=config.planfix.timezone,
+                timezone=config.first.planfix.timezone,
             ),
             clock=self.clock,
             on_failed=self._channel_failed,
@@ -250,69 +216,106 @@ class Service:
     def _install(self, built: Alerts, config: Config) -> None:
         self.renderer, self.channels, self.router = built.renderer, built.channels, built.router
         self.dispatcher = built.dispatcher
-        self.poller.route = self.router.deliveries
-        self.poller.wanted = self.router.wanted() or frozenset(TASK_EVENT_KINDS)
-        self.poller.group_wait_s = config.alerts.group_wait_s
-        self.poller.repeat_overdue_s = config.alerts.repeat_overdue_s
-        self.poller.failing_after_s = config.alerts.planfix_failing_after_s
+        for watch in self.watches.values():
+            poller = watch.poller
+            poller.route = self.router.deliveries
+            poller.wanted = self.router.wanted(watch.name) or frozenset(TASK_EVENT_KINDS)
+            poller.group_wait_s = config.alerts.group_wait_s
+            poller.repeat_overdue_s = config.alerts.repeat_overdue_s
+            poller.failing_after_s = config.alerts.planfix_failing_after_s
+
+    async def _subscribers(self, account: str, task_id: int) -> list[Subscription]:
+        watch = self.watches.get(account, self.main)  # (an event from before accounts: "")
+        return await watch.store.subscribers(task_id)
+
+    async def _project_subscribers(self, account: str, project_id: int) -> list[Subscription]:
+        watch = self.watches.get(account, self.main)
+        return await watch.store.project_subscribers(project_id)
+
+    # --- one account, as the service was before there were several ---------------------
+    # (the command line, the bot's one-account commands, the tests)
+
+    @property
+    def poller(self) -> Poller:
+        return self.main.poller
+
+    @property
+    def client(self) -> PlanfixClient:
+        return self.main.client
+
+    @property
+    def ledger(self) -> QuotaLedger:
+        return self.main.ledger
+
+    @property
+    def feed(self) -> ChangeFeed:
+        return self.main.feed
+
+    @property
+    def sets(self) -> WatchSets:
+        return self.main.sets
+
+    @property
+    def push(self) -> PushInbox:
+        return self.main.push
+
+    @property
+    def poll_lease(self) -> str:
+        return self.main.poll_lease
+
+    def watch_of(self, name: str | None) -> AccountWatch:
+        """An account by name (None: the first); ValueError naming the known ones."""
+        if name is None:
+            return self.main
+        if name not in self.watches:
+            raise ValueError(f"no account {name!r} (known: {', '.join(self.watches)})")
+        return self.watches[name]
 
     # --- running -----------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read what the store holds: the watch set (the config's written
-        first, unless ``keep_watch_set`` is off), the day's quota, the feed's
-        cursor, the chats' projects. Before start(), and before any poll."""
-        if self.keep_watch_set:  # (not for `check`: it may try another config)
-            await self.store.set_watched("config", self.config.watch.tasks, self.clock())
-        await self.ledger.load()
-        await self.feed.load()
-        await self.sets.projects_changed()
-        await self.poller.reload_watch_set()
-        self._versions = await self.store.versions()
+        """Read what the store holds for every account. Before start(), and
+        before any poll."""
+        for watch in self.watches.values():
+            await watch.load(keep_watch_set=self.keep_watch_set)
 
     @property
     def polls(self) -> bool:
-        """This instance polls the account now (the only one does on SQLite)."""
-        return self.leases.holds(self.poll_lease)
-
-    async def _follow_store(self) -> None:
-        """What another instance changed in the store: the watch set and the
-        chats' projects (a /watch through the bot it runs); on taking over
-        the polling, all it kept: the records, the day's quota, the feed."""
-        versions = await self.store.versions()
-        if self._taken_over:
-            await self.ledger.load()
-            await self.feed.load()
-            await self.poller.reload_all()
-            await self.sets.projects_changed()
-            self._taken_over = False
-        elif self._versions is not None:
-            if versions[0] != self._versions[0]:  # (its own changes too: a cheap read)
-                await self.poller.reload_watch_set()
-            if versions[1] != self._versions[1]:  # (a discovery of the projects follows)
-                await self.sets.projects_changed()
-        self._versions = versions
+        """This instance polls an account now (on SQLite: every account)."""
+        return any(watch.polls for watch in self.watches.values())
 
     async def _keep_leases(self) -> None:
-        """Renew the polling's lease, or take it when free."""
-        polled = self._polling_lease
-        await self.leases.take(self.poll_lease)
-        if self._stopped:  # stop() gave it back meanwhile: not kept
-            await self.leases.give_back(self.poll_lease)
+        """Renew the accounts' leases held, and take free ones up to this
+        instance's fair share (the accounts over the live instances); give
+        back those over it, so that an instance (re)started gets its share."""
+        leases, watches = self.leases, list(self.watches.values())
+        await leases.take(self.presence)
+        with contextlib.suppress(StoreError):  # (unreachable: the count last known)
+            self._live = len(await self.store.leases_alive("instance:", self.clock()))
+        share = fair_share(len(watches), self._live)
+        held = set(
+            await leases.renew([w.poll_lease for w in watches if leases.holds(w.poll_lease)])
+        )
+        for watch in sorted(watches, key=self._preference):
+            if len(held) >= share:
+                break
+            if watch.poll_lease not in held and await leases.take(watch.poll_lease):
+                held.add(watch.poll_lease)
+        if self._stopped:  # stop() gave them back meanwhile: not kept
+            await leases.give_back(*held, self.presence)
             return
-        # (held now: an answer that came after the lease's time is no lease)
-        taken = self._polling_lease = self.polls
-        if taken and not polled:
-            log.info("this instance polls now", account=self.config.planfix.account)
-            self._taken_over = True  # the next round reads what the other kept
-            self._answered_at = None  # (health: not the age of this one's last polling)
-            self.wake()
-        elif not taken:
-            if polled:
-                log.warning("this instance polls no more: another may hold the lease",
-                            account=self.config.planfix.account)  # fmt: skip
-            if self._polling is not None:  # (a round under way too: its lease has lapsed)
-                self._polling.cancel()
+        kept = [w for w in sorted(watches, key=self._preference) if w.poll_lease in held]
+        for watch in kept[share:]:  # the least preferred: another instance takes them soon
+            await watch.hand_over()
+            await leases.give_back(watch.poll_lease)
+        for watch in watches:
+            if watch.lease_found():
+                self.wake(watch)
+
+    def _preference(self, watch: AccountWatch) -> int:
+        """An order of the accounts of this instance's own: instances starting
+        together each try others first."""
+        return zlib.crc32(f"{self.leases.holder}|{watch.name}".encode())
 
     async def _keep_bot_lease(self) -> None:
         """The bot runs where its lease is (Telegram allows one reader of updates)."""
@@ -334,19 +337,24 @@ class Service:
         """Load the state, then rebuild the jobs (stable ids, in memory: our
         state is in the store)."""
         if self.leases.shared:  # taken before the state is read: no one writes it meanwhile
-            self.poller.may_poll = lambda: self.polls
-            self._polling_lease = await self.leases.take(self.poll_lease)
-            log.info("polling" if self.polls else "another instance polls; this one sends",
-                     account=self.config.planfix.account)  # fmt: skip
+            for watch in self.watches.values():
+                watch.poller.may_poll = (lambda w: lambda: w.polls)(watch)
+            await self._keep_leases()
+            for watch in self.watches.values():
+                log.info("polling" if watch.polls else "another instance polls; this one sends",
+                         account=watch.name)  # fmt: skip
         await self.load()
-        jobs: list[tuple[str, Callable[[], object], dict[str, object]]] = [
-            (POLL_JOB, self._poll_job, {"seconds": HEARTBEAT_S, "next_run_time": self._now()}),
-            ("outbox", _on_loop(self.dispatcher_wake), {"seconds": HEARTBEAT_S}),  # a safety net
+        jobs: list[tuple[str, Callable[..., object], dict[str, object]]] = [
             (
-                "gauges",
-                self.refresh_gauges,
-                {"seconds": GAUGES_S, "next_run_time": self._now()},
-            ),
+                poll_job(watch),
+                self._poll_job,
+                {"seconds": HEARTBEAT_S, "next_run_time": self._now(), "args": [watch]},
+            )
+            for watch in self.watches.values()
+        ]
+        jobs += [
+            ("outbox", _on_loop(self.dispatcher_wake), {"seconds": HEARTBEAT_S}),  # a safety net
+            ("gauges", self.refresh_gauges, {"seconds": GAUGES_S, "next_run_time": self._now()}),
         ]
         if self.leases.shared:  # renewed (or taken when free) every sixth of the lease
             every: dict[str, object] = {"seconds": self.config.state.lease_s / 6}
@@ -429,16 +437,18 @@ class Service:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), self.tz)
 
-    def wake(self) -> None:
-        """Poll now (a new watch, the quota reset) instead of at the planned time.
-        A round already running needs no wake: it decides afresh before each poll."""
-        if self._polling is None and self.scheduler.get_job(POLL_JOB) is not None:
-            # (no job yet: not started, and the first round comes at once anyway)
-            # Not "now": a round that has just ended is still running for the
-            # scheduler until the loop's next turn, and "now" found it so
-            # ("skipped: maximum number of running instances", a push apart).
-            soon = self._now() + timedelta(seconds=0.1)
-            self.scheduler.modify_job(POLL_JOB, next_run_time=soon)
+    def wake(self, watch: AccountWatch | None = None) -> None:
+        """Poll now (a new watch, the quota reset) instead of at the planned
+        time: one account, or (None) every one. A round already running
+        needs no wake: it decides afresh before each poll."""
+        for each in [watch] if watch is not None else self.watches.values():
+            if each.polling is None and self.scheduler.get_job(poll_job(each)) is not None:
+                # (no job yet: not started, and the first round comes at once anyway)
+                # Not "now": a round that has just ended is still running for the
+                # scheduler until the loop's next turn, and "now" found it so
+                # ("skipped: maximum number of running instances", a push apart).
+                soon = self._now() + timedelta(seconds=0.1)
+                self.scheduler.modify_job(poll_job(each), next_run_time=soon)
 
     def dispatcher_wake(self) -> None:
         self.dispatcher.wake()
@@ -455,22 +465,25 @@ class Service:
         self.dispatcher_wake()
         return f"dead letter #{outbox_id} goes out again now"
 
-    def planned(self, task_ids: Sequence[int]) -> dict[int, tuple[float, str]]:
-        return self.poller.planned(task_ids)
+    def planned(
+        self, task_ids: Sequence[int], account: str | None = None
+    ) -> dict[int, tuple[float, str]]:
+        return self.watch_of(account).poller.planned(task_ids)
 
-    async def poll_now(self, task_id: int) -> str:
-        if task_id not in self.poller.records:
+    async def poll_now(self, task_id: int, account: str | None = None) -> str:
+        watch = self.watch_of(account)
+        if task_id not in watch.poller.records:
             raise ValueError(f"task {task_id} is not watched")
-        if not self.polls:
-            holder = await self.lease_holder(self.poll_lease)
+        if not watch.polls:
+            holder = await self.lease_holder(watch.poll_lease)
             return f"task {task_id} is polled by another instance ({holder}): ask it there"
-        self.push.ask(task_id)
-        blocked = self.ledger.blocked()
-        if not self.poller.breaker_allows():
+        watch.push.ask(task_id)
+        blocked = watch.ledger.blocked()
+        if not watch.poller.breaker_allows():
             return f"task {task_id} is read once PlanFix answers again (it is failing now)"
         if blocked is not None:
             return f"task {task_id} is read once polling may go on: {blocked}"
-        if self.ledger.blocked_on_demand() is not None:
+        if watch.ledger.blocked_on_demand() is not None:
             return (f"task {task_id} goes with the planner's next request (the on-demand "
                     "reserve is spent today)")  # fmt: skip
         return f"task {task_id} is read within seconds (from the on-demand reserve)"
@@ -479,46 +492,30 @@ class Service:
         held = [holder for lease, holder, _, _ in await self.store.leases(name) if lease == name]
         return held[0] if held else "none now"
 
-    async def _poll_job(self) -> None:
+    async def _poll_job(self, watch: AccountWatch) -> None:
         # A round ends within half a heartbeat, so the heartbeat never finds it
         # still running; a busy poller simply comes straight back.
-        if not self.polls:  # another instance polls; the lease job wakes this one
-            self._round_done_at = self.monotonic()
+        if not watch.polls:  # another instance polls; the lease job wakes this one
+            watch.round_done_at = self.monotonic()
             return
-        self._polling = asyncio.current_task()
-        round_started = self.clock()
         try:
-            if self.leases.shared:
-                await self._follow_store()
-            wake_at = await self.poller.tick(for_s=min(HEARTBEAT_S / 2, self.leases.lease_s / 3))
+            wake_at = await watch.round(
+                for_s=min(HEARTBEAT_S / 2, self.leases.lease_s / 3), heartbeat_s=HEARTBEAT_S
+            )
         except asyncio.CancelledError:
-            if self._stopped or not self.polls:
-                return  # stop(), or the lease lost: not a failure for the scheduler to log
+            if self._stopped or not watch.polls or not watch.held:
+                return  # stop(), the lease lost or handed over: not a failure to log
             raise
-        except StoreError as exc:  # the state cannot be used: say so, try again
-            if self._store_error is None:
-                log.error("the state cannot be written; polling goes on trying",
-                          error=str(exc))  # fmt: skip
-            self._store_error = f"the state cannot be written: {exc}"
-            wake_at = self.clock() + HEARTBEAT_S
         except Exception:  # one bad round must not stop the service
-            log.exception("poll round failed")
+            log.exception("poll round failed", account=watch.name)
             wake_at = self.clock() + HEARTBEAT_S
-        else:
-            saved = self.poller.last_saved_at
-            if self._store_error is not None and (
-                (saved is not None and saved >= round_started) or await self._store_writable()
-            ):
-                log.info("the state can be written again")
-                self._store_error = None
         finally:
-            self._polling = None
-            self._round_done_at = self.monotonic()
             self.metrics.round_done.set(self.clock())
         # Never "now": the scheduler would find this very run still going and
         # skip the next one until the heartbeat.
         wake_at = min(max(wake_at, self.clock() + 0.05), self.clock() + HEARTBEAT_S)
-        self.scheduler.modify_job(POLL_JOB, next_run_time=datetime.fromtimestamp(wake_at, self.tz))
+        when = datetime.fromtimestamp(wake_at, self.tz)
+        self.scheduler.modify_job(poll_job(watch), next_run_time=when)
         if self._heartbeat_task is None or self._heartbeat_task.done():  # not in the poll's way
             self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
 
@@ -528,24 +525,19 @@ class Service:
         metrics endpoint, the bot's long poll)."""
         later = [
             section
-            for section in ("planfix", "state", "metrics", "bot", "push")
+            for section in ("state", "metrics", "bot", "push")
             if getattr(config, section) != getattr(self.config, section)
         ]
+        self._check_same_accounts(config)
+        if connections_changed(self.config, config):
+            later.insert(0, "planfix" if not config.accounts else "accounts")
         async with self._reloading:  # one reload at a time, and none once stopping
             if self._stopped:
                 return later
             built = self._alerts(config)  # may raise: then nothing has changed
-            await self.store.set_watched("config", config.watch.tasks, self.clock())
-            await self.poller.reload_watch_set()
-            self.poller.breaker.closed()  # a fixed account or token is tried at once
-            await self.ledger.reset_block()  # a stale quota block too: the next request finds out
-            self.poller.settings = planner_settings(config)  # keeps a known batch size of 1
-            self.feed.interval_s = config.watch.feed_interval_s
-            self.feed.reprobe()  # a right granted since may open a feed
-            watch = config.watch
-            self.sets.configure(watch.numbers, watch.projects, watch.filters)
-            await self.sets.projects_changed()
-            self.sets.discover_interval_s = watch.discover_interval_s
+            by_key = {watch.account.key: watch for watch in self.watches.values()}
+            for account in config.watched_accounts:
+                await by_key[account.key].reload(account)
             old, old_dispatcher = self.channels, self.dispatcher
             await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
             try:
@@ -563,8 +555,28 @@ class Service:
                 self.dispatcher.start()  # whatever happened, something sends
             self.config = config
         self.wake()
-        log.info("configuration reloaded", watched=len(self.poller.records), restart_needed=later)
+        watched = sum(len(w.poller.records) for w in self.watches.values())
+        log.info("configuration reloaded", watched=watched, restart_needed=later)
         return later
+
+    def _check_same_accounts(self, config: Config) -> None:
+        """A reload keeps the running accounts (their pollers, leases, and
+        the names routes and buttons carry): one added, removed or renamed
+        is a restart's to apply. (One account renamed alone is the
+        connection's change, applied after a restart as before.)"""
+        old, new = self.config.watched_accounts, config.watched_accounts
+        renamed = len(new) > 1 and [a.name for a in new] != [a.name for a in old]
+        if [a.key for a in new] != [a.key for a in old] or renamed:
+            raise ValueError(
+                "the accounts differ from the running ones (one added, removed or renamed): "
+                "restart the service to apply that"
+            )
+        named = {name for route in config.routes for name in route.accounts or ()}
+        if named - self.watches.keys():
+            raise ValueError(
+                f"routes name the account {sorted(named - self.watches.keys())[0]!r}, which "
+                "runs under another name until a restart: restart the service to apply that"
+            )
 
     async def stop(self, drain_s: float = 0.0) -> int:
         """Stop polling; send what is due for up to ``drain_s``; release
@@ -579,18 +591,19 @@ class Service:
                 task.cancel()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        if self._polling is not None:  # a poll's answer not yet stored is asked again next start
-            self._polling.cancel()
-            await asyncio.wait([self._polling])
+        for watch in self.watches.values():
+            await watch.stop_round()
         await self._stop_bot()
-        await self.leases.give_back(self.poll_lease, BOT)  # the others take over at once
+        polled = [watch.poll_lease for watch in self.watches.values()]
+        await self.leases.give_back(*polled, BOT, self.presence)  # the others take over at once
         started = time.monotonic()
         await self.dispatcher.stop(grace_s=drain_s)  # sends under way finish, not resent
         drain_left_s = drain_s - (time.monotonic() - started)
         left = await self.dispatcher.drain(drain_left_s) if drain_left_s > 0 else 0
         for channel in self.channels.values():
             await channel.aclose()
-        await self.client.aclose()
+        for watch in self.watches.values():
+            await watch.client.aclose()
         await self.store.close()
         return left
 
@@ -615,13 +628,14 @@ class Service:
         moves with it, so that "polled 30 s ago" stays true, a step back does
         not freeze the schedule and a step forward does not expire it."""
         log.warning("the wall clock stepped; the schedule follows it", step_s=round(step, 1))
-        self.poller.clock_stepped(step)
+        for watch in self.watches.values():
+            watch.poller.clock_stepped(step)
         self._outbox_step += step  # shifted in the store by _watch_clock, retried if it fails
         now = self._now()
         for job in self.scheduler.get_jobs():
             if job.id == "quota_reset":  # that one is at a wall-clock time: it stays
                 continue
-            if job.id == POLL_JOB and self._polling is not None:
+            if any(job.id == poll_job(w) and w.polling is not None for w in self.watches.values()):
                 continue  # the round under way sets its next run itself
             job.modify(next_run_time=now)
         self.dispatcher.wake()
@@ -673,8 +687,6 @@ class Service:
             self.metrics.polls.labels(result.outcome).inc()
         if any(r.task is not None for r in results):
             self.metrics.last_poll.set(self.clock())
-        if any(r.outcome in ("ok", "unavailable") for r in results):  # PlanFix answered
-            self._answered_at = self.monotonic()
 
     async def refresh_gauges(self) -> None:
         counts = await self.store.outbox_counts()
@@ -684,29 +696,34 @@ class Service:
         oldest = await self.store.outbox_oldest_undelivered(self.clock())
         m.outbox_oldest.set(0 if oldest is None else max(0.0, self.clock() - oldest))
         m.healthy.set(int(self.health()[0]))
-        m.quota_used.set(self.ledger.today().used)
-        m.quota_on_demand.set(self.ledger.today().on_demand)
-        m.quota_remaining.set(self.ledger.remaining)
-        m.watched.set(len(self.poller.records))
-        m.awaiting_baseline.set(sum(r.card is None for r in self.poller.records.values()))
+        watches = self.watches.values()  # (the gauges: every account's, summed)
+        m.quota_used.set(sum(w.ledger.today().used for w in watches))
+        m.quota_on_demand.set(sum(w.ledger.today().on_demand for w in watches))
+        m.quota_remaining.set(sum(w.ledger.remaining for w in watches))
+        records = [r for w in watches for r in w.poller.records.values()]
+        m.watched.set(len(records))
+        m.awaiting_baseline.set(sum(r.card is None for r in records))
         if self.config.push.listen:  # for `status`, read from the store by another process
-            await self.store.set_meta("push.stats", json.dumps(asdict(self.push.stats)))
+            for watch in watches:
+                await watch.store.set_meta("push.stats", json.dumps(asdict(watch.push.stats)))
+        used = sum(w.ledger.today().used for w in watches)
         notify(
-            f"STATUS=watching {len(self.poller.records)} tasks; quota "
-            f"{self.ledger.today().used}/{self.ledger.daily_quota}; outbox "
+            f"STATUS=watching {len(records)} tasks; quota "
+            f"{used}/{sum(w.ledger.daily_quota for w in watches)}; outbox "
             f"{counts.get('pending', 0)} pending, {counts.get('dead', 0)} dead"
         )
 
     def health(self) -> tuple[bool, str]:
-        """For /healthz: unhealthy when log-in fails, the quota is spent, or no
-        poll has succeeded for too long while there is something to watch."""
-        if self.poller.failing_fatally:
-            return False, f"PlanFix refuses us: {self.poller.failing_fatally}"
-        blocked = self.ledger.blocked()
-        if blocked:
-            return False, blocked
-        if self._store_error is not None:
-            return False, self._store_error
+        """For /healthz: unhealthy when an account's log-in fails, its quota is
+        spent, or no poll has succeeded for too long while there is something
+        to watch; or when deliveries are stuck."""
+
+        def of(watch: AccountWatch) -> str:
+            return f"account {watch.name}: " if len(self.watches) > 1 else ""
+
+        for watch in self.watches.values():
+            if (blocked := watch.blocked()) is not None:
+                return False, of(watch) + blocked
         if self.dispatcher.unrecorded:
             return False, (
                 f"the state file cannot be written: {self.dispatcher.unrecorded} deliveries "
@@ -720,23 +737,14 @@ class Service:
         if stuck:
             channel, age = stuck[0]
             return False, f"channel {channel}: failing, nothing delivered for {age / 60:.0f} min"
-        stalled = self.monotonic() - self._round_done_at
-        if self.scheduler.running and stalled > ROUND_STALLED_S:
-            return False, f"no poll round has completed for {stalled:.0f} s"
-        limit = self.config.metrics.unhealthy_after_s
-        last = self._answered_at
-        if not self.polls:  # another instance polls: its health says how that goes
-            return True, ""
-        if self.poller.records and last is not None and self.monotonic() - last > limit:
-            return False, f"no successful poll for {self.monotonic() - last:.0f} s"
+        for watch in self.watches.values():
+            stalled = self.monotonic() - watch.round_done_at
+            if self.scheduler.running and stalled > ROUND_STALLED_S:
+                return False, of(watch) + f"no poll round has completed for {stalled:.0f} s"
+        for watch in self.watches.values():
+            if (stalled_why := watch.stalled(self.config.metrics.unhealthy_after_s)) is not None:
+                return False, of(watch) + stalled_why
         return True, ""
-
-    async def _store_writable(self) -> bool:
-        try:
-            await self.store.check_writable()
-        except StoreError:
-            return False
-        return True
 
     async def _heartbeat(self) -> None:
         """A dead man's switch for cron monitors: a GET to ``heartbeat_url``

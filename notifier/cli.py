@@ -36,11 +36,14 @@ from .config import Config, ConfigError, config_from_dict, find_config, load_con
 from .emulator import Account, Emulator, Settings, populate
 from .emulator.scenario import Scenario, build
 from .ops import logging as oplog
+from .ops.leases import poll_lease
 from .ops.overview import PAGE, gather
 from .ops.status_text import render_text
 from .ops.systemd import notify, watchdog, watchdog_interval_s
 from .planfix import PlanfixError, StatusCatalog, Task, TransportError
 from .store import Store, StoreError, instance_lock, open_store
+from .watch.account import AccountWatch
+from .watch.poller import Poller
 from .watch.quota import QuotaLedger
 from .watch.sets import NUMBER_NOT_ID
 from .web.ops import operator_routes
@@ -98,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
             )
         return sub
 
+    def account_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--account", help="NAME of [accounts.NAME], or [planfix]'s account (default: the first)"
+        )
+
     init = command("init", "write a commented sample config to start from", config=False)
     init.add_argument("path", nargs="?", default="notifier.toml", help="default: ./notifier.toml")
     command("run", "the service, in the foreground; SIGHUP reloads the config, SIGTERM stops it")
@@ -108,17 +116,20 @@ def _parser() -> argparse.ArgumentParser:
         help="a task id (1001), or a number as people see it (#418) or its link",
     )  # fmt: skip
     poll.add_argument("--send", action="store_true", help="record the state and deliver the events")
+    account_option(poll)
     test = command("test-alert", "send a sample alert through the channels")
     test.add_argument("--channel", help="only this channel (default: all)")
     status = command(
         "status", "health, watched tasks and their next polls, quota, outbox and dead letters"
     )
     status.add_argument("--all", action="store_true", help="every task (default: the first 200)")
+    account_option(status)
     quota = command("quota", "the day's PlanFix request count, and what blocks polling if anything")
     quota.add_argument(
         "--reset", action="store_true",
         help="forget a stale block (a 0007 from before a plan change, a header saying 0)",
     )  # fmt: skip
+    account_option(quota)
     push_test = command(
         "push-test", "send a sample push to the [push] endpoint and say what came back"
     )
@@ -126,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     which = push_test.add_mutually_exclusive_group()
     which.add_argument("--task", type=int, help="a task id (default: the first in watch.tasks)")
     which.add_argument("--number", type=int, help="a task number, as in the task's link")
+    account_option(push_test)
     demo = command("demo", "the emulator with a scripted, changing account, watched", config=False)
     demo.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
     demo.add_argument("--pace", type=float, default=1.0, help="script speed (0.2 = 5x faster)")
@@ -154,21 +166,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = find_config(args.config)
         config = load_config(path)
         oplog.REDACTOR.set_secrets(config.secrets())
-        oplog.use_zone(config.planfix.timezone)
+        oplog.use_zone(config.first.planfix.timezone)
         if args.command == "run":
             return asyncio.run(_run_alone(config, path))
         if args.command == "check":
             return asyncio.run(_check(config, path))
+        account = getattr(args, "account", None)
+        try:
+            config.account_named(account)
+        except ValueError as exc:
+            raise ConfigError(f"--account: {exc}") from None
         if args.command == "poll":
-            return asyncio.run(_poll(config, args.tasks, send=args.send))
+            return asyncio.run(_poll(config, args.tasks, send=args.send, account=account))
         if args.command == "test-alert":
             return asyncio.run(_test_alert(config, args.channel))
         if args.command == "status":
-            return _status(config, every=args.all)
+            return _status(config, every=args.all, account=account)
         if args.command == "quota":
-            return _quota(config, reset=args.reset)
+            return _quota(config, reset=args.reset, account=account)
         if args.command == "push-test":
-            return asyncio.run(_push_test(config, args.url, args.task, args.number))
+            return asyncio.run(_push_test(config, args.url, args.task, args.number, account))
     except (ConfigError, StoreError) as exc:  # (a database's error may quote its address)
         print(f"planfix-notifier: {oplog.REDACTOR.scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -262,15 +279,16 @@ async def _run(
     if interval:
         pinger = asyncio.create_task(watchdog(interval))
     notify("READY=1")
-    log.info("started", watching=len(service.poller.records), channels=sorted(service.channels))
+    watching = sum(len(w.poller.records) for w in service.watches.values())
+    log.info("started", watching=watching, channels=sorted(service.channels))
     if web is not None and config.metrics.page_on:
         log.info("status page", url=f"http://{_url_host(web.host)}:{web.port}/")
     if config.metrics.listen and not config.metrics.page_on:
         log.info("status page off: metrics.listen is not a loopback address (it shows task "
                  "titles); metrics.status_page = true serves it there")  # fmt: skip
-    watch = config.watch
-    if not (service.poller.records or watch.tasks or watch.numbers or watch.projects
-            or watch.filters or config.push.auto_watch):  # fmt: skip
+    watches = [a.watch for a in config.watched_accounts]
+    if not (any(w.poller.records for w in service.watches.values()) or config.push.auto_watch
+            or any(w.tasks or w.numbers or w.projects or w.filters for w in watches)):  # fmt: skip
         log.warning(
             NOTHING_TO_WATCH + (" (or /watch in a chat with the bot)" if service.bot else "")
         )
@@ -304,7 +322,8 @@ async def _start_push(config: Config, service: Service) -> HttpServer | None:
     if not config.push.listen:
         return None
     try:
-        server = await serve_push(config.push, service.push, service.metrics.pushes_seen)
+        inboxes = {path: service.watches[name].push for path, name in config.push_paths().items()}
+        server = await serve_push(config.push, inboxes, service.metrics.pushes_seen)
     except OSError as exc:
         await service.stop()
         raise ConfigError(
@@ -354,20 +373,9 @@ async def _check(config: Config, path: Path) -> int:
         return _table(rows)
     try:
         rows.append(await _state_writable(service.store, config))
-        answered = True
-        try:
-            with service.ledger.on_demand():
-                if service.client.login_mode:
-                    await service.client.login()
-                catalog = await service.client.status_catalog()
-            statuses = sum(len(s) for s in catalog.by_set.values())
-            detail = f"account {config.planfix.account!r}, {statuses} statuses known"
-            rows.append(("PlanFix log-in", True, detail))
-            rows.append(await _check_watch(service, config))
-        except PlanfixError as exc:
-            rows.append(("PlanFix log-in", False, str(exc)))
-            answered = not isinstance(exc, TransportError)
-        rows.append(_quota_row(service.ledger, answered))
+        several = len(service.watches) > 1
+        for watch in service.watches.values():
+            rows += await _check_account(watch, f" ({watch.name})" if several else "")
         for name, channel in service.channels.items():
             result = await channel.check()
             rows.append((f"channel {name}", result.ok, result.detail))
@@ -380,11 +388,31 @@ async def _check(config: Config, path: Path) -> int:
     return _table(rows)
 
 
-def _quota_row(ledger: QuotaLedger, answered: bool) -> Row:
+async def _check_account(watch: AccountWatch, of: str) -> list[Row]:
+    """Log in to one account, read its statuses and its watch set; its quota."""
+    rows: list[Row] = []
+    answered = True
+    try:
+        with watch.ledger.on_demand():
+            if watch.client.login_mode:
+                await watch.client.login()
+            catalog = await watch.client.status_catalog()
+        statuses = sum(len(s) for s in catalog.by_set.values())
+        detail = f"account {watch.account.planfix.account!r}, {statuses} statuses known"
+        rows.append((f"PlanFix log-in{of}", True, detail))
+        rows.append(await _check_watch(watch, of))
+    except PlanfixError as exc:
+        rows.append((f"PlanFix log-in{of}", False, str(exc)))
+        answered = not isinstance(exc, TransportError)
+    rows.append(_quota_row(watch.ledger, answered, of))
+    return rows
+
+
+def _quota_row(ledger: QuotaLedger, answered: bool, of: str = "") -> Row:
     left = f"{ledger.remaining} of {ledger.daily_quota} left today by our count"
     if not answered:  # PlanFix's own word (0007, its header) was not heard
-        return ("PlanFix quota", None, f"unknown: PlanFix could not be reached; {left}")
-    return ("PlanFix quota", ledger.remaining > 0, left)
+        return (f"PlanFix quota{of}", None, f"unknown: PlanFix could not be reached; {left}")
+    return (f"PlanFix quota{of}", ledger.remaining > 0, left)
 
 
 async def _listen_row(key: str, listen: str) -> Row:
@@ -410,17 +438,17 @@ async def _answers(host: str, port: int) -> bool:
     return True
 
 
-async def _check_watch(service: Service, config: Config) -> Row:
+async def _check_watch(account: AccountWatch, of: str = "") -> Row:
     """Every listed id and number names a task PlanFix knows: a task's number
     (the 418 in …/task/418) put where its id belongs is the usual slip."""
-    watch = config.watch
+    watch = account.account.watch
     if not (watch.tasks or watch.numbers or watch.projects or watch.filters):
-        return ("watch", None, NOTHING_TO_WATCH)
-    with service.ledger.on_demand():
-        answers = await service.client.get_tasks(watch.tasks) if watch.tasks else {}
-        await service.sets.resolve(keep=False)  # numbers → ids (each remembered for run)
+        return (f"watch{of}", None, NOTHING_TO_WATCH)
+    with account.ledger.on_demand():
+        answers = await account.client.get_tasks(watch.tasks) if watch.tasks else {}
+        await account.sets.resolve(keep=False)  # numbers → ids (each remembered for run)
     unknown = sorted(i for i, a in answers.items() if getattr(a, "code", None) == "3001")
-    unresolved = [n for n in watch.numbers if await service.store.get_meta(f"number:{n}") is None]
+    unresolved = [n for n in watch.numbers if await account.store.get_meta(f"number:{n}") is None]
     problems = []
     if unknown:
         ids = ", ".join(map(str, unknown))
@@ -428,10 +456,11 @@ async def _check_watch(service: Service, config: Config) -> Row:
     if unresolved:
         problems.append(f"watch.numbers: no task numbered {', '.join(map(str, unresolved))}")
     if problems:
-        return ("watch", False, "; ".join(problems))
+        return (f"watch{of}", False, "; ".join(problems))
     sets = f"; projects {watch.projects}" if watch.projects else ""
     sets += f"; saved filters {watch.filters}" if watch.filters else ""
-    return ("watch", True, f"{len(watch.tasks)} tasks by id, {len(watch.numbers)} by number{sets}")
+    counts = f"{len(watch.tasks)} tasks by id, {len(watch.numbers)} by number{sets}"
+    return (f"watch{of}", True, counts)
 
 
 _STATE_ROW = {True: "state file", False: "state"}  # (SQLite?) → the row's name
@@ -460,21 +489,21 @@ def _table(rows: Sequence[Row]) -> int:
 # --- status -----------------------------------------------------------------------------
 
 
-def _status(config: Config, *, every: bool = False) -> int:
+def _status(config: Config, *, every: bool = False, account: str | None = None) -> int:
     """What the running service says at /status.txt; else what the state file
     tells (without health and the next polls: only the service knows them)."""
     limit = ALL_TASKS if every else PAGE
-    said, why = _ask_service(config, limit)
+    said, why = _ask_service(config, limit, account)
     if said is not None:
         print(said, end="")
         return EXIT_OK
-    return asyncio.run(_status_from_store(config, why, limit))
+    return asyncio.run(_status_from_store(config, why, limit, account))
 
 
-async def _status_from_store(config: Config, why: str, limit: int) -> int:
+async def _status_from_store(config: Config, why: str, limit: int, account: str | None) -> int:
     store = open_store(config.state)
     try:
-        overview = await gather(store, config, time.time(), limit=limit)
+        overview = await gather(store, config, time.time(), account=account, limit=limit)
         print(render_text(overview, not_running=why), end="")
     finally:
         await store.close()
@@ -487,14 +516,17 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _ask_service(config: Config, limit: int) -> tuple[str | None, str]:
+def _ask_service(config: Config, limit: int, account: str | None) -> tuple[str | None, str]:
     """(/status.txt, or None and why not)."""
     if not config.metrics.listen:
         return None, "metrics.listen is off, so the service cannot be asked"
     host, port = parse_listen(config.metrics.listen)
     url = f"http://{_url_host(host)}:{port}/status.txt"
     try:
-        answer = httpx.get(url, params={"limit": limit}, timeout=30.0)
+        asked: dict[str, str | int] = {"limit": limit}
+        if account is not None:
+            asked["account"] = account
+        answer = httpx.get(url, params=asked, timeout=30.0)
     except httpx.HTTPError:
         return None, f"no service answers at {url}"
     if answer.status_code in (404, 421):
@@ -516,20 +548,24 @@ PUSH_ANSWERS = {
 }
 
 
-async def _push_test(config: Config, url: str | None, task: int | None, number: int | None) -> int:
+async def _push_test(
+    config: Config, url: str | None, task: int | None, number: int | None, account: str | None
+) -> int:
     """What a PlanFix scenario's request gets, sent as the README says to set it up."""
     push = config.push
+    chosen = config.account_named(account)
     if push.secret is None or not (push.listen or url):
         print("push-test: no [push] listen is configured (see README: Set up push in PlanFix)")
         return EXIT_USAGE
     if url is None:
         host, port = parse_listen(push.listen)
-        url = f"http://{_url_host(host)}:{port}{push.path}"
+        path = next(p for p, name in config.push_paths().items() if name == chosen.name)
+        url = f"http://{_url_host(host)}:{port}{path}"
     if task is None and number is None:
-        if not config.watch.tasks:
+        if not chosen.watch.tasks:
             print("push-test: give --task ID or --number N (watch.tasks is empty)")
             return EXIT_USAGE
-        task = config.watch.tasks[0]
+        task = chosen.watch.tasks[0]
     body = {"task": task} if task is not None else {"number": number}
     headers = {push.header: push.secret.get_secret_value()}
     print(f"POST {url} {json.dumps(body)} with header {push.header}")
@@ -546,11 +582,11 @@ async def _push_test(config: Config, url: str | None, task: int | None, number: 
     return EXIT_OK if answer.status_code == 200 else EXIT_FAILURE
 
 
-def _quota(config: Config, *, reset: bool) -> int:
-    return asyncio.run(_quota_day(config, reset=reset))
+def _quota(config: Config, *, reset: bool, account: str | None = None) -> int:
+    return asyncio.run(_quota_day(config, reset=reset, account=account))
 
 
-async def _quota_day(config: Config, *, reset: bool) -> int:
+async def _quota_day(config: Config, *, reset: bool, account: str | None = None) -> int:
     """The day's ledger; with ``reset``, forget a block. A running service
     keeps its own ledger in memory, so the reset is its to do: a SIGHUP."""
     lock = instance_lock(config.state)
@@ -561,18 +597,23 @@ async def _quota_day(config: Config, *, reset: bool) -> int:
         except StoreError as exc:
             print(f"planfix-notifier: {exc}; {hint}", file=sys.stderr)
             return EXIT_USAGE
+    chosen = config.account_named(account)
     store = open_store(config.state)
     try:
-        polling = [h for _, h, _, until in await store.leases("poll:") if until > time.time()]
+        lease = poll_lease(chosen.name)
+        polling = [h for n, h, _, until in await store.leases(lease)
+                   if n == lease and until > time.time()]  # fmt: skip
         if reset and polling:
             print(f"planfix-notifier: {polling[0]} polls on this state; {hint}", file=sys.stderr)
             return EXIT_USAGE
-        ledger = QuotaLedger(store, daily_quota=config.planfix.daily_quota,
-                             timezone=config.planfix.timezone)  # fmt: skip
+        planfix = chosen.planfix
+        ledger = QuotaLedger(store.for_account(chosen.key), daily_quota=planfix.daily_quota,
+                             timezone=planfix.timezone)  # fmt: skip
         row = await ledger.load()
         if reset:
             await ledger.reset_block()
-        print(f"quota {row.day} ({config.planfix.timezone}): {row.used} of "
+        of = f"{chosen.name}: " if len(config.watched_accounts) > 1 else ""
+        print(f"{of}quota {row.day} ({planfix.timezone}): {row.used} of "
               f"{ledger.daily_quota} used, {ledger.remaining} left")  # fmt: skip
         blocked = ledger.blocked()
         print(f"blocked: {blocked}" if blocked else "not blocked: polling may go on")
@@ -652,23 +693,26 @@ def format_task(task: Task, catalog: StatusCatalog) -> str:
     return f"{task.id:>6} {number:<6} {status:<14} {deadline:<12} {flags:<22} {task.title}"
 
 
-async def _poll(config: Config, typed: Sequence[str], *, send: bool) -> int:
+async def _poll(
+    config: Config, typed: Sequence[str], *, send: bool, account: str | None = None
+) -> int:
     service = Service(config, keep_watch_set=send)  # only --send records anything
-    service.poller.group_wait_s = 0  # one command, one message: nothing to wait for
+    watch = service.watch_of(account)
+    watch.poller.group_wait_s = 0  # one command, one message: nothing to wait for
     undelivered, unknown = 0, []
     try:
         await service.load()
-        with service.ledger.on_demand():
+        with watch.ledger.on_demand():
             task_ids = []
             for text in typed:
-                task_id = await _task_id(service, text)
+                task_id = await _task_id(watch.poller, text)
                 if task_id is None:
                     unknown.append(text)
                 else:
                     task_ids.append(task_id)
-            results = await service.poller.poll(task_ids, save=send) if task_ids else []
-        catalog = service.poller.catalog
-        print(f"{POLL_HEADER}  (times in {config.planfix.timezone})")
+            results = await watch.poller.poll(task_ids, save=send) if task_ids else []
+        catalog = watch.poller.catalog
+        print(f"{POLL_HEADER}  (times in {watch.account.planfix.timezone})")
         for text in unknown:
             print(f"{text:>6} ! not a task id, nor a number PlanFix knows")
         for result in results:
@@ -689,14 +733,14 @@ async def _poll(config: Config, typed: Sequence[str], *, send: bool) -> int:
     return EXIT_FAILURE if unknown or any(r.error for r in results) else EXIT_OK
 
 
-async def _task_id(service: Service, text: str) -> int | None:
+async def _task_id(poller: Poller, text: str) -> int | None:
     """Digits are an id (as ever); #418 or a task's link is a number, looked up."""
     if text.strip().isdigit():
         return int(text)
     ref = parse_task(text)
     if ref is None:
         return None
-    return ref.value if ref.is_id else await service.poller.id_of_number(ref.value)
+    return ref.value if ref.is_id else await poller.id_of_number(ref.value)
 
 
 def _id_hint(error: PlanfixError | None) -> str:

@@ -10,13 +10,16 @@ the key path and what was expected.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import ipaddress
 import os
 import re
 import tomllib
+import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -190,9 +193,35 @@ class AlertsSection(_Section):
         return parse_duration(self.repeat_overdue_every) if self.repeat_overdue_every else None
 
 
+class AccountSection(PlanfixSection):
+    """``[accounts.NAME]``: one more PlanFix account, with its own watch set."""
+
+    watch: WatchSection = WatchSection()
+
+
+# (in Telegram's buttons too; never a bare number, nor a word the bot's commands take)
+ACCOUNT_NAME = re.compile(r"^(?!\d+$)(?!(?:all|project|проект)$)[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A PlanFix account the service watches.
+
+    ``name`` is what people read and routes filter by: NAME of
+    ``[accounts.NAME]``, or ``planfix.account`` for the ``[planfix]`` table.
+    ``key`` keys its rows in the state: "" for ``[planfix]`` (its rows from
+    before there were accounts), NAME otherwise."""
+
+    key: str
+    name: str
+    planfix: PlanfixSection
+    watch: WatchSection
+
+
 class RouteSection(_Section):
     """Every matching route delivers; a filter left out matches everything."""
 
+    accounts: list[str] | None = None  # names: NAME of [accounts.NAME], or planfix.account
     events: list[str] | None = None
     tasks: list[int] | None = None
     projects: list[int] | None = None
@@ -298,7 +327,8 @@ class PushSection(_Section):
 
 
 class Config(_Section):
-    planfix: PlanfixSection
+    planfix: PlanfixSection | None = None  # (one of it or [accounts.*] at least)
+    accounts: dict[str, AccountSection] = Field(default_factory=dict)
     state: StateSection = StateSection()
     watch: WatchSection = WatchSection()
     alerts: AlertsSection = AlertsSection()
@@ -307,6 +337,67 @@ class Config(_Section):
     bot: BotSection = BotSection()
     metrics: MetricsSection = MetricsSection()
     push: PushSection = PushSection()
+
+    @property
+    def watched_accounts(self) -> list[Account]:
+        """Every account, ``[planfix]``'s first; then ``[accounts.*]`` in the file's order."""
+        found = []
+        if self.planfix is not None:
+            found.append(Account("", self.planfix.account, self.planfix, self.watch))
+        for name, section in self.accounts.items():
+            found.append(Account(name, name, section, section.watch))
+        return found
+
+    @property
+    def first(self) -> Account:
+        """The account whose zone the service's own times are shown in."""
+        return self.watched_accounts[0]
+
+    def account_named(self, name: str | None) -> Account:
+        """An account by its name (None: the first); ValueError naming the known ones."""
+        accounts = self.watched_accounts
+        for account in accounts:
+            if name is None or account.name == name:
+                return account
+        known = ", ".join(a.name for a in accounts)
+        raise ValueError(f"no account {name!r} (known: {known})")
+
+    def push_paths(self) -> dict[str, str]:
+        """Where PlanFix pushes each account's tasks → its name: ``push.path``
+        for the first; with several, ``push.path/NAME`` for each (the first's too)."""
+        paths = {self.push.path: self.first.name}
+        if len(self.watched_accounts) > 1:
+            base = self.push.path.rstrip("/")
+            paths |= {f"{base}/{a.name}": a.name for a in self.watched_accounts}
+        return paths
+
+    def check_accounts(self) -> None:
+        if self.planfix is None and not self.accounts:
+            raise ValueError("planfix: required, missing (or one [accounts.NAME] at least)")
+        if self.planfix is None and self.watch != WatchSection():
+            raise ValueError(
+                "watch: belongs to [planfix]; with [accounts.*] alone, use [accounts.NAME.watch]"
+            )
+        for name in self.accounts:
+            if not ACCOUNT_NAME.match(name):
+                raise ValueError(
+                    f"accounts.{name}: a name of up to 32 letters, digits, _ and - "
+                    "(it keys the state), not a number, nor all or project"
+                )
+        if (
+            self.planfix is not None
+            and self.accounts
+            and not ACCOUNT_NAME.match(self.planfix.account)
+        ):
+            raise ValueError(
+                "planfix.account: with [accounts.*] too it names its account: up to 32 "
+                "letters, digits, _ and -"
+            )
+        if self.planfix is not None and self.planfix.account in self.accounts:
+            raise ValueError(
+                f"accounts.{self.planfix.account}: the name of [planfix]'s account too; "
+                "accounts are told apart by name: give it another"
+            )
 
     def channel_options(self) -> dict[str, ChannelOptions]:
         """Each ``[channels.NAME]`` checked by its own type's model."""
@@ -330,7 +421,20 @@ class Config(_Section):
             raise ValueError(f"bot.channel: {name!r} is not a [channels.*] of type telegram")
 
     def check_routes(self) -> None:
+        names = [account.name for account in self.watched_accounts]
         for index, route in enumerate(self.routes):
+            ids = [k for k in ("tasks", "projects", "workers") if getattr(route, k) is not None]
+            if len(names) > 1 and ids and route.accounts is None:
+                raise ValueError(
+                    f"routes[{index}].{ids[0]}: ids are an account's own; with several "
+                    f"accounts, name the route's in routes[{index}].accounts"
+                )
+            for name in route.accounts or []:
+                if name not in names:
+                    raise ValueError(
+                        f"routes[{index}].accounts: no account named {name!r} "
+                        f"(known: {', '.join(names)})"
+                    )
             for name in route.channels:
                 if name not in self.channels:
                     raise ValueError(f"routes[{index}].channels: no channel named {name!r}")
@@ -341,9 +445,10 @@ class Config(_Section):
     def secrets(self) -> list[str]:
         """Every secret value in the config, for the log redactor."""
         found = [
-            getattr(self.planfix, key).get_secret_value()
+            getattr(account.planfix, key).get_secret_value()
+            for account in self.watched_accounts
             for key in SECRET_KEYS["planfix"]
-            if getattr(self.planfix, key) is not None
+            if getattr(account.planfix, key) is not None
         ]
         for secret in (self.push.secret, self.metrics.admin_token, self.state.url):
             if secret is not None:
@@ -369,9 +474,11 @@ class Config(_Section):
             raise ValueError("push.listen: the same address as metrics.listen; give it its own")
 
     def check_auth_mode(self) -> None:
-        pf = self.planfix
-        if pf.token is None and not (pf.login and pf.password):
-            raise ValueError("set planfix.token, or planfix.login and planfix.password")
+        for account in self.watched_accounts:
+            pf = account.planfix
+            table = f"accounts.{account.key}" if account.key else "planfix"
+            if pf.token is None and not (pf.login and pf.password):
+                raise ValueError(f"set {table}.token, or {table}.login and {table}.password")
 
 
 SECRET_KEYS = {
@@ -414,10 +521,11 @@ def config_from_dict(
     raw: dict[str, Any], *, source: str, environ: dict[str, str] | None = None
 ) -> Config:
     env = os.environ if environ is None else environ
-    data = _apply_env({k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}, env)
+    data = _apply_env(copy.deepcopy(raw), env)  # (the caller's tables stay as they were)
     _read_secret_files(data, source, env)
     try:
         config = Config.model_validate(data)
+        config.check_accounts()
         config.check_auth_mode()
         config.check_routes()
         config.channel_options()
@@ -432,17 +540,23 @@ def config_from_dict(
 
 def _apply_env(data: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
     """``PLANFIX_NOTIFIER_PLANFIX_TOKEN=…`` sets ``planfix.token``;
-    ``PLANFIX_NOTIFIER_CHANNELS_TEAM_BOT_TOKEN=…`` sets ``channels.team.bot_token``."""
+    ``PLANFIX_NOTIFIER_CHANNELS_TEAM_BOT_TOKEN=…`` sets ``channels.team.bot_token``;
+    ``PLANFIX_NOTIFIER_ACCOUNTS_CLIENT1_TOKEN=…`` sets ``accounts.client1.token``."""
     tables: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
-        (section, data.setdefault(section, {}), keys) for section, keys in SECRET_KEYS.items()
+        (section, data.setdefault(section, {}), keys)
+        for section, keys in SECRET_KEYS.items()
+        # ([planfix] made only when the file has it or the environment sets
+        # one of its keys: a config of [accounts.*] alone has none)
+        if section != "planfix" or "planfix" in data or _env_sets(env, "planfix", keys)
     ]
-    channels = data.get("channels")
-    if isinstance(channels, dict):
-        tables += [
-            (f"channels_{name}", table, CHANNEL_SECRET_KEYS)
-            for name, table in channels.items()
-            if isinstance(table, dict)
-        ]
+    for kind, keys in (("channels", CHANNEL_SECRET_KEYS), ("accounts", SECRET_KEYS["planfix"])):
+        named = data.get(kind)
+        if isinstance(named, dict):
+            tables += [
+                (f"{kind}_{name}", table, keys)
+                for name, table in named.items()
+                if isinstance(table, dict)
+            ]
     for prefix, table, keys in tables:
         for key in keys:
             for name in (key, f"{key}_file"):
@@ -452,17 +566,25 @@ def _apply_env(data: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> 
     return data
 
 
+def _env_sets(env: os._Environ[str] | dict[str, str], prefix: str, keys: tuple[str, ...]) -> bool:
+    return any(
+        env.get(f"{ENV_PREFIX}{prefix}_{k}{end}".upper()) for k in keys for end in ("", "_file")
+    )
+
+
 def _secret_places(data: dict[str, Any]) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
-    """(key path, the table, its secret keys): [planfix] and every [channels.X]."""
+    """(key path, the table, its secret keys): [planfix] and the other
+    sections, every [channels.X] and every [accounts.X]."""
     places: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
     for section, keys in SECRET_KEYS.items():
         if isinstance(data.get(section), dict):
             places.append((section, data[section], keys))
-    channels = data.get("channels")
-    if isinstance(channels, dict):
-        for name, table in channels.items():
-            if isinstance(table, dict):
-                places.append((f"channels.{name}", table, CHANNEL_SECRET_KEYS))
+    for kind, keys in (("channels", CHANNEL_SECRET_KEYS), ("accounts", SECRET_KEYS["planfix"])):
+        named = data.get(kind)
+        if isinstance(named, dict):
+            for name, table in named.items():
+                if isinstance(table, dict):
+                    places.append((f"{kind}.{name}", table, keys))
     return places
 
 
@@ -522,9 +644,11 @@ def _one_line(source: str, exc: ValidationError) -> str:
 def _sections() -> dict[str, type[BaseModel]]:
     found: dict[str, type[BaseModel]] = {}
     for name, field in Config.model_fields.items():
-        kind = field.annotation
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
-            found[name] = kind
+        annotation = field.annotation
+        union = isinstance(annotation, types.UnionType)
+        for kind in get_args(annotation) if union else (annotation,):  # (X | None: X)
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found[name] = kind
     return found
 
 

@@ -181,12 +181,12 @@ async def test_stop_ends_a_poll_round_under_way(
     task = control.create_task(title="Медленный ответ", status=1)
     control.inject("slow", delay_s=30, times=-1)  # the round waits on PlanFix
     service = await running([task["id"]])
-    await until(lambda: service._polling is not None)
-    under_way = service._polling
+    await until(lambda: service.main.polling is not None)
+    under_way = service.main.polling
     assert under_way is not None
     with structlog.testing.capture_logs() as logs:
         await asyncio.wait_for(service.stop(), 10)
-    assert under_way.done() and service._polling is None
+    assert under_way.done() and service.main.polling is None
     assert [e for e in logs if e["log_level"] in ("warning", "error", "critical")] == []
 
 

@@ -20,7 +20,7 @@ from notifier.app import Service
 from notifier.cli import main
 from notifier.config import ConfigError, config_from_dict
 from notifier.emulator import Emulator, EmulatorControl
-from notifier.ops.overview import Overview, QuotaView, TaskRow
+from notifier.ops.overview import AccountLine, Overview, QuotaView, TaskRow
 from notifier.store import ChannelBacklog, OutboxItem
 from notifier.web.burndown import burndown_svg
 from notifier.web.ops import operator_routes
@@ -172,7 +172,7 @@ async def test_status_asks_the_running_service_and_says_when_none_answers(
     async with httpx.AsyncClient() as http:
         said = (await http.get(url + "/status.txt")).text
     zone = datetime.now(service.tz).strftime("%Z")
-    assert "health: ok" in said and f"(times in {service.config.planfix.timezone})" in said
+    assert "health: ok" in said and f"(times in {service.config.first.planfix.timezone})" in said
     assert zone in said  # every time a person reads carries the zone's label
     line = next(line for line in said.splitlines() if "Что с ней" in line)
     assert re.search(r"\((rotation|deadline|recheck)\)", line)  # the next planned poll
@@ -186,7 +186,7 @@ async def test_status_asks_the_running_service_and_says_when_none_answers(
 
 def tmp_config(service: Service) -> Path:
     """The service's config as a file, its metrics on a port nothing listens on."""
-    pf = service.config.planfix
+    pf = service.config.first.planfix
     path = service.config.state.path.parent / "notifier.toml"
     path.write_text(
         f'[planfix]\naccount = "{pf.account}"\nendpoint = "{pf.endpoint}"\n'
@@ -258,14 +258,15 @@ def test_every_string_on_the_page_is_escaped() -> None:
     item = OutboxItem(1, bad, bad, "dead", 3, bad, 1.0, 1.0, 2.0, event)
     row = TaskRow(7, 70, bad, bad, None, True, 1.0, bad, 2, 3.0, "rotation", 4.0, (bad,))
     ov = Overview(
-        at=10.0, tz="Europe/Moscow", running=True, healthy=False, why=bad,
+        at=10.0, tz="Europe/Moscow", running=True, healthy=False, why=bad, account=bad,
+        accounts=(AccountLine(bad, 1, quota(3, [1] * 24), bad),),
         quota=quota(3, [1] * 24), feed=bad, push=bad, leases=(bad, bad), tasks=(row,),
         total_tasks=1, offset=0,
         channels=(ChannelBacklog(bad, 1, 1, 1, 1.0, bad),), pending=(item,), dead=(item,),
         recent=((1, event, [(bad, "sent")]),),
     )  # fmt: skip
     html_page = render_page(ov, nonce="n", actions=True, note=(bad, True))
-    assert "<img" not in html_page and html_page.count("&lt;img src=x onerror=alert(1)&gt;") >= 14
+    assert "<img" not in html_page and html_page.count("&lt;img src=x onerror=alert(1)&gt;") >= 17
 
 
 def test_the_page_stays_off_a_listen_others_can_reach() -> None:

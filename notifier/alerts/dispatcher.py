@@ -288,7 +288,9 @@ class Dispatcher:
                 continue
             key = f"lane:{channel.name}:{row.recipient}"
             if channel.options.order == "task" and not channel.options.group:
-                key += f":{row.event.task_id}" if row.event.task_id is not None else ":-"
+                task = row.event.task_id
+                of = f"{row.event.account}/" if row.event.account else ""  # (ids are an account's)
+                key += f":{of}{task}" if task is not None else ":-"
             lanes.setdefault(key, []).append(row)
         return lanes
 

@@ -102,3 +102,4 @@ class Event:
     old: str | None = None  # the value before, in words (a status name, a date…)
     new: str | None = None
     details: dict[str, Any] = field(default_factory=dict)  # raw values, error codes
+    account: str = ""  # the account's name, where the service watches several

@@ -7,7 +7,7 @@ smuggle task text past the escaping.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ class Item:
     url: str | None
     workers: str
     deadline: str | None
+    account: str = ""  # its account's name, where the service watches several
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +75,18 @@ class Renderer:
         task_url: str | None = "https://{account}.planfix.ru/task/{general}",
         account: str = "",
         template_dir: Path | None = None,
+        accounts: Mapping[str, str] | None = None,
     ) -> None:
+        """``accounts``: where the service watches several, each one's name →
+        its PlanFix account (ACC of ACC.planfix.ru, for links); messages
+        then name the account."""
         if locale not in LOCALES:
             raise ValueError(f"locale {locale!r}: one of {', '.join(LOCALES)}")
         self.locale = locale
         self.tz = ZoneInfo(timezone)
         self.task_url = task_url
         self.account = account
+        self.accounts = dict(accounts or {})
         loaders: list[jinja2.BaseLoader] = []
         if template_dir is not None:
             loaders.append(jinja2.FileSystemLoader(str(template_dir)))
@@ -111,18 +117,20 @@ class Renderer:
     def _template(self, name: str) -> jinja2.Template:
         return self.env.get_template(f"{self.locale}/{name}")
 
-    def url(self, task: TaskSummary) -> str | None:
+    def url(self, task: TaskSummary, account: str = "") -> str | None:
         if not self.task_url or task.general is None:
             return None
-        return self.task_url.format(account=self.account, general=task.general, id=task.id)
+        planfix = self.accounts.get(account, self.account)
+        return self.task_url.format(account=planfix, general=task.general, id=task.id)
 
     def item(self, event: Event) -> Item:
         task = event.task
         deadline = format_when(task.deadline, task.deadline_has_time, self.tz) if task else None
         headline = one_line(self._template("headline.txt.j2").render(e=event, deadline=deadline))
+        account = event.account if self.accounts else ""
         if task is None:
             number = str(event.task_id or "")
-            return Item(event, headline, None, number, "", None, "", None)
+            return Item(event, headline, None, number, "", None, "", None, account)
         title = one_line(task.title)
         if len(title) > TITLE_LIMIT:
             title = title[: TITLE_LIMIT - 1] + "…"
@@ -131,7 +139,8 @@ class Renderer:
             str(task.general) if task.general is not None else f"id{task.id}" if task.id else ""
         )
         workers = one_line(", ".join(task.workers))[:TITLE_LIMIT]
-        return Item(event, headline, task, number, title, self.url(task), workers, deadline)
+        url = self.url(task, event.account)
+        return Item(event, headline, task, number, title, url, workers, deadline, account)
 
     def _render(self, name: str, events: Sequence[Event]) -> str:
         return self._template(name).render(items=[self.item(e) for e in events]).strip()

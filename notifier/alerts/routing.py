@@ -9,7 +9,7 @@ through that same channel.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 from ..channels.base import Channel
 from ..config import RouteSection
@@ -17,10 +17,15 @@ from ..store import Subscription
 from .events import Event, EventKind
 
 Delivery = tuple[str, str]  # (channel name, recipient)
+# An account's chats subscribed to a task (or a project): (account name, id)
+Subscribers = Callable[[str, int], Awaitable[Sequence[Subscription]]]
 
 
 def route_matches(route: RouteSection, event: Event) -> bool:
     task = event.task
+    # (the service's own alerts, a channel failing, are of no account: every route's)
+    if route.accounts is not None and event.account and event.account not in route.accounts:
+        return False
     if route.events is not None and event.kind.value not in route.events:
         return False
     if route.tasks is not None and event.task_id not in route.tasks:
@@ -41,11 +46,14 @@ class Router:
         routes: Sequence[RouteSection],
         channels: Mapping[str, Channel],
         *,
-        default_events: Sequence[str] | None = None,
-        subscribers: Callable[[int], Awaitable[Sequence[Subscription]]] | None = None,
-        project_subscribers: Callable[[int], Awaitable[Sequence[Subscription]]] | None = None,
+        default_events: Collection[str] | None = None,
+        subscribers: Subscribers | None = None,
+        project_subscribers: Subscribers | None = None,
         bot_channel: str | None = None,
+        account_events: Mapping[str, Collection[str]] | None = None,
     ) -> None:
+        """``default_events``: what a subscription without its own list gets
+        (``account_events``: per account, where they differ)."""
         self.channels = channels
         self.task_routes = [r for r in routes if not r.operator]
         self.operator_routes = [r for r in routes if r.operator]
@@ -53,13 +61,21 @@ class Router:
         self.subscribers = subscribers
         self.project_subscribers = project_subscribers
         self.bot_channel = bot_channel
+        self.account_events = {k: frozenset(v) for k, v in (account_events or {}).items()}
 
-    def wanted(self) -> frozenset[str] | None:
-        """Event kinds anything may want (None: all), for the poller to keep."""
+    def wanted(self, account: str = "") -> frozenset[str] | None:
+        """Event kinds anything may want of an account's (None: all), for its
+        poller to keep: its own ``watch.events``, and what its routes list."""
         if self.default_events is None or self.bot_channel is not None:
             return None
-        listed = {e for r in self.task_routes for e in (r.events or ())}
-        return self.default_events | listed
+        own = self.account_events.get(account, self.default_events)
+        listed = {
+            e
+            for r in self.task_routes
+            if r.accounts is None or account in r.accounts
+            for e in (r.events or ())
+        }
+        return own | listed
 
     def channel_names(self, event: Event) -> list[str]:
         routes = self.operator_routes if event.kind.operator else self.task_routes
@@ -89,16 +105,18 @@ class Router:
         if self.subscribers is None or self.bot_channel is None or event.task_id is None:
             return []
         at = event.at.timestamp()
-        subscriptions = list(await self.subscribers(event.task_id))
+        subscriptions = list(await self.subscribers(event.account, event.task_id))
         project = event.task.project_id if event.task is not None else None
         if project is not None and self.project_subscribers is not None:
             chats = {sub.chat_id for sub in subscriptions}
             subscriptions += [
-                s for s in await self.project_subscribers(project) if s.chat_id not in chats
+                s
+                for s in await self.project_subscribers(event.account, project)
+                if s.chat_id not in chats
             ]
         found = []
         for sub in subscriptions:
-            kinds = sub.events or self.default_events
+            kinds = sub.events or self.account_events.get(event.account, self.default_events)
             if kinds is not None and event.kind.value not in kinds:
                 continue
             if sub.muted_until is not None and sub.muted_until > at:

@@ -23,10 +23,11 @@ from ..ops import logging as oplog
 from ..planfix.errors import PlanfixError, QuotaExhaustedError, is_task_gone
 from ..planfix.model import Task
 from ..watch.planner import polls_per_day_estimate
-from .resolve import TaskRef, parse_duration, parse_task
+from .resolve import TaskRef, link_account, parse_duration, parse_task
 
 if TYPE_CHECKING:
     from ..app import Service
+    from ..watch.account import AccountWatch
 
 log = oplog.get(__name__)
 DAY_S = 86400.0
@@ -38,19 +39,25 @@ HELP = """Команды:
 /mute <задача | all> <30m | 2h | 1d> — не присылать уведомления
 /unmute [задача | all] — снова присылать
 /status — квота PlanFix, последний опрос, очередь уведомлений
+Где аккаунтов PlanFix несколько, задача — ссылкой на неё, или имя аккаунта первым словом:
+/watch client2 418, /unwatch client2 418, /mute client2 418 2h
 События: """ + ", ".join(TASK_EVENT_KINDS)
 
 
-def task_buttons(task_url: str | None, task_id: int, *, callbacks: bool) -> InlineKeyboardMarkup:
-    """The buttons under an alert about one task."""
+def task_buttons(
+    task_url: str | None, task_id: int, *, callbacks: bool, account: str = ""
+) -> InlineKeyboardMarkup:
+    """The buttons under an alert about one task (``account``: its name,
+    where there are several; at most 32 characters, Telegram's 64 bytes allow)."""
     rows = []
     if task_url:
         rows.append([InlineKeyboardButton("Открыть в PlanFix", url=task_url)])
     if callbacks:
+        of = f"@{account}" if account else ""
         rows.append(
             [
-                InlineKeyboardButton("Тишина на день", callback_data=f"mute:{task_id}"),
-                InlineKeyboardButton("Не следить", callback_data=f"unwatch:{task_id}"),
+                InlineKeyboardButton("Тишина на день", callback_data=f"mute:{task_id}{of}"),
+                InlineKeyboardButton("Не следить", callback_data=f"unwatch:{task_id}{of}"),
             ]
         )
     return InlineKeyboardMarkup(rows)
@@ -133,17 +140,39 @@ class ChatBot:
         if update.effective_message is not None:
             await update.effective_message.reply_text(text, **kwargs)
 
-    # --- tasks -------------------------------------------------------------------------------
+    # --- accounts and tasks -------------------------------------------------------------------
 
-    async def fetch(self, ref: TaskRef) -> Task | str:
+    def which(self, args: list[str]) -> tuple[AccountWatch, list[str]] | str:
+        """The account a command is about, and its other words: named by its
+        first word, or by a task's link; the only one when there is one.
+        Else what to ask the user."""
+        watches = self.service.watches
+        if args and args[0] in watches:
+            return watches[args[0]], args[1:]
+        if len(watches) == 1:
+            return self.service.main, args
+        named = link_account(args[0]) if args else None
+        for watch in watches.values():
+            if named is not None and watch.account.planfix.account.lower() == named:
+                return watch, args
+        return (
+            "В каком аккаунте PlanFix? Пришлите ссылку на задачу или напишите имя аккаунта "
+            f"первым словом, например: /watch {next(iter(watches))} 418. "
+            f"Аккаунты: {', '.join(watches)}."
+        )
+
+    def of(self, watch: AccountWatch) -> str:
+        """The account, named where there are several."""
+        return f"[{watch.name}] " if len(self.service.watches) > 1 else ""
+
+    async def fetch(self, watch: AccountWatch, ref: TaskRef) -> Task | str:
         """The task, asked from the quota reserve; or what to tell the user."""
-        service = self.service
         try:
-            with service.ledger.on_demand():
-                await service.poller.refresh_catalog()  # status names (cached for hours)
+            with watch.ledger.on_demand():
+                await watch.poller.refresh_catalog()  # status names (cached for hours)
                 if ref.is_id:
-                    return await service.client.get_task(ref.value)
-                return await service.client.get_task_by_number(ref.value)
+                    return await watch.client.get_task(ref.value)
+                return await watch.client.get_task_by_number(ref.value)
         except QuotaExhaustedError as exc:
             return f"Сейчас нельзя спросить PlanFix: {exc.message}. Попробуйте позже."
         except PlanfixError as exc:
@@ -151,17 +180,17 @@ class ChatBot:
                 return "Не нашёл такую задачу (или у робота нет к ней доступа)."
             return f"PlanFix сейчас не ответил: {exc.message}. Попробуйте позже."
 
-    def known(self, ref: TaskRef, chat_id: int | None) -> int | None:
+    def known(self, watch: AccountWatch, ref: TaskRef) -> int | None:
         """A task id from what the service already knows, without asking PlanFix."""
         if ref.is_id:
             return ref.value
-        for record in self.service.poller.records.values():
+        for record in watch.poller.records.values():
             if record.card is not None and record.card.general == ref.value:
                 return record.task_id
         return None
 
-    def every(self, task_id: int) -> str:
-        poller = self.service.poller
+    def every(self, watch: AccountWatch, task_id: int) -> str:
+        poller = watch.poller
         record = poller.records.get(task_id)
         if record is None:
             return "?"
@@ -176,8 +205,8 @@ class ChatBot:
             return f"{seconds:.0f} с"
         return f"{seconds / 60:.0f} мин" if seconds < 7200 else f"{seconds / 3600:.0f} ч"
 
-    def describe(self, task: Task) -> str:
-        catalog = self.service.poller.catalog
+    def describe(self, watch: AccountWatch, task: Task) -> str:
+        catalog = watch.poller.catalog
         status = catalog.name(task.status, task.status_set) or str(task.status)
         deadline = task.deadline.strftime("%d.%m %H:%M") if task.deadline else "без срока"
         return f"#{task.general} «{task.title}» — {status}, срок: {deadline}"
@@ -200,10 +229,13 @@ class ChatBot:
     async def watch(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not self.allowed(update):
             return await self.refuse(update)
-        args = context.args or []
+        found_account = self.which(context.args or [])
+        if isinstance(found_account, str):
+            return await self.reply(update, found_account)
+        watch, args = found_account
         project = _project_id(args)
         if project is not None:
-            return await self.watch_project(update, project)
+            return await self.watch_project(update, watch, project)
         ref = parse_task(args[0]) if args else None
         if ref is None:
             return await self.reply(update, "Напишите: /watch 418 (номер, ссылка или id:1001)")
@@ -216,31 +248,31 @@ class ChatBot:
         if refusal is not None:
             return await self.reply(update, refusal)
         asked_at = self.service.clock()
-        found = await self.fetch(ref)
+        found = await self.fetch(watch, ref)
         if isinstance(found, str):
             return await self.reply(update, found)
-        service = self.service
         user = update.effective_user
-        await service.store.subscribe(
+        await watch.store.subscribe(
             update.effective_chat.id,
             found.id,
             events or None,
             user.id if user else None,
             time.time(),
         )
-        watched_before = found.id in service.poller.records
-        await service.poller.reload_watch_set()
-        if service.polls:  # (else the instance polling follows the store, and reads it)
+        watched_before = found.id in watch.poller.records
+        await watch.poller.reload_watch_set()
+        if watch.polls:  # (else the instance polling follows the store, and reads it)
             if not watched_before:  # a baseline, whatever was stored from an earlier watch
-                service.poller.forget(found.id)
-            await service.poller.ingest(found, asked_at)  # the baseline: no second request
-            service.wake()
+                watch.poller.forget(found.id)
+            await watch.poller.ingest(found, asked_at)  # the baseline: no second request
+            self.service.wake(watch)
         await self.reply(
             update,
-            f"Слежу: {self.describe(found)}.\nПроверяется примерно каждые {self.every(found.id)}.",
+            f"Слежу: {self.of(watch)}{self.describe(watch, found)}.\n"
+            f"Проверяется примерно каждые {self.every(watch, found.id)}.",
         )
 
-    async def watch_project(self, update: Update, project_id: int) -> None:
+    async def watch_project(self, update: Update, watch: AccountWatch, project_id: int) -> None:
         """Every task of a project, as the config's ``watch.projects`` does:
         its members are read at once, and new ones join as they appear."""
         chat, user = update.effective_chat, update.effective_user
@@ -248,21 +280,22 @@ class ChatBot:
         refusal = None if self.admin(update) else await self.over_limits(chat.id)
         if refusal is not None:
             return await self.reply(update, refusal)
-        service = self.service
         by = user.id if user else None
-        await service.store.subscribe_project(chat.id, project_id, by, time.time())
-        await service.sets.projects_changed()
-        service.wake()
+        await watch.store.subscribe_project(chat.id, project_id, by, time.time())
+        await watch.sets.projects_changed()
+        self.service.wake(watch)
         await self.reply(
             update,
-            f"Слежу за всеми задачами: проект {project_id}. Уведомления о задачах проекта "
+            f"Слежу за всеми задачами: {self.of(watch)}проект {project_id}. Уведомления о задачах "
+            "проекта "
             "придут сюда; новые задачи проекта добавятся сами.",
         )
 
     async def over_limits(self, chat_id: int) -> str | None:
         """Each /watch reads PlanFix from the day's small reserve: a chat may
         watch ``max_subscriptions`` tasks and ask ``watch_per_hour`` times."""
-        if len(await self.service.store.subscriptions(chat_id)) >= self.max_subscriptions:
+        watching = [await w.store.subscriptions(chat_id) for w in self.service.watches.values()]
+        if sum(map(len, watching)) >= self.max_subscriptions:
             return (
                 f"Этот чат уже следит за {self.max_subscriptions} задачами — это предел "
                 "(bot.max_subscriptions). Уберите ненужные: /list, /unwatch."
@@ -283,24 +316,27 @@ class ChatBot:
     async def unwatch(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not self.allowed(update):
             return await self.refuse(update)
-        args = context.args or []
+        found_account = self.which(context.args or [])
+        if isinstance(found_account, str):
+            return await self.reply(update, found_account)
+        watch, args = found_account
         chat = update.effective_chat
         assert chat is not None
         project = _project_id(args)
         if project is not None:
-            if not await self.service.store.unsubscribe_project(chat.id, project):
+            if not await watch.store.unsubscribe_project(chat.id, project):
                 return await self.reply(update, "Этот чат не следит за таким проектом.")
-            await self.service.sets.projects_changed()
-            self.service.wake()
+            await watch.sets.projects_changed()
+            self.service.wake(watch)
             return await self.reply(update, f"Больше не слежу за проектом {project} здесь.")
         ref = parse_task(args[0]) if args else None
         target = chat.id
         if len(args) > 1 and self.admin(update) and args[1].lstrip("-").isdigit():
             target = int(args[1])  # admins manage any chat's subscriptions
-        task_id = self.known(ref, target) if ref else None
-        if task_id is None or not await self.service.store.unsubscribe(target, task_id):
+        task_id = self.known(watch, ref) if ref else None
+        if task_id is None or not await watch.store.unsubscribe(target, task_id):
             return await self.reply(update, "Этот чат не следит за такой задачей.")
-        await self.service.poller.reload_watch_set()
+        await watch.poller.reload_watch_set()
         await self.reply(update, "Больше не слежу за этой задачей здесь.")
 
     async def list_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -309,49 +345,69 @@ class ChatBot:
         chat = update.effective_chat
         assert chat is not None
         everyone = self.admin(update)
-        subscriptions = await self.service.store.subscriptions(None if everyone else chat.id)
-        projects = await self.service.store.subscribed_projects(None if everyone else chat.id)
-        if not subscriptions and not projects:
+        lines = []
+        for watch in self.service.watches.values():
+            lines += await self.listed(watch, None if everyone else chat.id)
+        if not lines:
             return await self.reply(update, "Пока ни одной задачи. /watch 418 — начать.")
-        lines = [f"• все задачи: проект {project}" for project in projects]
+        await self.reply(update, "\n".join(lines))
+
+    async def listed(self, watch: AccountWatch, chat_id: int | None) -> list[str]:
+        """A chat's subscriptions in one account (None: everyone's), a line each."""
+        of = self.of(watch)
+        subscriptions = await watch.store.subscriptions(chat_id)
+        projects = await watch.store.subscribed_projects(chat_id)
+        lines = [f"• {of}все задачи: проект {project}" for project in projects]
         now = time.time()
         for sub in subscriptions:
-            record = self.service.poller.records.get(sub.task_id)
+            record = watch.poller.records.get(sub.task_id)
             known = record is not None and record.card is not None
-            card = await self.service.store.load_card(sub.task_id) if known else None
-            text = self.describe(card) if card else f"id {sub.task_id}"
+            card = await watch.store.load_card(sub.task_id) if known else None
+            text = self.describe(watch, card) if card else f"id {sub.task_id}"
             if sub.muted_until and sub.muted_until > now:
                 muted = datetime.fromtimestamp(sub.muted_until).strftime("%d.%m %H:%M")
                 text += f" (тишина до {muted})"
-            where = f"[{sub.chat_id}] " if everyone else ""
-            lines.append(f"• {where}{text}; проверка ≈ каждые {self.every(sub.task_id)}")
-        await self.reply(update, "\n".join(lines))
+            where = f"[{sub.chat_id}] " if chat_id is None else ""
+            every = self.every(watch, sub.task_id)
+            lines.append(f"• {where}{of}{text}; проверка ≈ каждые {every}")
+        return lines
 
     async def mute_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not self.allowed(update):
             return await self.refuse(update)
         args = context.args or []
-        duration = parse_duration(args[1]) if len(args) == 2 else None
+        duration = parse_duration(args[-1]) if len(args) in (2, 3) else None
         if duration is None:
             return await self.reply(update, "Напишите: /mute 418 2h или /mute all 1d")
-        await self._mute(update, args[0], time.time() + duration)
+        await self._mute(update, args[:-1], time.time() + duration)
 
     async def unmute_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not self.allowed(update):
             return await self.refuse(update)
-        args = context.args or ["all"]
-        await self._mute(update, args[0], None)
+        await self._mute(update, context.args or ["all"], None)
 
-    async def _mute(self, update: Update, what: str, until: float | None) -> None:
+    async def _mute(self, update: Update, what: list[str], until: float | None) -> None:
+        """``what``: a task (in an account, where there are several), or ``all``."""
         chat = update.effective_chat
         assert chat is not None
-        task_id = None
-        if what != "all":
-            ref = parse_task(what)
-            task_id = self.known(ref, chat.id) if ref else None
+        if what[-1:] == ["all"]:  # (every account's, unless one is named)
+            watches = list(self.service.watches.values())
+            if len(what) == 2:
+                if what[0] not in self.service.watches:
+                    known = ", ".join(self.service.watches)
+                    return await self.reply(update, f"Нет аккаунта {what[0]}. Аккаунты: {known}.")
+                watches = [self.service.watches[what[0]]]
+            changed = sum([await w.store.mute(chat.id, None, until) for w in watches])
+        else:
+            found_account = self.which(what)
+            if isinstance(found_account, str):
+                return await self.reply(update, found_account)
+            watch, args = found_account
+            ref = parse_task(args[0]) if args else None
+            task_id = self.known(watch, ref) if ref else None
             if task_id is None:
                 return await self.reply(update, "Этот чат не следит за такой задачей.")
-        changed = await self.service.store.mute(chat.id, task_id, until)
+            changed = await watch.store.mute(chat.id, task_id, until)
         if not changed:
             return await self.reply(update, "Этот чат ни за чем не следит.")
         if until is None:
@@ -363,28 +419,15 @@ class ChatBot:
         if not self.allowed(update):
             return await self.refuse(update)
         service = self.service
-        ledger = service.ledger
         zone = service.tz
 
         def at(ts: float, fmt: str = "%H:%M:%S %Z") -> str:  # in the account's zone, labelled
             return datetime.fromtimestamp(ts, zone).strftime(fmt)
 
         healthy, why = service.health()
-        last = service.poller.last_success_at
-        day = ledger.today()  # as every instance counted it (the store), shown, not taken
-        used = (await service.store.load_quota(day.day) or day).used
-        left = max(0, min(ledger.remaining, ledger.daily_quota - used))
-        lines = [
-            "Состояние: в порядке." if healthy else f"Состояние: НЕ в порядке — {why}.",
-            f"Квота PlanFix: {used} из {ledger.daily_quota} за сегодня, "
-            f"осталось {left}; сброс {at(ledger.resets_at, '%d.%m %H:%M %Z')}.",
-        ]
-        if service.polls:
-            lines.append(f"Последний удачный опрос: {at(last) if last else 'ещё не было'}.")
-        else:
-            holder = await service.lease_holder(service.poll_lease)
-            lines.append(f"Опрашивает PlanFix другой экземпляр: {holder}.")
-        lines.append(f"Задач под наблюдением: {len(await service.store.watched_ids())}.")
+        lines = ["Состояние: в порядке." if healthy else f"Состояние: НЕ в порядке — {why}."]
+        for watch in service.watches.values():
+            lines += await self.account_status(watch, at)
         backlog = await service.store.outbox_by_channel()
         if not backlog:
             lines.append("Очередь уведомлений пуста.")
@@ -394,6 +437,25 @@ class ChatBot:
             lines.append(f"Канал {c.channel}: ждут {c.pending}{oldest}, "
                          f"не доставлено {c.dead}{error}.")  # fmt: skip
         await self.reply(update, "\n".join(lines))
+
+    async def account_status(self, watch: AccountWatch, at: Callable[..., str]) -> list[str]:
+        """One account's quota, last poll (or who polls it) and watched tasks."""
+        ledger, of = watch.ledger, self.of(watch)
+        last = watch.poller.last_success_at
+        day = ledger.today()  # as every instance counted it (the store), shown, not taken
+        used = (await watch.store.load_quota(day.day) or day).used
+        left = max(0, min(ledger.remaining, ledger.daily_quota - used))
+        lines = [
+            f"{of}Квота PlanFix: {used} из {ledger.daily_quota} за сегодня, "
+            f"осталось {left}; сброс {at(ledger.resets_at, '%d.%m %H:%M %Z')}."
+        ]
+        if watch.polls:
+            lines.append(f"{of}Последний удачный опрос: {at(last) if last else 'ещё не было'}.")
+        else:
+            holder = await self.service.lease_holder(watch.poll_lease)
+            lines.append(f"{of}Опрашивает PlanFix другой экземпляр: {holder}.")
+        lines.append(f"{of}Задач под наблюдением: {len(await watch.store.watched_ids())}.")
+        return lines
 
     # --- buttons under alerts -----------------------------------------------------------------
 
@@ -405,18 +467,20 @@ class ChatBot:
             await query.answer("Этот чат не может управлять уведомлениями.", show_alert=True)
             await self.refuse(update)
             return
-        action, _, raw_id = (query.data or "").partition(":")
+        action, _, target = (query.data or "").partition(":")
+        raw_id, _, account = target.partition("@")  # (no @: the first account, as before)
         chat = update.effective_chat
-        if chat is None or not raw_id.isdigit():
+        watch = self.service.watches.get(account) if account else self.service.main
+        if chat is None or not raw_id.isdigit() or watch is None:
             await query.answer()
             return
         task_id = int(raw_id)
         if action == "mute":
-            await self.service.store.mute(chat.id, task_id, time.time() + DAY_S)
+            await watch.store.mute(chat.id, task_id, time.time() + DAY_S)
             await query.answer("Тишина на сутки.")
         elif action == "unwatch":
-            await self.service.store.unsubscribe(chat.id, task_id)
-            await self.service.poller.reload_watch_set()
+            await watch.store.unsubscribe(chat.id, task_id)
+            await watch.poller.reload_watch_set()
             await query.answer("Больше не слежу за этой задачей здесь.")
         else:
             await query.answer()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_URL = re.compile(r"^https?://[\w.-]+/task/(\d+)/?(?:[?#].*)?$", re.IGNORECASE)
+_URL = re.compile(r"^https?://([\w-]+)[\w.-]*/task/(\d+)/?(?:[?#].*)?$", re.IGNORECASE)
 _NUMBER = re.compile(r"^#?(\d+)$")
 _ID = re.compile(r"^id:(\d+)$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+)\s*(m|min|мин|h|ч|d|д)?$", re.IGNORECASE)
@@ -24,10 +24,16 @@ def parse_task(text: str) -> TaskRef | None:
     if match := _ID.match(text):
         return TaskRef(int(match.group(1)), is_id=True)
     if match := _URL.match(text):
-        return TaskRef(int(match.group(1)))  # links carry the task number
+        return TaskRef(int(match.group(2)))  # links carry the task number
     if match := _NUMBER.match(text):
         return TaskRef(int(match.group(1)))
     return None
+
+
+def link_account(text: str) -> str | None:
+    """The PlanFix account a task's link names: ACC of https://ACC.planfix.ru/task/418."""
+    match = _URL.match(text.strip())
+    return match.group(1).lower() if match else None
 
 
 def parse_duration(text: str) -> float | None:

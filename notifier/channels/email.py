@@ -103,8 +103,11 @@ class EmailChannel(Channel):
     def recipients(self) -> list[str]:
         return list(self.opts.recipients)
 
-    def thread_id(self, task_id: int) -> str:
-        return f"<planfix-{self.renderer.account or 'account'}-task-{task_id}@{self.domain}>"
+    def thread_id(self, task_id: int, account: str = "") -> str:
+        """A task's thread (``account``: its name; where there are several,
+        the same id in two accounts is two tasks)."""
+        of = account if self.renderer.accounts else self.renderer.account or "account"
+        return f"<planfix-{of}-task-{task_id}@{self.domain}>"
 
     def build(self, message: Message) -> EmailMessage:
         parts = self.renderer.email(message.events)
@@ -114,9 +117,10 @@ class EmailChannel(Channel):
         mail["To"] = message.recipient
         mail["Date"] = formatdate(localtime=False)
         mail["Message-ID"] = make_msgid("planfix", domain=self.domain)
-        tasks = {e.task_id for e in message.events if e.task_id is not None}
+        tasks = {(e.account, e.task_id) for e in message.events if e.task_id is not None}
         if len(tasks) == 1:
-            thread = self.thread_id(tasks.pop())
+            account, task_id = tasks.pop()
+            thread = self.thread_id(task_id, account)
             mail["In-Reply-To"] = thread
             mail["References"] = thread
         mail.set_content(parts.text)

@@ -180,14 +180,18 @@ class TelegramChannel(Channel):
 
     def _buttons(self, message: Message) -> InlineKeyboardMarkup | None:
         """Under an alert about one task: open it; with the bot, mute or stop."""
-        tasks = {e.task_id for e in message.events if e.task_id is not None}
+        tasks = {(e.account, e.task_id) for e in message.events if e.task_id is not None}
         summaries = [e.task for e in message.events if e.task is not None]
         if len(tasks) != 1 or not summaries:
             return None
-        url = self.renderer.url(summaries[0])
+        account, task_id = tasks.pop()
+        url = self.renderer.url(summaries[0], account)
         if url is None and not self.callback_buttons:
             return None
-        return task_buttons(url, tasks.pop(), callbacks=self.callback_buttons)
+        several = bool(self.renderer.accounts)  # (one account: buttons as before accounts)
+        return task_buttons(
+            url, task_id, callbacks=self.callback_buttons, account=account if several else ""
+        )
 
     async def _send_part(
         self, chat: str, text: str, recipient: str, markup: InlineKeyboardMarkup | None = None

@@ -4,7 +4,8 @@ Body (version 1)::
 
     {"version": 1, "text": "…plain text of the message…",
      "events": [{"kind": "status_changed", "at": "2026-11-23T09:00:00+00:00",
-                 "task_id": 1001, "url": "https://acme.planfix.ru/task/418",
+                 "account": "acme", "task_id": 1001,
+                 "url": "https://acme.planfix.ru/task/418",
                  "old": "В работе", "new": "Завершённая", "details": {…},
                  "task": {"id": 1001, "general": 418, "title": "…", "status": 3,
                           "status_name": "Завершённая", "importance": "HIGH",
@@ -67,6 +68,7 @@ def event_json(event: Event, url: str | None) -> dict[str, Any]:
     return {
         "kind": event.kind.value,
         "at": event.at.isoformat(),
+        "account": event.account,  # (its name: [accounts.NAME]'s, or planfix.account)
         "task_id": event.task_id,
         "url": url,
         "old": event.old,
@@ -94,7 +96,8 @@ class WebhookChannel(Channel):
             "version": 1,
             "text": self.renderer.text(message.events),
             "events": [
-                event_json(e, self.renderer.url(e.task) if e.task else None) for e in message.events
+                event_json(e, self.renderer.url(e.task, e.account) if e.task else None)
+                for e in message.events
             ],
         }
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()

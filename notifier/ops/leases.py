@@ -1,6 +1,8 @@
 """Leases: which instance does what, when several share one PostgreSQL state.
 
-Every instance runs; a lease says which one polls an account (``poll:NAME``),
+Every instance runs; a lease says which one polls an account (``poll:NAME``;
+an instance takes at most its fair share of the accounts, counting the live
+instances by their ``instance:…`` leases),
 which one runs the Telegram bot (``bot``: Telegram allows one ``getUpdates``
 reader per token) and which one sends to a recipient now (``lane:…``, so
 two never send the same delivery, and one recipient's alerts stay in order).
@@ -37,6 +39,13 @@ BOT = "bot"
 
 def poll_lease(account: str) -> str:
     return f"poll:{account}"
+
+
+def fair_share(accounts: int, instances: int) -> int:
+    """How many accounts one of ``instances`` live instances polls at most:
+    every account is polled, and none is left to one instance while
+    another has room."""
+    return math.ceil(accounts / max(1, instances))
 
 
 def instance_name() -> str:

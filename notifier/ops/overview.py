@@ -18,7 +18,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from ..alerts.events import Event
-from ..config import Config
+from ..config import Account, Config
 from ..store import ChannelBacklog, OutboxItem, Store
 from ..watch.feed import FeedMode
 from ..watch.poller import STATUS_NAMES
@@ -35,7 +35,9 @@ class Live(Protocol):
 
     def health(self) -> tuple[bool, str]: ...
 
-    def planned(self, task_ids: Sequence[int]) -> dict[int, tuple[float, str]]: ...
+    def planned(
+        self, task_ids: Sequence[int], account: str | None = None
+    ) -> dict[int, tuple[float, str]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +78,24 @@ class QuotaView:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountLine:
+    """One account at a glance, where the service watches several."""
+
+    name: str
+    watched: int
+    quota: QuotaView
+    polled_by: str  # the instance holding its lease (PostgreSQL); "" on SQLite
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     at: float
     tz: str
     running: bool
     healthy: bool | None  # None: not known here
     why: str
+    account: str  # the account the quota, feed, push and tasks below are of
+    accounts: tuple[AccountLine, ...]  # every account, where there are several
     quota: QuotaView
     feed: str
     push: str
@@ -105,25 +119,31 @@ async def gather(
     now: float,
     live: Live | None = None,
     *,
+    account: str | None = None,
     offset: int = 0,
     limit: int = PAGE,
     outbox_limit: int = 50,
 ) -> Overview:
-    tz = config.planfix.timezone
-    ids = await store.watched_ids()
+    """The overview, its tasks and quota those of ``account`` (a name; None:
+    the first). ValueError for an account the config has not."""
+    chosen = config.account_named(account)
+    own = store.for_account(chosen.key)
+    ids = await own.watched_ids()
     page = ids[offset : offset + limit]
     healthy, why = live.health() if live is not None else (None, "")
     return Overview(
         at=now,
-        tz=tz,
+        tz=config.first.planfix.timezone,
         running=live is not None,
         healthy=healthy,
         why=why,
-        quota=await quota_view(store, config, now),
-        feed=await feed_line(store, config),
-        push=await push_line(store, config),
+        account=chosen.name,
+        accounts=tuple(await account_lines(store, config, now)),
+        quota=await quota_view(own, chosen, now),
+        feed=await feed_line(own, chosen),
+        push=await push_line(own, config, chosen),
         leases=tuple(await lease_lines(store, config, now)),
-        tasks=tuple(await task_rows(store, page, live)),
+        tasks=tuple(await task_rows(own, page, live, chosen.name)),
         total_tasks=len(ids),
         offset=offset,
         channels=tuple(await store.outbox_by_channel()),
@@ -133,13 +153,36 @@ async def gather(
     )
 
 
-async def quota_view(store: Store, config: Config, now: float) -> QuotaView:
-    zone = ZoneInfo(config.planfix.timezone)
+async def account_lines(store: Store, config: Config, now: float) -> list[AccountLine]:
+    accounts = config.watched_accounts
+    if len(accounts) == 1:
+        return []
+    holders = {name: holder for name, holder, _, expires in await store.leases("poll:")
+               if expires >= now}  # fmt: skip
+    lines = []
+    for account in accounts:
+        own = store.for_account(account.key)
+        lines.append(
+            AccountLine(
+                name=account.name,
+                watched=len(await own.watched_ids()),
+                quota=await quota_view(own, account, now),
+                polled_by=holders.get(f"poll:{account.name}", "none now")
+                if config.state.url is not None
+                else "",
+            )
+        )
+    return lines
+
+
+async def quota_view(store: Store, account: Account, now: float) -> QuotaView:
+    """``store``: the account's own."""
+    zone = ZoneInfo(account.planfix.timezone)
     day, resets = day_bounds(now, zone)
     row = await store.load_quota(day) or LedgerDay(day)
     return QuotaView(
         day=day,
-        daily=config.planfix.daily_quota,
+        daily=account.planfix.daily_quota,
         used=row.used,
         on_demand=row.on_demand,
         hours=tuple(row.hours),
@@ -149,10 +192,12 @@ async def quota_view(store: Store, config: Config, now: float) -> QuotaView:
     )
 
 
-async def task_rows(store: Store, task_ids: Sequence[int], live: Live | None) -> list[TaskRow]:
+async def task_rows(
+    store: Store, task_ids: Sequence[int], live: Live | None, account: str | None = None
+) -> list[TaskRow]:
     records = await store.load_records(task_ids)
     cards = await store.load_cards(task_ids)
-    planned = live.planned(task_ids) if live is not None else {}
+    planned = live.planned(task_ids, account) if live is not None else {}
     changes = await store.last_changes(task_ids)
     sources = await store.watch_sources(task_ids)
     names: dict[str, str] = json.loads(await store.get_meta(STATUS_NAMES) or "{}")
@@ -184,8 +229,8 @@ async def task_rows(store: Store, task_ids: Sequence[int], live: Live | None) ->
     return rows
 
 
-async def feed_line(store: Store, config: Config) -> str:
-    if not config.watch.feed_interval_s:
+async def feed_line(store: Store, account: Account) -> str:
+    if not account.watch.feed_interval_s:
         return "change feed: off (watch.feed_interval_s = 0); every task on its own plan"
     mode = await store.get_meta("feed.mode") or FeedMode.CARDS.value
     if mode == FeedMode.NONE.value:
@@ -194,21 +239,24 @@ async def feed_line(store: Store, config: Config) -> str:
             "action log; every task on its own plan"
         )
     cursor = await store.get_meta("feed.cursor")
-    last = local(float(cursor), config.planfix.timezone) if cursor else "not yet"
-    return f"change feed: {mode}, every {config.watch.feed_interval_s:.0f} s; last look {last}"
+    last = local(float(cursor), account.planfix.timezone) if cursor else "not yet"
+    return f"change feed: {mode}, every {account.watch.feed_interval_s:.0f} s; last look {last}"
 
 
-async def push_line(store: Store, config: Config) -> str:
+async def push_line(store: Store, config: Config, account: Account | None = None) -> str:
+    """``store``: the account's own."""
+    account = account or config.first
     if not config.push.listen:
         return "push: off (push.listen is empty)"
+    path = next(p for p, name in config.push_paths().items() if name == account.name)
     raw = await store.get_meta("push.stats")
     if raw is None:
-        return f"push: on at {config.push.listen}{config.push.path}; none received yet"
+        return f"push: on at {config.push.listen}{path}; none received yet"
     stats = json.loads(raw)
     last_at = stats.get("last_at")
-    last = local(last_at, config.planfix.timezone) if last_at else "never"
+    last = local(last_at, account.planfix.timezone) if last_at else "never"
     line = (
-        f"push: on at {config.push.listen}{config.push.path}; since start {stats['received']} "
+        f"push: on at {config.push.listen}{path}; since start {stats['received']} "
         f"received, {stats['read']} tasks read, {stats['ignored']} in no watch set; last {last}"
     )
     if stats.get("waiting_for_planner"):
@@ -224,7 +272,7 @@ async def lease_lines(store: Store, config: Config, now: float) -> list[str]:
     now, and since when; none on SQLite (one instance does it all)."""
     if config.state.url is None:
         return []
-    tz = config.planfix.timezone
+    tz = config.first.planfix.timezone
     lines = [f"instances (leases of {config.state.lease_s:.0f} s):"]
     sending: dict[str, int] = {}
     for name, holder, since, expires in await store.leases():
@@ -232,9 +280,13 @@ async def lease_lines(store: Store, config: Config, now: float) -> list[str]:
             if expires >= now:  # (a dead instance's, not yet taken: not sending)
                 sending[holder] = sending.get(holder, 0) + 1
             continue
+        if name.startswith("instance:"):  # (each one's presence: the accounts are shared by)
+            if expires >= now:
+                lines.append(f"  instance {holder}: up since {local(since, tz)}")
+            continue
         gone = f"; expired {local(expires, tz)}, to be taken over" if expires < now else ""
         lines.append(f"  {name}: {holder}, since {local(since, tz)}{gone}")
-    if len(lines) == 1:
+    if not any(line.startswith("  poll:") for line in lines):
         lines.append("  none holds the polling now: no instance runs")
     lines += [f"  sending to {n} recipient(s) now: {holder}" for holder, n in sending.items()]
     return lines

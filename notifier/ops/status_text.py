@@ -15,10 +15,23 @@ def render_text(ov: Overview, *, not_running: str = "") -> str:
                      "next polls are known only to it")  # fmt: skip
     else:
         lines.append("health: ok" if ov.healthy else f"health: UNHEALTHY — {ov.why}")
+    if ov.accounts:
+        lines += ["", *account_lines(ov), "", f"account {ov.account}:"]
     lines += ["", *task_lines(ov), "", quota_line(ov.quota, ov), ov.feed, ov.push, *ov.leases]
     lines.append("")
     lines += outbox_lines(ov)
     return "\n".join(lines) + "\n"
+
+
+def account_lines(ov: Overview) -> list[str]:
+    lines = [f"accounts: {len(ov.accounts)} (the details below: {ov.account})"]
+    for a in ov.accounts:
+        polled = f"; polled by {a.polled_by}" if a.polled_by else ""
+        lines.append(
+            f"  {a.name}: {a.watched} tasks watched; quota {a.quota.used} of {a.quota.daily} "
+            f"used{polled}"
+        )
+    return lines
 
 
 def task_lines(ov: Overview) -> list[str]:

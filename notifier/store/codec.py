@@ -94,4 +94,5 @@ def load_event(text: str) -> Event:
         old=raw["old"],
         new=raw["new"],
         details=raw["details"],
+        account=raw.get("account", ""),  # (events stored before accounts have none)
     )

@@ -10,6 +10,38 @@ _LEASES = """CREATE TABLE leases (
     expires {time} NOT NULL            -- unless renewed by then
 )"""
 
+
+def _rebuilt(table: str, columns: str, key: str, first: str = "") -> list[str]:
+    """SQLite cannot change a primary key: the table made again with an
+    ``account`` column ("" for every row it had) heading its key (after
+    ``first``, the chat, where a chat's rows are read together)."""
+    names = ", ".join(column.split()[0] for column in columns.split(", "))
+    head = f"{first}, account" if first else "account"
+    return [
+        f"CREATE TABLE {table}_new (account TEXT NOT NULL DEFAULT '', {columns}, "
+        f"PRIMARY KEY ({head}, {key}))",
+        f"INSERT INTO {table}_new ({names}) SELECT {names} FROM {table}",  # noqa: S608
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {table}_new RENAME TO {table}",
+    ]
+
+
+def _keyed_by_account(table: str, key: str) -> list[str]:
+    """PostgreSQL's way to the same: a column, and the key (``key``, the
+    account in it) made again."""
+    return [
+        f"ALTER TABLE {table} ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+        f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey",
+        f"ALTER TABLE {table} ADD PRIMARY KEY ({key})",
+    ]
+
+
+_EVENTS_BY_ACCOUNT = [
+    "ALTER TABLE events ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+    "DROP INDEX events_task",
+    "CREATE INDEX events_task ON events (account, task_id, id)",
+]
+
 MIGRATIONS: list[list[str]] = [
     # 1: the first schema
     [
@@ -92,6 +124,46 @@ MIGRATIONS: list[list[str]] = [
     # 7: leases (PostgreSQL's several instances: who polls, who runs the bot,
     # who sends to a recipient)
     [_LEASES.format(time="REAL")],
+    # 8: several PlanFix accounts ([accounts.NAME]): what is an account's is
+    # keyed by it too; "" is the [planfix] table's (every row until now)
+    [
+        *_rebuilt(
+            "watched",
+            "task_id INTEGER NOT NULL, source TEXT NOT NULL, added_at REAL NOT NULL",
+            "task_id, source",
+        ),
+        *_rebuilt(
+            "task_state",
+            "task_id INTEGER NOT NULL, snapshot TEXT, last_poll_at REAL, last_ok_at REAL, "
+            "last_result TEXT, last_error TEXT, failures INTEGER NOT NULL DEFAULT 0, "
+            "unavailable INTEGER NOT NULL DEFAULT 0, changes REAL NOT NULL DEFAULT 0, "
+            "observed_s REAL NOT NULL DEFAULT 0, polls INTEGER NOT NULL DEFAULT 0, "
+            "reminded_at REAL",
+            "task_id",
+        ),
+        *_rebuilt(
+            "quota",
+            "day TEXT NOT NULL, used INTEGER NOT NULL, server_remaining INTEGER, "
+            "used_at_server INTEGER NOT NULL DEFAULT 0, exhausted INTEGER NOT NULL DEFAULT 0, "
+            "on_demand INTEGER NOT NULL DEFAULT 0, hours TEXT",
+            "day",
+        ),
+        *_rebuilt(
+            "subscriptions",
+            "chat_id INTEGER NOT NULL, task_id INTEGER NOT NULL, events TEXT, "
+            "created_by INTEGER, created_at REAL NOT NULL, muted_until REAL",
+            "task_id",
+            first="chat_id",
+        ),
+        *_rebuilt(
+            "project_subscriptions",
+            "chat_id INTEGER NOT NULL, project_id INTEGER NOT NULL, created_by INTEGER, "
+            "created_at REAL NOT NULL",
+            "project_id",
+            first="chat_id",
+        ),
+        *_EVENTS_BY_ACCOUNT,
+    ],
 ]
 
 
@@ -172,4 +244,13 @@ POSTGRES_MIGRATIONS: list[list[str]] = [
     ],
     # 2: as SQLite's 7
     [_LEASES.format(time="DOUBLE PRECISION")],
+    # 3: as SQLite's 8
+    [
+        *_keyed_by_account("watched", "account, task_id, source"),
+        *_keyed_by_account("task_state", "account, task_id"),
+        *_keyed_by_account("quota", "account, day"),
+        *_keyed_by_account("subscriptions", "chat_id, account, task_id"),
+        *_keyed_by_account("project_subscriptions", "chat_id, account, project_id"),
+        *_EVENTS_BY_ACCOUNT,
+    ],
 ]

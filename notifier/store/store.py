@@ -64,12 +64,24 @@ class OutboxItem:
 
 
 class Store:
-    """Every query of the service, on SQLite or PostgreSQL (``database``)."""
+    """Every query of the service, on SQLite or PostgreSQL (``database``).
 
-    def __init__(self, database: Database | Path | str) -> None:
+    What belongs to a PlanFix account (its watch set, cards, quota days,
+    chats' subscriptions, small facts) is read and written for one account:
+    ``account``, "" for the ``[planfix]`` table's, a name for an
+    ``[accounts.NAME]``'s (see :meth:`for_account`). The outbox, the events'
+    ids and the leases are the whole state's."""
+
+    def __init__(self, database: Database | Path | str, account: str = "") -> None:
         self._db: Database = (
             database if not isinstance(database, Path | str) else SqliteDatabase(database)
         )
+        self.account = account
+
+    def for_account(self, account: str) -> Store:
+        """The same state, seen by another account (the connection is shared:
+        only the first store closes it); itself for its own account."""
+        return self if account == self.account else Store(self._db, account)
 
     @property
     def where(self) -> str:
@@ -95,49 +107,56 @@ class Store:
         """Make ``source``'s watch set exactly ``task_ids`` (the config's, at start)."""
         wanted = set(task_ids)
         async with self._db.write() as db:
-            rows = await db.fetchall("SELECT task_id FROM watched WHERE source = ?", (source,))
+            rows = await db.fetchall(
+                "SELECT task_id FROM watched WHERE account = ? AND source = ?",
+                (self.account, source),
+            )
             current = {row[0] for row in rows}
             await db.executemany(
-                "DELETE FROM watched WHERE source = ? AND task_id = ?",
-                [(source, t) for t in current - wanted],
+                "DELETE FROM watched WHERE account = ? AND source = ? AND task_id = ?",
+                [(self.account, source, t) for t in current - wanted],
             )
             await db.executemany(  # (another instance starting may write the same at once)
-                _WATCH, [(t, source, now) for t in sorted(wanted - current)]
+                _WATCH, [(self.account, t, source, now) for t in sorted(wanted - current)]
             )
             if wanted != current:
-                await db.execute(_WATCH_CHANGED)
+                await db.execute(_BUMP, (self._meta("watch.version"),))
 
     async def add_watched(self, task_id: int, source: str, now: float) -> None:
         async with self._db.write() as db:
-            await db.execute(_WATCH, (task_id, source, now))
-            await db.execute(_WATCH_CHANGED)
+            await db.execute(_WATCH, (self.account, task_id, source, now))
+            await db.execute(_BUMP, (self._meta("watch.version"),))
 
     async def remove_watched(self, task_id: int, source: str) -> None:
         async with self._db.write() as db:
             await db.execute(
-                "DELETE FROM watched WHERE task_id = ? AND source = ?", (task_id, source)
+                "DELETE FROM watched WHERE account = ? AND task_id = ? AND source = ?",
+                (self.account, task_id, source),
             )
-            await db.execute(_WATCH_CHANGED)
+            await db.execute(_BUMP, (self._meta("watch.version"),))
 
     async def versions(self) -> tuple[int, int]:
         """Numbers that grow with every change of the watch set, and of the
         chats' projects: the instance that polls follows another's /watch."""
+        keys = self._meta("watch.version"), self._meta("projects.version")
         async with self._db.read() as db:
-            rows = await db.fetchall(
-                "SELECT key, value FROM meta WHERE key IN ('watch.version', 'projects.version')"
-            )
+            rows = await db.fetchall("SELECT key, value FROM meta WHERE key IN (?, ?)", keys)
         found = {str(key): int(value) for key, value in rows}
-        return found.get("watch.version", 0), found.get("projects.version", 0)
+        return found.get(keys[0], 0), found.get(keys[1], 0)
 
     async def watched_ids(self, source: str | None = None) -> list[int]:
         """Every watched task, or those one source (``config``, ``chat:…``) watches."""
         async with self._db.read() as db:
             if source is not None:
                 rows = await db.fetchall(
-                    "SELECT task_id FROM watched WHERE source = ? ORDER BY task_id", (source,)
+                    "SELECT task_id FROM watched WHERE account = ? AND source = ? ORDER BY task_id",
+                    (self.account, source),
                 )
             else:
-                rows = await db.fetchall("SELECT DISTINCT task_id FROM watched ORDER BY task_id")
+                rows = await db.fetchall(
+                    "SELECT DISTINCT task_id FROM watched WHERE account = ? ORDER BY task_id",
+                    (self.account,),
+                )
         return [int(row[0]) for row in rows]
 
     # --- chats' subscriptions (the bot) ---------------------------------------------------
@@ -153,69 +172,88 @@ class Store:
         """A chat watches a task (again: its events are replaced)."""
         async with self._db.write() as db:
             await db.execute(
-                "INSERT INTO subscriptions (chat_id, task_id, events, created_by, created_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (chat_id, task_id) DO UPDATE SET "
-                "events = excluded.events",
-                (chat_id, task_id, json.dumps(list(events)) if events else None, user_id, now),
+                "INSERT INTO subscriptions "
+                "(chat_id, account, task_id, events, created_by, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chat_id, account, task_id) "
+                "DO UPDATE SET events = excluded.events",
+                (
+                    chat_id,
+                    self.account,
+                    task_id,
+                    json.dumps(list(events)) if events else None,
+                    user_id,
+                    now,
+                ),
             )
-            await db.execute(_WATCH, (task_id, f"chat:{chat_id}", now))
-            await db.execute(_WATCH_CHANGED)
+            await db.execute(_WATCH, (self.account, task_id, f"chat:{chat_id}", now))
+            await db.execute(_BUMP, (self._meta("watch.version"),))
 
     async def unsubscribe(self, chat_id: int, task_id: int) -> bool:
         async with self._db.write() as db:
             gone = await db.execute(
-                "DELETE FROM subscriptions WHERE chat_id = ? AND task_id = ?", (chat_id, task_id)
+                "DELETE FROM subscriptions WHERE chat_id = ? AND account = ? AND task_id = ?",
+                (chat_id, self.account, task_id),
             )
             await db.execute(
-                "DELETE FROM watched WHERE task_id = ? AND source = ?", (task_id, f"chat:{chat_id}")
+                "DELETE FROM watched WHERE account = ? AND task_id = ? AND source = ?",
+                (self.account, task_id, f"chat:{chat_id}"),
             )
-            await db.execute(_WATCH_CHANGED)
+            await db.execute(_BUMP, (self._meta("watch.version"),))
         return bool(gone)
 
     async def subscriptions(self, chat_id: int | None = None) -> list[Subscription]:
         """A chat's subscriptions, or everyone's."""
-        query = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions"  # noqa: S608 - a constant
+        query = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE account = ?"  # noqa: S608
         async with self._db.read() as db:
             rows = (
-                await db.fetchall(query + " WHERE chat_id = ? ORDER BY task_id", (chat_id,))
+                await db.fetchall(
+                    query + " AND chat_id = ? ORDER BY task_id", (self.account, chat_id)
+                )
                 if chat_id is not None
-                else await db.fetchall(query + " ORDER BY chat_id, task_id")
+                else await db.fetchall(query + " ORDER BY chat_id, task_id", (self.account,))
             )
         return [_subscription(row) for row in rows]
 
     async def subscribers(self, task_id: int) -> list[Subscription]:
-        query = f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE task_id = ?"  # noqa: S608
+        query = (
+            f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "  # noqa: S608 - a constant
+            "WHERE account = ? AND task_id = ? ORDER BY created_at, chat_id"
+        )
         async with self._db.read() as db:
-            return [_subscription(row) for row in await db.fetchall(query, (task_id,))]
+            rows = await db.fetchall(query, (self.account, task_id))
+        return [_subscription(row) for row in rows]
 
     async def subscribe_project(
         self, chat_id: int, project_id: int, created_by: int | None, now: float
     ) -> None:
         async with self._db.write() as db:
             await db.execute(
-                "INSERT INTO project_subscriptions (chat_id, project_id, created_by, "
-                "created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (chat_id, project_id, created_by, now),
+                "INSERT INTO project_subscriptions (chat_id, account, project_id, created_by, "
+                "created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (chat_id, self.account, project_id, created_by, now),
             )
-            await db.execute(_PROJECTS_CHANGED)
+            await db.execute(_BUMP, (self._meta("projects.version"),))
 
     async def unsubscribe_project(self, chat_id: int, project_id: int) -> bool:
         async with self._db.write() as db:
             done = await db.execute(
-                "DELETE FROM project_subscriptions WHERE chat_id = ? AND project_id = ?",
-                (chat_id, project_id),
+                "DELETE FROM project_subscriptions "
+                "WHERE chat_id = ? AND account = ? AND project_id = ?",
+                (chat_id, self.account, project_id),
             )
-            await db.execute(_PROJECTS_CHANGED)
+            await db.execute(_BUMP, (self._meta("projects.version"),))
         return done > 0
 
     async def subscribed_projects(self, chat_id: int | None = None) -> list[int]:
         """Projects some chat (or this one) watches, each once."""
-        query = "SELECT DISTINCT project_id FROM project_subscriptions"
+        query = "SELECT DISTINCT project_id FROM project_subscriptions WHERE account = ?"
         async with self._db.read() as db:
             rows = (
-                await db.fetchall(f"{query} WHERE chat_id = ? ORDER BY project_id", (chat_id,))
+                await db.fetchall(
+                    f"{query} AND chat_id = ? ORDER BY project_id", (self.account, chat_id)
+                )
                 if chat_id is not None
-                else await db.fetchall(f"{query} ORDER BY project_id")
+                else await db.fetchall(f"{query} ORDER BY project_id", (self.account,))
             )
         return [int(row[0]) for row in rows]
 
@@ -223,8 +261,9 @@ class Store:
         """The chats watching a project, as subscriptions to its every task."""
         async with self._db.read() as db:
             rows = await db.fetchall(
-                "SELECT chat_id, created_by FROM project_subscriptions WHERE project_id = ?",
-                (project_id,),
+                "SELECT chat_id, created_by FROM project_subscriptions "
+                "WHERE account = ? AND project_id = ? ORDER BY created_at, chat_id",
+                (self.account, project_id),
             )
         return [Subscription(int(chat), 0, None, by, None) for chat, by in rows]
 
@@ -233,11 +272,13 @@ class Store:
         async with self._db.write() as db:
             if task_id is None:
                 return await db.execute(
-                    "UPDATE subscriptions SET muted_until = ? WHERE chat_id = ?", (until, chat_id)
+                    "UPDATE subscriptions SET muted_until = ? WHERE chat_id = ? AND account = ?",
+                    (until, chat_id, self.account),
                 )
             return await db.execute(
-                "UPDATE subscriptions SET muted_until = ? WHERE chat_id = ? AND task_id = ?",
-                (until, chat_id, task_id),
+                "UPDATE subscriptions SET muted_until = ? "
+                "WHERE chat_id = ? AND account = ? AND task_id = ?",
+                (until, chat_id, self.account, task_id),
             )
 
     # --- task records ------------------------------------------------------------------
@@ -245,25 +286,29 @@ class Store:
     async def load_records(self, task_ids: Iterable[int]) -> dict[int, state.TaskRecord]:
         """The records of these tasks; a fresh one for a task never polled."""
         records = {task_id: state.TaskRecord(task_id) for task_id in task_ids}
-        query = f"SELECT {_RECORD_COLUMNS} FROM task_state"  # noqa: S608 - a constant
+        query = f"SELECT {_RECORD_COLUMNS} FROM task_state WHERE account = ?"  # noqa: S608
         async with self._db.read() as db:
             if len(records) <= 1000:  # a few (a page of the status page): by key
-                for row in await _rows_for(db, query + " WHERE task_id IN ({})", list(records)):
+                by_key = query + " AND task_id IN ({})"
+                for row in await _rows_for(db, by_key, list(records), before=(self.account,)):
                     records[row[0]] = _record(row)
                 return records
             # Many (the start): one scan, a row at a time. Each holds a card's
             # text, read only to make its digest: 50,000 of them at once were
             # 90 MB that the allocator kept.
-            async for row in db.stream(query):
+            async for row in db.stream(query, (self.account,)):
                 if row[0] in records:
                     records[row[0]] = _record(row)
         return records
 
     async def load_cards(self, task_ids: Sequence[int]) -> dict[int, Task]:
         """The last good cards of these tasks, as read from PlanFix (none before the baseline)."""
-        sql = "SELECT task_id, snapshot FROM task_state WHERE task_id IN ({}) AND snapshot != ''"
+        sql = (
+            "SELECT task_id, snapshot FROM task_state "
+            "WHERE account = ? AND task_id IN ({}) AND snapshot != ''"
+        )
         async with self._db.read() as db:
-            rows = await _rows_for(db, sql, task_ids)
+            rows = await _rows_for(db, sql, task_ids, before=(self.account,))
         return {task_id: codec.load_task(text) for task_id, text in rows}
 
     async def load_card(self, task_id: int) -> Task | None:
@@ -283,13 +328,13 @@ class Store:
         and no alert is lost."""
         async with self._db.write() as db:
             await db.executemany(
-                f"INSERT INTO task_state ({_RECORD_COLUMNS}) "  # noqa: S608 - constants
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
-                f"{_RECORD_UPDATE}",
-                [_record_row(record) for record, _ in polled],
+                f"INSERT INTO task_state (account, {_RECORD_COLUMNS}) "  # noqa: S608 - constants
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"ON CONFLICT (account, task_id) DO UPDATE SET {_RECORD_UPDATE}",
+                [(self.account, *_record_row(record)) for record, _ in polled],
             )
             events = [event for _, batch in polled for event in batch]
-            return await _insert_events(db, events, routes, due_at, queued_at)
+            return await _insert_events(db, self.account, events, routes, due_at, queued_at)
 
     # --- events ----------------------------------------------------------------------
 
@@ -302,7 +347,7 @@ class Store:
         queued_at: float,
     ) -> list[tuple[int, Event]]:
         async with self._db.write() as db:
-            return await _insert_events(db, events, routes, due_at, queued_at)
+            return await _insert_events(db, self.account, events, routes, due_at, queued_at)
 
     # --- the outbox ------------------------------------------------------------------
 
@@ -505,24 +550,35 @@ class Store:
 
     async def last_changes(self, task_ids: Sequence[int]) -> dict[int, float]:
         """When an event was last raised for each of these tasks."""
-        sql = "SELECT task_id, MAX(created_at) FROM events WHERE task_id IN ({}) GROUP BY task_id"
+        sql = (
+            "SELECT task_id, MAX(created_at) FROM events "
+            "WHERE account = ? AND task_id IN ({}) GROUP BY task_id"
+        )
         async with self._db.read() as db:
-            return {task_id: at for task_id, at in await _rows_for(db, sql, task_ids)}
+            rows = await _rows_for(db, sql, task_ids, before=(self.account,))
+        return {task_id: at for task_id, at in rows}
 
     async def watch_sources(self, task_ids: Sequence[int]) -> dict[int, list[str]]:
         """Why each of these tasks is watched: its sources (``config``, ``chat:…``)."""
         found: dict[int, list[str]] = {}
-        sql = "SELECT task_id, source FROM watched WHERE task_id IN ({}) ORDER BY source"
+        sql = (
+            "SELECT task_id, source FROM watched "
+            "WHERE account = ? AND task_id IN ({}) ORDER BY source"
+        )
         async with self._db.read() as db:
-            for task_id, source in await _rows_for(db, sql, task_ids):
+            for task_id, source in await _rows_for(db, sql, task_ids, before=(self.account,)):
                 found.setdefault(task_id, []).append(source)
         return found
 
     # --- small facts kept between runs ------------------------------------------------------
 
+    def _meta(self, key: str) -> str:
+        """The account's own key: "" keeps the keys of the one-account schema."""
+        return f"{self.account}/{key}" if self.account else key
+
     async def get_meta(self, key: str) -> str | None:
         async with self._db.read() as db:
-            row = await db.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
+            row = await db.fetchone("SELECT value FROM meta WHERE key = ?", (self._meta(key),))
         return None if row is None else str(row[0])
 
     async def set_meta(self, key: str, value: str) -> None:
@@ -530,7 +586,7 @@ class Store:
             await db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
+                (self._meta(key), value),
             )
 
     # --- the quota ledger -----------------------------------------------------------------
@@ -539,21 +595,22 @@ class Store:
         async with self._db.read() as db:
             row = await db.fetchone(
                 "SELECT used, server_remaining, used_at_server, exhausted, on_demand, hours "
-                "FROM quota WHERE day = ?",
-                (day.isoformat(),),
+                "FROM quota WHERE account = ? AND day = ?",
+                (self.account, day.isoformat()),
             )
         return None if row is None else _ledger_day(day, row)
 
     async def save_quota(self, row: LedgerDay) -> None:
         async with self._db.write() as db:
             await db.execute(
-                "INSERT INTO quota "
-                "(day, used, server_remaining, used_at_server, exhausted, on_demand, hours) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day) DO UPDATE SET "
+                "INSERT INTO quota (account, day, used, server_remaining, used_at_server, "
+                "exhausted, on_demand, hours) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, day) DO UPDATE SET "
                 "used = excluded.used, server_remaining = excluded.server_remaining, "
                 "used_at_server = excluded.used_at_server, exhausted = excluded.exhausted, "
                 "on_demand = excluded.on_demand, hours = excluded.hours",
                 (
+                    self.account,
                     row.day.isoformat(),
                     row.used,
                     row.server_remaining,
@@ -573,20 +630,21 @@ class Store:
         day as counted, or None when refused."""
         async with self._db.write() as db:
             row = await db.fetchone(
-                "INSERT INTO quota (day, used, on_demand) VALUES (?, 1, ?) "
-                "ON CONFLICT (day) DO UPDATE SET used = quota.used + 1, "
+                "INSERT INTO quota (account, day, used, on_demand) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (account, day) DO UPDATE SET used = quota.used + 1, "
                 "on_demand = quota.on_demand + excluded.on_demand "
                 "WHERE quota.used < ? AND quota.exhausted = 0 "
                 "AND (excluded.on_demand = 0 OR quota.on_demand < ?) "
                 "RETURNING used, server_remaining, used_at_server, exhausted, on_demand, hours",
-                (day.isoformat(), int(on_demand), used_below, on_demand_cap),
+                (self.account, day.isoformat(), int(on_demand), used_below, on_demand_cap),
             )
             if row is None:
                 return None
             counted = _ledger_day(day, row)
             counted.hours[hour] += 1  # (the row is this transaction's until it ends)
             await db.execute(
-                "UPDATE quota SET hours = ? WHERE day = ?", (_hours(counted), day.isoformat())
+                "UPDATE quota SET hours = ? WHERE account = ? AND day = ?",
+                (_hours(counted), self.account, day.isoformat()),
             )
         return counted
 
@@ -598,8 +656,14 @@ class Store:
         async with self._db.write() as db:
             await db.execute(
                 "UPDATE quota SET server_remaining = ?, used_at_server = ?, "  # noqa: S608
-                f"exhausted = {exhausted} WHERE day = ?",
-                (row.server_remaining, row.used_at_server, int(row.exhausted), row.day.isoformat()),
+                f"exhausted = {exhausted} WHERE account = ? AND day = ?",
+                (
+                    row.server_remaining,
+                    row.used_at_server,
+                    int(row.exhausted),
+                    self.account,
+                    row.day.isoformat(),
+                ),
             )
 
     # --- leases: which instance does what (PostgreSQL's several instances) ---------------
@@ -635,6 +699,20 @@ class Store:
                 "DELETE FROM leases WHERE name = ? AND holder = ?", [(n, holder) for n in names]
             )
 
+    async def leases_alive(self, prefix: str, now: float) -> list[str]:
+        """The holders of the unexpired leases named ``prefix…``; the expired
+        ones (an instance gone: its name is never used again) removed."""
+        async with self._db.write() as db:
+            await db.execute(
+                "DELETE FROM leases WHERE substr(name, 1, ?) = ? AND expires < ?",
+                (len(prefix), prefix, now),
+            )
+            rows = await db.fetchall(
+                "SELECT holder FROM leases WHERE substr(name, 1, ?) = ? ORDER BY holder",
+                (len(prefix), prefix),
+            )
+        return [str(row[0]) for row in rows]
+
     async def leases(self, prefix: str = "") -> list[tuple[str, str, float, float]]:
         """(name, holder, since, expires) of every lease whose name starts so."""
         async with self._db.read() as db:
@@ -647,16 +725,18 @@ class Store:
 
 
 _BUMP = (  # a version in meta grows by one
-    "INSERT INTO meta (key, value) VALUES ('{}', '1') ON CONFLICT (key) "
+    "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) "
     "DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)"
 )
-_WATCH_CHANGED = _BUMP.format("watch.version")
-_PROJECTS_CHANGED = _BUMP.format("projects.version")
-_WATCH = "INSERT INTO watched (task_id, source, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+_WATCH = (
+    "INSERT INTO watched (account, task_id, source, added_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
 
 
 async def _insert_events(
     db: Statements,
+    account: str,
     events: Sequence[Event],
     routes: Routes | None,
     due_at: float | None,
@@ -670,9 +750,9 @@ async def _insert_events(
     first_attempt = queued_at if due_at is None else due_at
     for index, event in enumerate(events):
         row = await db.fetchone(
-            "INSERT INTO events (task_id, kind, payload, created_at) VALUES (?, ?, ?, ?) "
-            "RETURNING id",
-            (event.task_id, event.kind.value, codec.dumps(event), event.at.timestamp()),
+            "INSERT INTO events (account, task_id, kind, payload, created_at) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (account, event.task_id, event.kind.value, codec.dumps(event), event.at.timestamp()),
         )
         assert row is not None  # RETURNING gives the row inserted
         event_id = int(row[0])

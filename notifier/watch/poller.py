@@ -115,6 +115,7 @@ class Poller:
         self.clock = clock
         self.on_events = on_events
         self.route = route
+        self.account = ""  # its name, in every event this poller raises
         self.group_wait_s = group_wait_s
         self.repeat_overdue_s = repeat_overdue_s
         self.failing_after_s = failing_after_s
@@ -738,8 +739,15 @@ class Poller:
             return None
         return [list(await self.route(event)) for event in events]
 
+    def _ours(self, events: Sequence[Event]) -> list[Event]:
+        """The events, naming this poller's account (routes filter by it)."""
+        return [
+            replace(e, account=self.account) if e.account != self.account else e for e in events
+        ]
+
     async def _save(self, changed: Sequence[tuple[TaskRecord, list[Event]]]) -> None:
         now = self.clock()
+        changed = [(record, self._ours(events)) for record, events in changed]
         routes = await self._routes([event for _, events in changed for event in events])
         stored = await self.store.save_polls(
             changed, routes, now + self.group_wait_s, queued_at=now
@@ -767,7 +775,7 @@ class Poller:
         if not events:
             return
         try:
-            await self.raise_events(events)
+            await self.raise_events(self._ours(events))
         except BaseException:
             self._for_operator[:0] = events  # told once the store takes them
             raise

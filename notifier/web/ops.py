@@ -40,32 +40,35 @@ def operator_routes(config: Config, service: Service) -> Routes:
     routes = dict(ops_routes(service.metrics, service.health))
     if not config.metrics.page_on:
         return routes
-    made: dict[tuple[int, int], tuple[float, Overview]] = {}
+    made: dict[tuple[int, int, str | None], tuple[float, Overview]] = {}
 
-    async def overview(offset: int, limit: int) -> Overview:
+    async def overview(offset: int, limit: int, account: str | None) -> Overview:
         now = service.monotonic()
-        at, ready = made.get((offset, limit), (-FRESH_S, None))
+        at, ready = made.get((offset, limit, account), (-FRESH_S, None))
         if ready is None or now - at >= FRESH_S:
             made.clear()  # one page at a time is kept
-            ready = await gather(service.store, config, service.clock(), service, offset=offset,
-                           limit=limit)  # fmt: skip
-            made[(offset, limit)] = (now, ready)
+            ready = await gather(service.store, config, service.clock(), service,
+                                 account=account, offset=offset, limit=limit)  # fmt: skip
+            made[(offset, limit, account)] = (now, ready)
         return ready
 
     def then_fresh(action: Action) -> Action:
-        async def act(target: int) -> str:
+        async def act(target: int, account: str | None) -> str:
             try:
-                return await action(target)
+                return await action(target, account)
             finally:
                 made.clear()  # the page after an action shows its effect
 
         return act
 
+    async def retry(outbox_id: int, account: str | None) -> str:
+        return await service.retry_dead_letter(outbox_id)
+
     token = config.metrics.admin_token
     routes |= page_routes(
         overview,
         token=token.get_secret_value() if token is not None else None,
-        retry=then_fresh(service.retry_dead_letter),
+        retry=then_fresh(retry),
         poll_now=then_fresh(service.poll_now),
         hosts=config.metrics.hosts,
     )

@@ -141,12 +141,13 @@ async def _read_body(request: web.BaseRequest) -> bytes | None:
 
 def push_routes(
     settings: PushSettings,
-    inbox: PushInbox,
+    inboxes: Mapping[str, PushInbox],
     *,
     on_result: Callable[[str], None] = lambda result: None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Routes:
-    """``on_result`` hears each push's result (for the metrics)."""
+    """``inboxes``: each path's (one per account, where there are several);
+    ``on_result`` hears each push's result (for the metrics)."""
     limits = SourceLimits(settings.source_rate_per_s, settings.source_burst, clock)
     forged = _Forged(clock)
     secret = settings.secret.encode()
@@ -158,6 +159,7 @@ def push_routes(
         return web.Response(status=status, text=text, headers=headers)
 
     async def receive(request: web.BaseRequest) -> web.Response:
+        inbox = inboxes[request.path]
         source = request.remote or "?"
         # (aiohttp keeps undecodable header bytes as surrogates: back to bytes)
         given = request.headers.get(settings.header, "").encode("utf-8", "surrogateescape")
@@ -179,18 +181,23 @@ def push_routes(
             return answer("dropped", 503, "too many pushes waiting\n", retry_after_s=60)
         return answer("accepted", 200, "ok\n")
 
-    return {("POST", settings.path): receive, ("GET", settings.path): receive}
+    return {(method, path): receive for path in inboxes for method in ("POST", "GET")}
 
 
 async def serve_push(
-    section: PushSection, inbox: PushInbox, on_result: Callable[[str], None]
+    section: PushSection,
+    inboxes: PushInbox | Mapping[str, PushInbox],
+    on_result: Callable[[str], None],
 ) -> HttpServer:
-    """Listen at ``section.listen`` (OSError when the address cannot be had)."""
+    """Listen at ``section.listen`` (OSError when the address cannot be had):
+    at ``section.path`` for one inbox, or at each path of ``inboxes``."""
+    if isinstance(inboxes, PushInbox):
+        inboxes = {section.path: inboxes}
     assert section.secret is not None  # the config refuses a listener without one
     settings = PushSettings(
         section.path, section.secret.get_secret_value(), section.header,
         section.source_rate_per_s, section.source_burst,
     )  # fmt: skip
-    server = HttpServer(section.listen, push_routes(settings, inbox, on_result=on_result))
+    server = HttpServer(section.listen, push_routes(settings, inboxes, on_result=on_result))
     await server.start()
     return server

@@ -17,6 +17,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from html import escape
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -28,10 +29,11 @@ from .server import Handler, Routes
 REFRESH_S = 30
 MAX_FORM = 4096
 
-Gather = Callable[[int, int], Awaitable[Overview]]  # (offset, how many tasks) → the overview
-Action = Callable[
-    [int], Awaitable[str]
-]  # an id → what was done, in words (ValueError: refused, why)
+# (offset, how many tasks, the account: None for the first) → the overview;
+# ValueError for an account there is not
+Gather = Callable[[int, int, str | None], Awaitable[Overview]]
+# an id (and the account it is of) → what was done, in words (ValueError: refused, why)
+Action = Callable[[int, str | None], Awaitable[str]]
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1rem 2rem;color:#222;background:#fafafa}
@@ -111,8 +113,11 @@ def page_routes(
         offset = _int(request.query.get("offset", "0")) or 0
         note = notes.get(request.query.get("note", ""))
         nonce = secrets.token_urlsafe(16)
-        body = render_page(await gather(offset, PAGE), nonce=nonce, actions=token is not None,
-                           note=note)  # fmt: skip
+        try:
+            ov = await gather(offset, PAGE, request.query.get("account"))
+        except ValueError as exc:
+            return _refused(404, str(exc))
+        body = render_page(ov, nonce=nonce, actions=token is not None, note=note)
         response = web.Response(text=body, content_type="text/html")
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
@@ -139,8 +144,9 @@ def page_routes(
             target = _int(str(form.get(field, "")))
             if target is None:
                 return _refused(400, f"{field} must be a number")
+            account = str(form["account"]) if form.get("account") else None
             try:
-                key = notes.add(await do(target))
+                key = notes.add(await do(target, account))
             except ValueError as exc:
                 key = notes.add(str(exc), refused=True)
             # See Other: the browser shows the page again by GET (a reload repeats nothing).
@@ -152,7 +158,11 @@ def page_routes(
         """``status``'s text; ``?limit=N&offset=M`` for more than a page of tasks."""
         offset = _int(request.query.get("offset", "0")) or 0
         limit = _int(request.query.get("limit", str(PAGE))) or PAGE
-        return web.Response(text=render_text(await gather(offset, limit)))
+        try:
+            ov = await gather(offset, limit, request.query.get("account"))
+        except ValueError as exc:
+            return _refused(404, str(exc))
+        return web.Response(text=render_text(ov))
 
     routes: dict[tuple[str, str], Handler] = {
         ("GET", "/"): page,
@@ -230,8 +240,10 @@ def render_page(
             if refused
             else f'<p class="said" id="said">{e(text)}</p>'
         )
+    of = f" — {e(ov.account)}" if ov.accounts else ""
     parts += [
-        '<section id="quota"><h2>Quota today</h2>',
+        _accounts(ov),
+        f'<section id="quota"><h2>Quota today{of}</h2>',
         f"<p>{e(quota_line(ov.quota, ov))}</p>",
         burndown_svg(ov.quota),
         f"<p>{e(ov.feed)}<br>{e(ov.push)}</p></section>",
@@ -241,6 +253,28 @@ def render_page(
     ]
     parts.append(f'<script nonce="{nonce}">{SCRIPT}</script></body></html>')
     return "".join(parts)
+
+
+def _accounts(ov: Overview) -> str:
+    """Where the service watches several accounts: each at a glance, and
+    the link to its tasks."""
+    if not ov.accounts:
+        return ""
+    rows = [
+        [
+            f'<a href="/?account={quote(a.name)}">{escape(a.name)}</a>'
+            + (" (shown)" if a.name == ov.account else ""),
+            a.watched,
+            f"{a.quota.used} of {a.quota.daily}",
+            escape(a.polled_by or "this instance"),
+        ]
+        for a in ov.accounts
+    ]
+    return (
+        '<section id="accounts"><h2>Accounts</h2>'
+        + _table("account-list", ["account", "watched", "quota used", "polled by"], rows, "")
+        + "</section>"
+    )
 
 
 def _instances(ov: Overview) -> str:
@@ -272,12 +306,14 @@ def _tasks(ov: Overview, actions: bool) -> str:
         head.append("")
     rows = "".join(_task_row(ov, row, actions) for row in ov.tasks)
     nav = []
+    of = f"account={quote(ov.account)}&amp;" if ov.accounts else ""
     if ov.offset > 0:
-        nav.append(f'<a href="/?offset={max(0, ov.offset - PAGE)}">← earlier</a>')
+        nav.append(f'<a href="/?{of}offset={max(0, ov.offset - PAGE)}">← earlier</a>')
     if last < ov.total_tasks:
-        nav.append(f'<a href="/?offset={last}">later →</a>')
+        nav.append(f'<a href="/?{of}offset={last}">later →</a>')
+    account = f" — {escape(ov.account)}" if ov.accounts else ""
     return (
-        f'<section id="tasks"><h2>Watched tasks: {ov.total_tasks}{shown}</h2>'
+        f'<section id="tasks"><h2>Watched tasks{account}: {ov.total_tasks}{shown}</h2>'
         f"<table><thead><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr></thead>"
         f"<tbody>{rows}</tbody></table><nav>{''.join(nav)}</nav></section>"
     )
@@ -299,15 +335,17 @@ def _task_row(ov: Overview, row: TaskRow, actions: bool) -> str:
         f"<td>{e(', '.join(row.sets))}</td>",
     ]
     if actions:
-        form = _action_form("/actions/poll", "task_id", row.task_id, "poll now")
+        account = ov.account if ov.accounts else None
+        form = _action_form("/actions/poll", "task_id", row.task_id, "poll now", account)
         cells.append(f"<td>{form}</td>")
     return f'<tr data-task="{row.task_id}">{"".join(cells)}</tr>'
 
 
-def _action_form(path: str, field: str, target: int, label: str) -> str:
+def _action_form(path: str, field: str, target: int, label: str, account: str | None = None) -> str:
+    of = f'<input type="hidden" name="account" value="{escape(account)}">' if account else ""
     return (
         f'<form class="inline action" method="post" action="{path}">'
-        f'<input type="hidden" name="{field}" value="{target}">'
+        f'<input type="hidden" name="{field}" value="{target}">{of}'
         '<input type="hidden" name="token" value="">'
         f"<button>{label}</button></form>"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ async def test_one_tasks_alerts_thread_together(smtp_plain: SmtpServer) -> None:
     assert first["Message-ID"] != second["Message-ID"]
     assert first["References"] == second["References"] == first["In-Reply-To"]
     assert first["References"] == "<planfix-acme-task-1001@example.com>"
+
+
+async def test_the_same_task_id_of_two_accounts_is_two_threads(smtp_plain: SmtpServer) -> None:
+    sender = mailer(smtp_plain)
+    sender.renderer.accounts = {"acme": "acme", "client2": "client2"}  # several accounts
+    for account in ("acme", "client2"):
+        await sender.send(message(replace(event(), account=account)))
+    first, second = smtp_plain.inbox.messages
+    assert first["References"] == "<planfix-acme-task-1001@example.com>"
+    assert second["References"] == "<planfix-client2-task-1001@example.com>"
+    assert second["Subject"].startswith("PlanFix client2 #401 ")
+    html = second.get_body(("html",))
+    assert html is not None and "client2.planfix.ru/task/401" in html.get_content()
 
 
 async def test_a_title_cannot_inject_headers(smtp_plain: SmtpServer) -> None:

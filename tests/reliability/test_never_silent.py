@@ -395,7 +395,7 @@ async def test_a_state_file_that_cannot_be_written_turns_health_503(harness: Har
     # The poll job as the scheduler runs it, on the harness's clock (the real
     # scheduler would run on the real one).
     service.scheduler.modify_job = lambda *args, **kwargs: None
-    await service._poll_job()
+    await service._poll_job(service.main)
     assert service.health() == (True, "")
     real = service.store.save_polls
 
@@ -405,12 +405,12 @@ async def test_a_state_file_that_cannot_be_written_turns_health_503(harness: Har
     service.store.save_polls = broken  # type: ignore[method-assign]
     harness.control.change_task(task, status=2)
     harness.advance(600)
-    await service._poll_job()
+    await service._poll_job(service.main)
     healthy, reason = service.health()
     assert not healthy and "state cannot be written" in reason and "malformed" in reason
     service.store.save_polls = real  # type: ignore[method-assign]
     harness.advance(600)
-    await service._poll_job()
+    await service._poll_job(service.main)
     assert service.health() == (True, "")
     assert harness.kinds() == ["status_changed"]  # found again once it could be saved
 

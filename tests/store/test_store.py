@@ -132,7 +132,8 @@ async def test_subscriptions_and_mutes(store: Store) -> None:
     assert await store.watched_ids("chat:-100") == [5, 6]
     assert await store.mute(-100, None, 50.0) == 2
     assert await store.mute(-200, 5, 60.0) == 1
-    assert [s.muted_until for s in await store.subscribers(5)] == [50.0, 60.0]
+    muted = {s.chat_id: s.muted_until for s in await store.subscribers(5)}
+    assert muted == {-100: 50.0, -200: 60.0}
     assert await store.unsubscribe(-100, 5) and not await store.unsubscribe(-100, 5)
     assert await store.watched_ids("chat:-100") == [6]
     await store.subscribe_project(-100, 12, 1, 1.0)
@@ -370,3 +371,80 @@ async def test_a_days_first_request_and_a_0007_kept_whoever_writes_next(store: S
     await store.quota_advice(stale, unblock=True)  # the operator's reset (a reload)
     row = await store.load_quota(day)
     assert row is not None and not row.exhausted
+
+
+async def test_each_account_has_its_own_watch_set_cards_quota_chats_and_facts(
+    store: Store,
+) -> None:
+    """Task ids are an account's: two accounts' task 5 never meet. The
+    outbox is the whole state's (one sender for every account)."""
+    other = store.for_account("client2")
+    day = date(2026, 12, 1)
+    for each, status in ((store, 2), (other, 3)):
+        await each.set_watched("config", [5], 1.0)
+        await each.subscribe(-100, 5, None, 1, 1.0)
+        await each.subscribe_project(-100, 12, 1, 1.0)
+        await each.set_meta("feed.cursor", str(status))
+        await each.quota_count(day, 0, on_demand=False, used_below=10, on_demand_cap=0)
+        card = Card.of(replace(TASK, status=status))
+        await each.save_polls([(TaskRecord(5, card=card), [EVENT])], [both(EVENT)], queued_at=1.0)
+    await other.quota_count(day, 0, on_demand=False, used_below=10, on_demand_cap=0)
+    await other.unsubscribe(-100, 5)
+    assert (await store.watched_ids(), await other.watched_ids()) == ([5], [5])
+    assert (
+        await store.watched_ids("chat:-100") == [5] and await other.watched_ids("chat:-100") == []
+    )
+    assert [s.task_id for s in await store.subscriptions(-100)] == [5]
+    assert await other.subscriptions(-100) == []
+    assert await other.subscribed_projects(-100) == [12]
+    assert (await store.get_meta("feed.cursor"), await other.get_meta("feed.cursor")) == ("2", "3")
+    cards = await store.load_card(5), await other.load_card(5)
+    assert [c.status if c else None for c in cards] == [2, 3]
+    used = await store.load_quota(day), await other.load_quota(day)
+    assert [u.used if u else None for u in used] == [1, 2]
+    assert await store.versions() == (2, 1) and await other.versions() == (3, 1)
+    assert len(await store.last_changes([5])) == len(await other.last_changes([5])) == 1
+    assert (await store.outbox_counts())["pending"] == 4  # both accounts' deliveries
+
+
+async def test_a_state_from_before_accounts_is_the_planfix_tables(backend: Backend) -> None:
+    """An upgrade keeps everything: the rows written by one account's
+    schema (SQLite 7, PostgreSQL 2) are the [planfix] account's ("")."""
+    rows = [
+        "INSERT INTO watched (task_id, source, added_at) VALUES (5, 'config', 1)",
+        "INSERT INTO task_state (task_id, snapshot, polls) VALUES (5, '', 3)",
+        "INSERT INTO quota (day, used) VALUES ('2026-12-01', 7)",
+        "INSERT INTO subscriptions (chat_id, task_id, created_at) VALUES (-100, 5, 1)",
+        "INSERT INTO project_subscriptions (chat_id, project_id, created_at) VALUES (-100, 12, 1)",
+        "INSERT INTO events (task_id, kind, payload, created_at) VALUES (5, 'x', '{}', 1)",
+    ]
+    if backend.engine == "sqlite":
+        db = sqlite3.connect(backend.path)
+        for statement in [s for script in MIGRATIONS[:7] for s in script] + rows:
+            db.execute(statement)
+        db.execute("PRAGMA user_version=7")
+        db.commit()
+        db.close()
+    else:
+        with psycopg.connect(postgres.URL, autocommit=True) as conn:
+            schema = sql.Identifier(backend.schema)
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+            conn.execute(sql.SQL("SET search_path TO {}").format(schema))
+            conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            for statement in [s for script in POSTGRES_MIGRATIONS[:2] for s in script] + rows:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (1), (2)")
+    store = backend.open()
+    other = store.for_account("client2")
+    assert await store.watched_ids() == [5] and await other.watched_ids() == []
+    assert (await store.load_records([5]))[5].polls == 3
+    assert (await other.load_records([5]))[5].polls == 0
+    quota = await store.load_quota(date(2026, 12, 1))
+    assert quota is not None and quota.used == 7
+    assert await other.load_quota(date(2026, 12, 1)) is None
+    assert [s.chat_id for s in await store.subscribers(5)] == [-100]
+    assert await store.subscribed_projects() == [12] and await other.subscribed_projects() == []
+    assert list(await store.last_changes([5])) == [5] and await other.last_changes([5]) == {}
+    assert await store.schema_version() == (
+        len(MIGRATIONS) if backend.engine == "sqlite" else len(POSTGRES_MIGRATIONS)
+    )

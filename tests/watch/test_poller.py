@@ -3,7 +3,7 @@ HTTP, with one injected clock for both sides."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -331,16 +331,16 @@ async def test_a_takeovers_reload_never_shows_an_empty_watch_set(harness: Harnes
     def look() -> None:  # a reader while the store answers
         seen.append({i: r.card is not None for i, r in service.poller.records.items()})
 
-    async def watched_ids() -> Any:
+    async def watched_ids(source: str | None = None) -> Any:
         look()
-        return await ask_ids()
+        return await ask_ids(source)
 
-    async def load_records(ids: Sequence[int]) -> Any:
+    async def load_records(ids: Iterable[int]) -> Any:
         look()
         return await load(ids)
 
     store.watched_ids = watched_ids  # type: ignore[method-assign]
-    store.load_records = load_records  # type: ignore[method-assign]
+    store.load_records = load_records  # type: ignore[method-assign,assignment]
     await service.poller.reload_all()
     assert seen == [{task["id"]: True}] * 2
     assert service.poller.records[task["id"]].card is not None  # read back, not forgotten
