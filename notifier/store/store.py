@@ -67,21 +67,21 @@ class Store:
     """Every query of the service, on SQLite or PostgreSQL (``database``).
 
     What belongs to a PlanFix account (its watch set, cards, quota days,
-    chats' subscriptions, small facts) is read and written for one account:
-    ``account``, "" for the ``[planfix]`` table's, a name for an
+    chats' subscriptions, small facts) is read and written for one account,
+    keyed ``account_key``: "" for the ``[planfix]`` table's, NAME for an
     ``[accounts.NAME]``'s (see :meth:`for_account`). The outbox, the events'
     ids and the leases are the whole state's."""
 
-    def __init__(self, database: Database | Path | str, account: str = "") -> None:
+    def __init__(self, database: Database | Path | str, account_key: str = "") -> None:
         self._db: Database = (
             database if not isinstance(database, Path | str) else SqliteDatabase(database)
         )
-        self.account = account
+        self.account_key = account_key
 
-    def for_account(self, account: str) -> Store:
+    def for_account(self, account_key: str) -> Store:
         """The same state, seen by another account (the connection is shared:
         only the first store closes it); itself for its own account."""
-        return self if account == self.account else Store(self._db, account)
+        return self if account_key == self.account_key else Store(self._db, account_key)
 
     @property
     def where(self) -> str:
@@ -109,29 +109,29 @@ class Store:
         async with self._db.write() as db:
             rows = await db.fetchall(
                 "SELECT task_id FROM watched WHERE account = ? AND source = ?",
-                (self.account, source),
+                (self.account_key, source),
             )
             current = {row[0] for row in rows}
             await db.executemany(
                 "DELETE FROM watched WHERE account = ? AND source = ? AND task_id = ?",
-                [(self.account, source, t) for t in current - wanted],
+                [(self.account_key, source, t) for t in current - wanted],
             )
             await db.executemany(  # (another instance starting may write the same at once)
-                _WATCH, [(self.account, t, source, now) for t in sorted(wanted - current)]
+                _WATCH, [(self.account_key, t, source, now) for t in sorted(wanted - current)]
             )
             if wanted != current:
                 await db.execute(_BUMP, (self._meta("watch.version"),))
 
     async def add_watched(self, task_id: int, source: str, now: float) -> None:
         async with self._db.write() as db:
-            await db.execute(_WATCH, (self.account, task_id, source, now))
+            await db.execute(_WATCH, (self.account_key, task_id, source, now))
             await db.execute(_BUMP, (self._meta("watch.version"),))
 
     async def remove_watched(self, task_id: int, source: str) -> None:
         async with self._db.write() as db:
             await db.execute(
                 "DELETE FROM watched WHERE account = ? AND task_id = ? AND source = ?",
-                (self.account, task_id, source),
+                (self.account_key, task_id, source),
             )
             await db.execute(_BUMP, (self._meta("watch.version"),))
 
@@ -150,12 +150,12 @@ class Store:
             if source is not None:
                 rows = await db.fetchall(
                     "SELECT task_id FROM watched WHERE account = ? AND source = ? ORDER BY task_id",
-                    (self.account, source),
+                    (self.account_key, source),
                 )
             else:
                 rows = await db.fetchall(
                     "SELECT DISTINCT task_id FROM watched WHERE account = ? ORDER BY task_id",
-                    (self.account,),
+                    (self.account_key,),
                 )
         return [int(row[0]) for row in rows]
 
@@ -178,25 +178,25 @@ class Store:
                 "DO UPDATE SET events = excluded.events",
                 (
                     chat_id,
-                    self.account,
+                    self.account_key,
                     task_id,
                     json.dumps(list(events)) if events else None,
                     user_id,
                     now,
                 ),
             )
-            await db.execute(_WATCH, (self.account, task_id, f"chat:{chat_id}", now))
+            await db.execute(_WATCH, (self.account_key, task_id, f"chat:{chat_id}", now))
             await db.execute(_BUMP, (self._meta("watch.version"),))
 
     async def unsubscribe(self, chat_id: int, task_id: int) -> bool:
         async with self._db.write() as db:
             gone = await db.execute(
                 "DELETE FROM subscriptions WHERE chat_id = ? AND account = ? AND task_id = ?",
-                (chat_id, self.account, task_id),
+                (chat_id, self.account_key, task_id),
             )
             await db.execute(
                 "DELETE FROM watched WHERE account = ? AND task_id = ? AND source = ?",
-                (self.account, task_id, f"chat:{chat_id}"),
+                (self.account_key, task_id, f"chat:{chat_id}"),
             )
             await db.execute(_BUMP, (self._meta("watch.version"),))
         return bool(gone)
@@ -207,10 +207,10 @@ class Store:
         async with self._db.read() as db:
             rows = (
                 await db.fetchall(
-                    query + " AND chat_id = ? ORDER BY task_id", (self.account, chat_id)
+                    query + " AND chat_id = ? ORDER BY task_id", (self.account_key, chat_id)
                 )
                 if chat_id is not None
-                else await db.fetchall(query + " ORDER BY chat_id, task_id", (self.account,))
+                else await db.fetchall(query + " ORDER BY chat_id, task_id", (self.account_key,))
             )
         return [_subscription(row) for row in rows]
 
@@ -220,7 +220,7 @@ class Store:
             "WHERE account = ? AND task_id = ? ORDER BY created_at, chat_id"
         )
         async with self._db.read() as db:
-            rows = await db.fetchall(query, (self.account, task_id))
+            rows = await db.fetchall(query, (self.account_key, task_id))
         return [_subscription(row) for row in rows]
 
     async def subscribe_project(
@@ -230,7 +230,7 @@ class Store:
             await db.execute(
                 "INSERT INTO project_subscriptions (chat_id, account, project_id, created_by, "
                 "created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (chat_id, self.account, project_id, created_by, now),
+                (chat_id, self.account_key, project_id, created_by, now),
             )
             await db.execute(_BUMP, (self._meta("projects.version"),))
 
@@ -239,7 +239,7 @@ class Store:
             done = await db.execute(
                 "DELETE FROM project_subscriptions "
                 "WHERE chat_id = ? AND account = ? AND project_id = ?",
-                (chat_id, self.account, project_id),
+                (chat_id, self.account_key, project_id),
             )
             await db.execute(_BUMP, (self._meta("projects.version"),))
         return done > 0
@@ -250,10 +250,10 @@ class Store:
         async with self._db.read() as db:
             rows = (
                 await db.fetchall(
-                    f"{query} AND chat_id = ? ORDER BY project_id", (self.account, chat_id)
+                    f"{query} AND chat_id = ? ORDER BY project_id", (self.account_key, chat_id)
                 )
                 if chat_id is not None
-                else await db.fetchall(f"{query} ORDER BY project_id", (self.account,))
+                else await db.fetchall(f"{query} ORDER BY project_id", (self.account_key,))
             )
         return [int(row[0]) for row in rows]
 
@@ -263,7 +263,7 @@ class Store:
             rows = await db.fetchall(
                 "SELECT chat_id, created_by FROM project_subscriptions "
                 "WHERE account = ? AND project_id = ? ORDER BY created_at, chat_id",
-                (self.account, project_id),
+                (self.account_key, project_id),
             )
         return [Subscription(int(chat), 0, None, by, None) for chat, by in rows]
 
@@ -273,12 +273,12 @@ class Store:
             if task_id is None:
                 return await db.execute(
                     "UPDATE subscriptions SET muted_until = ? WHERE chat_id = ? AND account = ?",
-                    (until, chat_id, self.account),
+                    (until, chat_id, self.account_key),
                 )
             return await db.execute(
                 "UPDATE subscriptions SET muted_until = ? "
                 "WHERE chat_id = ? AND account = ? AND task_id = ?",
-                (until, chat_id, self.account, task_id),
+                (until, chat_id, self.account_key, task_id),
             )
 
     # --- task records ------------------------------------------------------------------
@@ -290,13 +290,13 @@ class Store:
         async with self._db.read() as db:
             if len(records) <= 1000:  # a few (a page of the status page): by key
                 by_key = query + " AND task_id IN ({})"
-                for row in await _rows_for(db, by_key, list(records), before=(self.account,)):
+                for row in await _rows_for(db, by_key, list(records), before=(self.account_key,)):
                     records[row[0]] = _record(row)
                 return records
             # Many (the start): one scan, a row at a time. Each holds a card's
             # text, read only to make its digest: 50,000 of them at once were
             # 90 MB that the allocator kept.
-            async for row in db.stream(query, (self.account,)):
+            async for row in db.stream(query, (self.account_key,)):
                 if row[0] in records:
                     records[row[0]] = _record(row)
         return records
@@ -308,7 +308,7 @@ class Store:
             "WHERE account = ? AND task_id IN ({}) AND snapshot != ''"
         )
         async with self._db.read() as db:
-            rows = await _rows_for(db, sql, task_ids, before=(self.account,))
+            rows = await _rows_for(db, sql, task_ids, before=(self.account_key,))
         return {task_id: codec.load_task(text) for task_id, text in rows}
 
     async def load_card(self, task_id: int) -> Task | None:
@@ -331,10 +331,10 @@ class Store:
                 f"INSERT INTO task_state (account, {_RECORD_COLUMNS}) "  # noqa: S608 - constants
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 f"ON CONFLICT (account, task_id) DO UPDATE SET {_RECORD_UPDATE}",
-                [(self.account, *_record_row(record)) for record, _ in polled],
+                [(self.account_key, *_record_row(record)) for record, _ in polled],
             )
             events = [event for _, batch in polled for event in batch]
-            return await _insert_events(db, self.account, events, routes, due_at, queued_at)
+            return await _insert_events(db, self.account_key, events, routes, due_at, queued_at)
 
     # --- events ----------------------------------------------------------------------
 
@@ -347,7 +347,7 @@ class Store:
         queued_at: float,
     ) -> list[tuple[int, Event]]:
         async with self._db.write() as db:
-            return await _insert_events(db, self.account, events, routes, due_at, queued_at)
+            return await _insert_events(db, self.account_key, events, routes, due_at, queued_at)
 
     # --- the outbox ------------------------------------------------------------------
 
@@ -555,7 +555,7 @@ class Store:
             "WHERE account = ? AND task_id IN ({}) GROUP BY task_id"
         )
         async with self._db.read() as db:
-            rows = await _rows_for(db, sql, task_ids, before=(self.account,))
+            rows = await _rows_for(db, sql, task_ids, before=(self.account_key,))
         return {task_id: at for task_id, at in rows}
 
     async def watch_sources(self, task_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -566,7 +566,7 @@ class Store:
             "WHERE account = ? AND task_id IN ({}) ORDER BY source"
         )
         async with self._db.read() as db:
-            for task_id, source in await _rows_for(db, sql, task_ids, before=(self.account,)):
+            for task_id, source in await _rows_for(db, sql, task_ids, before=(self.account_key,)):
                 found.setdefault(task_id, []).append(source)
         return found
 
@@ -574,7 +574,7 @@ class Store:
 
     def _meta(self, key: str) -> str:
         """The account's own key: "" keeps the keys of the one-account schema."""
-        return f"{self.account}/{key}" if self.account else key
+        return f"{self.account_key}/{key}" if self.account_key else key
 
     async def get_meta(self, key: str) -> str | None:
         async with self._db.read() as db:
@@ -596,7 +596,7 @@ class Store:
             row = await db.fetchone(
                 "SELECT used, server_remaining, used_at_server, exhausted, on_demand, hours "
                 "FROM quota WHERE account = ? AND day = ?",
-                (self.account, day.isoformat()),
+                (self.account_key, day.isoformat()),
             )
         return None if row is None else _ledger_day(day, row)
 
@@ -610,7 +610,7 @@ class Store:
                 "used_at_server = excluded.used_at_server, exhausted = excluded.exhausted, "
                 "on_demand = excluded.on_demand, hours = excluded.hours",
                 (
-                    self.account,
+                    self.account_key,
                     row.day.isoformat(),
                     row.used,
                     row.server_remaining,
@@ -636,7 +636,7 @@ class Store:
                 "WHERE quota.used < ? AND quota.exhausted = 0 "
                 "AND (excluded.on_demand = 0 OR quota.on_demand < ?) "
                 "RETURNING used, server_remaining, used_at_server, exhausted, on_demand, hours",
-                (self.account, day.isoformat(), int(on_demand), used_below, on_demand_cap),
+                (self.account_key, day.isoformat(), int(on_demand), used_below, on_demand_cap),
             )
             if row is None:
                 return None
@@ -644,7 +644,7 @@ class Store:
             counted.hours[hour] += 1  # (the row is this transaction's until it ends)
             await db.execute(
                 "UPDATE quota SET hours = ? WHERE account = ? AND day = ?",
-                (_hours(counted), self.account, day.isoformat()),
+                (_hours(counted), self.account_key, day.isoformat()),
             )
         return counted
 
@@ -661,7 +661,7 @@ class Store:
                     row.server_remaining,
                     row.used_at_server,
                     int(row.exhausted),
-                    self.account,
+                    self.account_key,
                     row.day.isoformat(),
                 ),
             )

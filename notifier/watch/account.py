@@ -114,7 +114,7 @@ class AccountWatch:
             push=self.push,
             auto_watch=push.auto_watch,
         )
-        self.poller.account = account.name
+        self.poller.account_name = account.name
         self._versions: tuple[int, int] | None = None  # the store's, as last followed
         self._taken_over = False  # the polling, from another instance: reload first
         self.held = not leases.shared  # the polling's lease, as the lease job last found it

@@ -115,7 +115,7 @@ class Poller:
         self.clock = clock
         self.on_events = on_events
         self.route = route
-        self.account = ""  # its name, in every event this poller raises
+        self.account_name = ""  # its name, in every event this poller raises
         self.group_wait_s = group_wait_s
         self.repeat_overdue_s = repeat_overdue_s
         self.failing_after_s = failing_after_s
@@ -741,9 +741,8 @@ class Poller:
 
     def _ours(self, events: Sequence[Event]) -> list[Event]:
         """The events, naming this poller's account (routes filter by it)."""
-        return [
-            replace(e, account=self.account) if e.account != self.account else e for e in events
-        ]
+        name = self.account_name
+        return [replace(e, account=name) if e.account != name else e for e in events]
 
     async def _save(self, changed: Sequence[tuple[TaskRecord, list[Event]]]) -> None:
         now = self.clock()
