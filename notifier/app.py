@@ -137,6 +137,8 @@ class Service:
         )
         self.presence = f"instance:{self.leases.holder}"  # (the live count shares the accounts)
         self._live = 1  # instances running, as last counted
+        self._free_since: dict[str, float] = {}  # an account no one polls: since (monotonic)
+        self._adopted: set[str] = set()  # polled beyond the share: no one else did
         self.watches: dict[str, AccountWatch] = {}
         for account in config.watched_accounts:
             watch = AccountWatch(
@@ -296,21 +298,47 @@ class Service:
         held = set(
             await leases.renew([w.poll_lease for w in watches if leases.holds(w.poll_lease)])
         )
+        self._leases_found(watches)  # (one lost: its round ends now)
+        orphans = await self._orphans()
         for watch in sorted(watches, key=self._preference):
-            if len(held) >= share:
-                break
-            if watch.poll_lease not in held and await leases.take(watch.poll_lease):
+            if watch.poll_lease in held or (len(held) >= share and watch.name not in orphans):
+                continue
+            if await leases.take(watch.poll_lease):
                 held.add(watch.poll_lease)
+                if watch.name in orphans:
+                    self._adopted.add(watch.name)
+                self._leases_found([watch])  # at once: no round before its state is read
         if self._stopped:  # stop() gave them back meanwhile: not kept
             await leases.give_back(*held, self.presence)
             return
-        kept = [w for w in sorted(watches, key=self._preference) if w.poll_lease in held]
-        for watch in kept[share:]:  # the least preferred: another instance takes them soon
+        self._adopted &= {w.name for w in watches if w.poll_lease in held}
+        spare = [w for w in sorted(watches, key=self._preference)
+                 if w.poll_lease in held and w.name not in self._adopted]  # fmt: skip
+        for watch in spare[share:]:  # the least preferred: another instance takes them soon
             await watch.hand_over()
             await leases.give_back(watch.poll_lease)
+
+    def _leases_found(self, watches: Sequence[AccountWatch]) -> None:
         for watch in watches:
             if watch.lease_found():
                 self.wake(watch)
+
+    async def _orphans(self) -> set[str]:
+        """Accounts no instance has polled for a whole lease: ones only this
+        instance knows (instances on different configs, a rolling change).
+        Taken whatever the share, and kept: nothing else would poll them."""
+        try:
+            rows = await self.store.leases("poll:")
+        except StoreError:
+            return set()
+        taken = {name[len("poll:") :] for name, _, _, expires in rows if expires >= self.clock()}
+        now = self.monotonic()
+        for name in self.watches:
+            if name in taken:
+                self._free_since.pop(name, None)
+            else:
+                self._free_since.setdefault(name, now)
+        return {n for n, since in self._free_since.items() if now - since >= self.leases.lease_s}
 
     def _preference(self, watch: AccountWatch) -> int:
         """An order of the accounts of this instance's own: instances starting
@@ -338,7 +366,7 @@ class Service:
         state is in the store)."""
         if self.leases.shared:  # taken before the state is read: no one writes it meanwhile
             for watch in self.watches.values():
-                watch.poller.may_poll = (lambda w: lambda: w.polls)(watch)
+                watch.poller.may_poll = watch.may_poll
             await self._keep_leases()
             for watch in self.watches.values():
                 log.info("polling" if watch.polls else "another instance polls; this one sends",
@@ -495,7 +523,7 @@ class Service:
     async def _poll_job(self, watch: AccountWatch) -> None:
         # A round ends within half a heartbeat, so the heartbeat never finds it
         # still running; a busy poller simply comes straight back.
-        if not watch.polls:  # another instance polls; the lease job wakes this one
+        if not watch.may_poll():  # another instance polls; the lease job wakes this one
             watch.round_done_at = self.monotonic()
             return
         try:
@@ -721,8 +749,8 @@ class Service:
         def of(watch: AccountWatch) -> str:
             return f"account {watch.name}: " if len(self.watches) > 1 else ""
 
-        for watch in self.watches.values():
-            if (blocked := watch.blocked()) is not None:
+        for watch in self.watches.values():  # (one another instance polls: its to tell)
+            if watch.may_poll() and (blocked := watch.blocked()) is not None:
                 return False, of(watch) + blocked
         if self.dispatcher.unrecorded:
             return False, (

@@ -30,7 +30,7 @@ from . import __version__
 from .alerts.events import TASK_EVENT_KINDS, Event, EventKind, TaskSummary
 from .alerts.render import TemplateProblem
 from .app import Service, build_channels, renderer_for
-from .bot.resolve import parse_task
+from .bot.resolve import link_account, parse_task
 from .channels.base import Delivered, Message, Misconfigured, RetryLater, SendResult
 from .config import Config, ConfigError, config_from_dict, find_config, load_config
 from .emulator import Account, Emulator, Settings, populate
@@ -529,6 +529,8 @@ def _ask_service(config: Config, limit: int, account: str | None) -> tuple[str |
         answer = httpx.get(url, params=asked, timeout=30.0)
     except httpx.HTTPError:
         return None, f"no service answers at {url}"
+    if answer.status_code == 404 and answer.text.startswith("no account"):
+        return None, f"the running service says: {answer.text.strip()} (restart it to add one)"
     if answer.status_code in (404, 421):
         why = "see metrics.status_page and metrics.hosts"
         return None, f"the running service does not serve its status at {url} ({why})"
@@ -542,7 +544,7 @@ def _ask_service(config: Config, limit: int, account: str | None) -> tuple[str |
 PUSH_ANSWERS = {
     200: "accepted: the service reads the task now; an alert follows if it changed",
     401: "refused: the secret differs (push.secret, and the header {header} in the scenario)",
-    404: "not found: the path differs (push.path is {path})",
+    404: "not found: the path differs (the service listens at push.path, and push.path/NAME per account; this was {path})",
     413: "refused: the body is over 64 KB",
     429: "refused: too many pushes from this address (push.source_rate_per_s)",
 }
@@ -578,7 +580,7 @@ async def _push_test(
         return EXIT_FAILURE
     said = PUSH_ANSWERS.get(answer.status_code, "unexpected")
     print(f"{answer.status_code} {answer.text.strip()[:200]}")
-    print(said.format(header=push.header, path=push.path))
+    print(said.format(header=push.header, path=httpx.URL(url).path))
     return EXIT_OK if answer.status_code == 200 else EXIT_FAILURE
 
 
@@ -697,6 +699,11 @@ async def _poll(
     config: Config, typed: Sequence[str], *, send: bool, account: str | None = None
 ) -> int:
     service = Service(config, keep_watch_set=send)  # only --send records anything
+    linked = {link_account(text) for text in typed} - {None}
+    if account is None and len(service.watches) > 1 and linked:  # a task's link names it
+        account = next(
+            (w.name for w in service.watches.values() if w.account.planfix.account in linked), None
+        )
     watch = service.watch_of(account)
     watch.poller.group_wait_s = 0  # one command, one message: nothing to wait for
     undelivered, unknown = 0, []

@@ -200,7 +200,9 @@ class AccountSection(PlanfixSection):
 
 
 # (in Telegram's buttons too; never a bare number, nor a word the bot's commands take)
-ACCOUNT_NAME = re.compile(r"^(?!\d+$)(?!(?:all|project|проект)$)[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+ACCOUNT_NAME = re.compile(
+    r"^(?!\d+$)(?!(?:all|project|проект)$)[A-Za-z0-9][A-Za-z0-9_-]{0,31}$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +395,15 @@ class Config(_Section):
                 "planfix.account: with [accounts.*] too it names its account: up to 32 "
                 "letters, digits, _ and -"
             )
+        seen: dict[tuple[str, str], str] = {}
+        for account in self.watched_accounts:  # (one PlanFix account, one quota)
+            where = (account.planfix.endpoint, account.planfix.account.lower())
+            if where in seen and account.key:
+                raise ValueError(
+                    f"accounts.{account.key}: the same PlanFix account as {seen[where]} "
+                    "(the same endpoint and account): it has one daily quota, watch it once"
+                )
+            seen[where] = f"accounts.{account.key}" if account.key else "[planfix]"
         if self.planfix is not None and self.planfix.account in self.accounts:
             raise ValueError(
                 f"accounts.{self.planfix.account}: the name of [planfix]'s account too; "

@@ -20,15 +20,18 @@ from notifier.cli import _start_push
 from notifier.config import ConfigError, config_from_dict
 from notifier.emulator import Account, Emulator, EmulatorControl, Settings
 from tests.fakes.telegram import TelegramServer
-from tests.test_delivery import CHAT, settings, until
+from tests.test_delivery import CHAT, midday_zone, settings, until
 
 OTHER_CHAT = -2002
 USER = 77
 
 
 @pytest.fixture
-def second() -> Iterator[tuple[Emulator, EmulatorControl]]:
-    with Emulator(Account(Settings(account="client2"))) as running:
+def second(emulator: Emulator) -> Iterator[tuple[Emulator, EmulatorControl]]:
+    """Another account's emulator; both where it is midday now (their quota
+    days never end under a test)."""
+    zone = emulator.account.settings.timezone = midday_zone()
+    with Emulator(Account(Settings(account="client2", timezone=zone))) as running:
         control = EmulatorControl(running.base_url)
         yield running, control
         control.close()
@@ -41,6 +44,7 @@ def two_accounts(
     to the team's chat, client2's to another chat; the bot on the team's."""
     data = settings(emulator, telegram, state, [task])
     emu = other.account.settings
+    data["planfix"]["timezone"] = emulator.account.settings.timezone
     data["accounts"] = {
         "client2": {
             "account": emu.account,
@@ -48,6 +52,7 @@ def two_accounts(
             "api_key": emu.api_key,
             "token": emu.token,
             "daily_quota": emu.daily_quota,
+            "timezone": emu.timezone,
             "requests_per_second": 20,
             "watch": {"tasks": [task], "min_interval_s": 1},
         }
@@ -150,7 +155,9 @@ async def test_the_bot_finds_the_account_by_name_or_by_link(
                for b in row if "callback_data" in b]  # fmt: skip
     assert buttons == [f"mute:{made['id']}@client2", f"unwatch:{made['id']}@client2"]
     fake.press(CHAT, USER, buttons[1])
-    await until(lambda: len(client2.poller.records) == 2)  # its config task and the link's
+    await until(lambda: "answerCallbackQuery" in fake.calls)  # (after the store's change)
+    assert await client2.store.watched_ids(f"chat:{CHAT}") == [by_link["id"]]
+    assert await service.watches["demo"].store.watched_ids(f"chat:{CHAT}") == []
     fake.say(CHAT, USER, "/list")
     await until(lambda: any("[client2] #" in t and "По ссылке" in t for t in fake.texts(CHAT)))
 
@@ -161,15 +168,19 @@ def test_accounts_in_the_config(tmp_path: Path) -> None:
     def load(data: dict[str, Any]) -> Any:
         return config_from_dict(data, source="n.toml", environ={})
 
-    alone = load({"accounts": {"one": base, "two": {**base, "watch": {"tasks": [5]}}}})
+    alone = load(
+        {"accounts": {"one": base, "two": {**base, "account": "b", "watch": {"tasks": [5]}}}}
+    )
     assert [(a.key, a.name, a.watch.tasks) for a in alone.watched_accounts] == [
         ("one", "one", []),
         ("two", "two", [5]),
     ]
     with pytest.raises(ConfigError, match=r"n.toml: accounts.a: the name of \[planfix\]"):
-        load({"planfix": base, "accounts": {"a": base}})
+        load({"planfix": base, "accounts": {"a": {**base, "account": "b"}}})
     with pytest.raises(ConfigError, match=r"accounts.x y: a name of up to 32 letters"):
-        load({"planfix": base, "accounts": {"x y": base}})
+        load({"planfix": base, "accounts": {"x y": {**base, "account": "b"}}})
+    with pytest.raises(ConfigError, match=r"accounts.two: the same PlanFix account as \[planfix\]"):
+        load({"planfix": base, "accounts": {"two": {**base, "account": "A"}}})
     with pytest.raises(ConfigError, match=r"n.toml: planfix: required, missing"):
         load({"watch": {"tasks": [1]}})
     with pytest.raises(ConfigError, match=r"watch: belongs to \[planfix\]"):
@@ -202,7 +213,7 @@ def test_each_account_raises_its_own_events_and_routes_keep_to_theirs(tmp_path: 
     data = {
         "planfix": base,
         "watch": {"events": ["status_changed"]},
-        "accounts": {"two": {**base, "watch": {"events": ["became_overdue"]}}},
+        "accounts": {"two": {**base, "account": "b", "watch": {"events": ["became_overdue"]}}},
         "state": {"path": str(tmp_path / "state.sqlite3")},
         "channels": {"log": {"type": "console"}, "ops": {"type": "console"}},
         "routes": [
@@ -225,7 +236,7 @@ async def test_a_reload_keeps_the_accounts_and_applies_their_watch_sets(
     base = {"account": "a", "api_key": "k", "token": "t", "endpoint": "http://127.0.0.1:9/xml/"}
     data: dict[str, Any] = {
         "planfix": base,
-        "accounts": {"two": {**base, "watch": {"tasks": [5]}}},
+        "accounts": {"two": {**base, "account": "b", "watch": {"tasks": [5]}}},
         "state": {"path": str(tmp_path / "state.sqlite3")},
         "metrics": {"listen": ""},
     }
@@ -246,12 +257,15 @@ def test_several_accounts_need_routes_by_ids_to_name_theirs() -> None:
     base = {"account": "a", "api_key": "k", "token": "t"}
     with pytest.raises(ConfigError, match=r"routes\[0\].tasks: ids are an account's own"):
         config_from_dict(
-            {"planfix": base, "accounts": {"two": base}, "channels": {"log": {"type": "console"}},
+            {"planfix": base, "accounts": {"two": {**base, "account": "b"}},
+             "channels": {"log": {"type": "console"}},
              "routes": [{"tasks": [5], "channels": ["log"]}]},
             source="n.toml", environ={},
         )  # fmt: skip
-    with pytest.raises(ConfigError, match=r"accounts.all: a name of up to 32"):
-        config_from_dict({"planfix": base, "accounts": {"all": base}}, source="n", environ={})
+    with pytest.raises(ConfigError, match=r"accounts.ALL: a name of up to 32"):
+        config_from_dict(
+            {"planfix": base, "accounts": {"ALL": {**base, "account": "b"}}}, source="n", environ={}
+        )
 
 
 async def test_each_account_takes_pushes_at_its_own_path(

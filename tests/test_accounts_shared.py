@@ -22,7 +22,7 @@ from psycopg import sql
 from notifier.emulator import Account, Emulator, EmulatorControl, Settings
 from tests import postgres
 from tests.fakes.telegram import TelegramServer
-from tests.test_delivery import _toml, settings
+from tests.test_delivery import _toml, midday_zone, settings
 from tests.test_operations import wait_for
 from tests.test_postgres_state import URL, _says, run, stop, told
 
@@ -32,10 +32,12 @@ LEASE_S = 6.0
 
 @pytest.fixture
 def accounts() -> Iterator[list[tuple[Emulator, EmulatorControl]]]:
+    zone = midday_zone()  # (the quota day never ends under the test)
     with ExitStack() as stack:
         made = []
         for n in range(ACCOUNTS):
-            emulator = stack.enter_context(Emulator(Account(Settings(account=f"acc{n}"))))
+            settings = Settings(account=f"acc{n}", timezone=zone)
+            emulator = stack.enter_context(Emulator(Account(settings)))
             control = EmulatorControl(emulator.base_url)
             stack.callback(control.close)
             made.append((emulator, control))
@@ -60,6 +62,7 @@ def config_of(
             "endpoint": emulator.endpoint,
             "api_key": emu.api_key,
             "token": emu.token,
+            "timezone": emu.timezone,
             "daily_quota": 5000,
             "requests_per_second": 20,
             "watch": {"tasks": [task], "min_interval_s": 1},
@@ -143,9 +146,9 @@ def test_three_instances_share_six_accounts_and_take_over_one_killed(
                 assert told(telegram, f"[acc{n}] <b>Статус: В работе → Завершённая") == 1
             # Counted before it is sent: the one killed may have counted one it never sent.
             by_account = counted(schema)
-            for emulator, _ in accounts:
-                name, used = emulator.account.settings.account, emulator.account.quota_used
-                assert 0 < used <= by_account[name] <= used + 1, (name, by_account)
+            seen = {e.account.settings.account: e.account.quota_used for e, _ in accounts}
+            for name, used in seen.items():
+                assert 0 < used <= by_account[name] <= used + 1, (name, by_account, seen)
         finally:
             stop(*instances)
         for process, log in zip(instances, logs, strict=True):

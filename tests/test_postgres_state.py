@@ -28,7 +28,7 @@ from notifier.store import Store
 from notifier.store.postgres import PostgresDatabase
 from tests import postgres
 from tests.fakes.telegram import TelegramServer
-from tests.test_delivery import _toml, settings, until
+from tests.test_delivery import _toml, midday_zone, settings, until
 from tests.test_operations import run_cli, wait_for
 from tests.watch.test_poller import Harness
 
@@ -148,8 +148,10 @@ def test_three_instances_share_the_work_and_take_over_one_killed(
     request PlanFix saw was counted once in the shared quota."""
     control.configure(daily_quota=100_000)
     emulator.account.settings.daily_quota = 100_000
+    zone = emulator.account.settings.timezone = midday_zone()  # (one quota day throughout)
     tasks = [control.create_task(title=f"Общая {n}", status=1)["id"] for n in range(6)]
     data = pg_settings(emulator, telegram, schema, tasks)
+    data["planfix"]["timezone"] = zone
     data["state"]["lease_s"] = LEASE_S
     data["planfix"]["daily_quota"] = 5000
     config = tmp_path / "notifier.toml"

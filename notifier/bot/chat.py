@@ -40,7 +40,8 @@ HELP = """Команды:
 /unmute [задача | all] — снова присылать
 /status — квота PlanFix, последний опрос, очередь уведомлений
 Где аккаунтов PlanFix несколько, задача — ссылкой на неё, или имя аккаунта первым словом:
-/watch client2 418, /unwatch client2 418, /mute client2 418 2h
+/watch client2 418, /watch client2 project 12, /unwatch client2 418, /mute client2 418 2h,
+/mute client2 1d (все задачи аккаунта)
 События: """ + ", ".join(TASK_EVENT_KINDS)
 
 
@@ -157,7 +158,7 @@ class ChatBot:
                 return watch, args
         return (
             "В каком аккаунте PlanFix? Пришлите ссылку на задачу или напишите имя аккаунта "
-            f"первым словом, например: /watch {next(iter(watches))} 418. "
+            f"первым словом после команды, например: {next(iter(watches))} 418. "
             f"Аккаунты: {', '.join(watches)}."
         )
 
@@ -387,9 +388,12 @@ class ChatBot:
         await self._mute(update, context.args or ["all"], None)
 
     async def _mute(self, update: Update, what: list[str], until: float | None) -> None:
-        """``what``: a task (in an account, where there are several), or ``all``."""
+        """``what``: a task (in an account, where there are several), or ``all``
+        (of one account: ``NAME all``, or ``NAME`` alone)."""
         chat = update.effective_chat
         assert chat is not None
+        if len(what) == 1 and what[0] in self.service.watches:
+            what = [what[0], "all"]
         if what[-1:] == ["all"]:  # (every account's, unless one is named)
             watches = list(self.service.watches.values())
             if len(what) == 2:

@@ -136,8 +136,13 @@ class AccountWatch:
 
     @property
     def polls(self) -> bool:
-        """This instance polls the account now (the only one does on SQLite)."""
+        """This instance holds the account's lease (the only one does on SQLite)."""
         return self.leases.holds(self.poll_lease)
+
+    def may_poll(self) -> bool:
+        """Held, and known so by the lease job: a lease taken a moment ago is
+        polled once its state is read; one being handed over, no more."""
+        return self.held and self.polls
 
     async def load(self, *, keep_watch_set: bool = True) -> None:
         """Read what the store holds: the watch set (the config's written

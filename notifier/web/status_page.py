@@ -149,8 +149,10 @@ def page_routes(
                 key = notes.add(await do(target, account))
             except ValueError as exc:
                 key = notes.add(str(exc), refused=True)
-            # See Other: the browser shows the page again by GET (a reload repeats nothing).
-            return web.Response(status=303, headers={"Location": f"/?note={key}"})
+            # See Other: the browser shows the page again by GET (a reload repeats nothing),
+            # of the account the action was on.
+            of = f"&account={quote(account)}" if account else ""
+            return web.Response(status=303, headers={"Location": f"/?note={key}{of}"})
 
         return handle
 
