@@ -544,7 +544,10 @@ def _ask_service(config: Config, limit: int, account: str | None) -> tuple[str |
 PUSH_ANSWERS = {
     200: "accepted: the service reads the task now; an alert follows if it changed",
     401: "refused: the secret differs (push.secret, and the header {header} in the scenario)",
-    404: "not found: the path differs (the service listens at push.path, and push.path/NAME per account; this was {path})",
+    404: (
+        "not found: the path differs (the service listens at push.path, and at "
+        "push.path/NAME per account; this was {path})"
+    ),
     413: "refused: the body is over 64 KB",
     429: "refused: too many pushes from this address (push.source_rate_per_s)",
 }
