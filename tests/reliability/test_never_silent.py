@@ -257,6 +257,8 @@ def test_sigterm_during_a_send_lets_it_finish_instead_of_sending_it_twice(
     """SIGTERM while Telegram was slowly answering a send: stop cancelled the
     send and the drain sent it again (two copies, three with a slower one)."""
     task = control.create_task(title="Остановка посреди отправки", status=1)["id"]
+    control.configure(daily_quota=100_000)  # a poll a second, whatever the hour: a day's
+    emulator.account.settings.daily_quota = 100_000  # budget early in it is spread thin
     data = service_config(emulator, telegram, tmp_path, [task], metrics={"listen": ""})
     with running(data, tmp_path) as (_, _, service):
         telegram.fake.inject("slow", CHAT, delay_s=2.0, times=-1)
