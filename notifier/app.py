@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -300,7 +299,8 @@ class Service:
         )
         self._leases_found(watches)  # (one lost: its round ends now)
         orphans = await self._orphans()
-        for watch in sorted(watches, key=self._preference):
+        watches.sort(key=self._preference)
+        for watch in watches:
             if watch.poll_lease in held or (len(held) >= share and watch.name not in orphans):
                 continue
             if await leases.take(watch.poll_lease):
@@ -312,8 +312,7 @@ class Service:
             await leases.give_back(*held, self.presence)
             return
         self._adopted &= {w.name for w in watches if w.poll_lease in held}
-        spare = [w for w in sorted(watches, key=self._preference)
-                 if w.poll_lease in held and w.name not in self._adopted]  # fmt: skip
+        spare = [w for w in watches if w.poll_lease in held and w.name not in self._adopted]
         for watch in spare[share:]:  # the least preferred: another instance takes them soon
             await watch.hand_over()
             await leases.give_back(watch.poll_lease)
@@ -531,7 +530,7 @@ class Service:
                 for_s=min(HEARTBEAT_S / 2, self.leases.lease_s / 3), heartbeat_s=HEARTBEAT_S
             )
         except asyncio.CancelledError:
-            if self._stopped or not watch.polls or not watch.held:
+            if self._stopped or not watch.may_poll():
                 return  # stop(), the lease lost or handed over: not a failure to log
             raise
         except Exception:  # one bad round must not stop the service
@@ -725,7 +724,8 @@ class Service:
         m.outbox_oldest.set(0 if oldest is None else max(0.0, self.clock() - oldest))
         m.healthy.set(int(self.health()[0]))
         watches = self.watches.values()  # (the gauges: every account's, summed)
-        m.quota_used.set(sum(w.ledger.today().used for w in watches))
+        used = sum(w.ledger.today().used for w in watches)
+        m.quota_used.set(used)
         m.quota_on_demand.set(sum(w.ledger.today().on_demand for w in watches))
         m.quota_remaining.set(sum(w.ledger.remaining for w in watches))
         records = [r for w in watches for r in w.poller.records.values()]
@@ -733,8 +733,7 @@ class Service:
         m.awaiting_baseline.set(sum(r.card is None for r in records))
         if self.config.push.listen:  # for `status`, read from the store by another process
             for watch in watches:
-                await watch.store.set_meta("push.stats", json.dumps(asdict(watch.push.stats)))
-        used = sum(w.ledger.today().used for w in watches)
+                await watch.save_push_stats()
         notify(
             f"STATUS=watching {len(records)} tasks; quota "
             f"{used}/{sum(w.ledger.daily_quota for w in watches)}; outbox "

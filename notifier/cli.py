@@ -30,7 +30,7 @@ from . import __version__
 from .alerts.events import TASK_EVENT_KINDS, Event, EventKind, TaskSummary
 from .alerts.render import TemplateProblem
 from .app import Service, build_channels, renderer_for
-from .bot.resolve import link_account, parse_task
+from .bot.resolve import linked_account, parse_task
 from .channels.base import Delivered, Message, Misconfigured, RetryLater, SendResult
 from .config import Config, ConfigError, config_from_dict, find_config, load_config
 from .emulator import Account, Emulator, Settings, populate
@@ -564,8 +564,7 @@ async def _push_test(
         return EXIT_USAGE
     if url is None:
         host, port = parse_listen(push.listen)
-        path = next(p for p, name in config.push_paths().items() if name == chosen.name)
-        url = f"http://{_url_host(host)}:{port}{path}"
+        url = f"http://{_url_host(host)}:{port}{config.push_path(chosen.name)}"
     if task is None and number is None:
         if not chosen.watch.tasks:
             print("push-test: give --task ID or --number N (watch.tasks is empty)")
@@ -702,11 +701,9 @@ async def _poll(
     config: Config, typed: Sequence[str], *, send: bool, account: str | None = None
 ) -> int:
     service = Service(config, keep_watch_set=send)  # only --send records anything
-    linked = {link_account(text) for text in typed} - {None}
-    if account is None and len(service.watches) > 1 and linked:  # a task's link names it
-        account = next(
-            (w.name for w in service.watches.values() if w.account.planfix.account in linked), None
-        )
+    linked = linked_account(typed, config.watched_accounts)  # (a task's link names it)
+    if account is None and linked is not None:
+        account = linked.name
     watch = service.watch_of(account)
     watch.poller.group_wait_s = 0  # one command, one message: nothing to wait for
     undelivered, unknown = 0, []

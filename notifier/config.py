@@ -364,6 +364,10 @@ class Config(_Section):
         known = ", ".join(a.name for a in accounts)
         raise ValueError(f"no account {name!r} (known: {known})")
 
+    def push_path(self, name: str) -> str:
+        """Where PlanFix pushes the tasks of the account named so."""
+        return next(path for path, each in self.push_paths().items() if each == name)
+
     def push_paths(self) -> dict[str, str]:
         """Where PlanFix pushes each account's tasks → its name: ``push.path``
         for the first; with several, ``push.path/NAME`` for each (the first's too)."""

@@ -23,7 +23,7 @@ from ..ops import logging as oplog
 from ..planfix.errors import PlanfixError, QuotaExhaustedError, is_task_gone
 from ..planfix.model import Task
 from ..watch.planner import polls_per_day_estimate
-from .resolve import TaskRef, link_account, parse_duration, parse_task
+from .resolve import TaskRef, linked_account, parse_duration, parse_task
 
 if TYPE_CHECKING:
     from ..app import Service
@@ -152,10 +152,9 @@ class ChatBot:
             return watches[args[0]], args[1:]
         if len(watches) == 1:
             return self.service.main, args
-        named = link_account(args[0]) if args else None
-        for watch in watches.values():
-            if named is not None and watch.account.planfix.account.lower() == named:
-                return watch, args
+        linked = linked_account(args[:1], (w.account for w in watches.values()))
+        if linked is not None:
+            return watches[linked.name], args
         return (
             "В каком аккаунте PlanFix? Пришлите ссылку на задачу или напишите имя аккаунта "
             f"первым словом после команды, например: {next(iter(watches))} 418. "

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Account
 
 _URL = re.compile(r"^https?://([\w-]+)[\w.-]*/task/(\d+)/?(?:[?#].*)?$", re.IGNORECASE)
 _NUMBER = re.compile(r"^#?(\d+)$")
@@ -34,6 +39,12 @@ def link_account(text: str) -> str | None:
     """The PlanFix account a task's link names: ACC of https://ACC.planfix.ru/task/418."""
     match = _URL.match(text.strip())
     return match.group(1).lower() if match else None
+
+
+def linked_account(texts: Iterable[str], accounts: Iterable[Account]) -> Account | None:
+    """The account whose PlanFix account the first task link among ``texts`` names."""
+    named = next((acc for acc in map(link_account, texts) if acc is not None), None)
+    return next((a for a in accounts if a.planfix.account.lower() == named), None)
 
 
 def parse_duration(text: str) -> float | None:

@@ -165,7 +165,7 @@ async def account_lines(store: Store, config: Config, now: float) -> list[Accoun
         lines.append(
             AccountLine(
                 name=account.name,
-                watched=len(await own.watched_ids()),
+                watched=await own.watched_count(),
                 quota=await quota_view(own, account, now),
                 polled_by=holders.get(f"poll:{account.name}", "none now")
                 if config.state.url is not None
@@ -248,7 +248,7 @@ async def push_line(store: Store, config: Config, account: Account | None = None
     account = account or config.first
     if not config.push.listen:
         return "push: off (push.listen is empty)"
-    path = next(p for p, name in config.push_paths().items() if name == account.name)
+    path = config.push_path(account.name)
     raw = await store.get_meta("push.stats")
     if raw is None:
         return f"push: on at {config.push.listen}{path}; none received yet"

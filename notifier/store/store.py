@@ -159,6 +159,14 @@ class Store:
                 )
         return [int(row[0]) for row in rows]
 
+    async def watched_count(self) -> int:
+        async with self._db.read() as db:
+            row = await db.fetchone(
+                "SELECT COUNT(DISTINCT task_id) FROM watched WHERE account = ?",
+                (self.account_key,),
+            )
+        return int(row[0]) if row else 0
+
     # --- chats' subscriptions (the bot) ---------------------------------------------------
 
     async def subscribe(

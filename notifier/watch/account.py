@@ -11,8 +11,10 @@ alerts, the scheduler, the bot, the leases.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
 
 import httpx
 
@@ -122,6 +124,7 @@ class AccountWatch:
         self.round_done_at = monotonic()  # health: the poll loop is turning
         self.answered_at: float | None = None  # health: PlanFix last answered a poll
         self.store_error: str | None = None  # the last poll round could not save
+        self._push_said = ""  # the push stats as last written
 
     def _observed(
         self, then: Callable[[Sequence[PollResult], float], None] | None
@@ -227,6 +230,13 @@ class AccountWatch:
             self.store_error = None
         return wake_at
 
+    async def save_push_stats(self) -> None:
+        """For `status` (another process): written when they changed."""
+        said = json.dumps(asdict(self.push.stats))
+        if said != self._push_said:
+            await self.store.set_meta("push.stats", said)
+            self._push_said = said
+
     async def _store_writable(self) -> bool:
         try:
             await self.store.check_writable()
@@ -243,7 +253,7 @@ class AccountWatch:
     def stalled(self, unhealthy_after_s: float) -> str | None:
         """No poll PlanFix answered for too long, while this instance polls."""
         last = self.answered_at
-        if not self.polls or not self.poller.records or last is None:
+        if not self.may_poll() or not self.poller.records or last is None:
             return None  # (another instance polls: its health says how that goes)
         if self.monotonic() - last > unhealthy_after_s:
             return f"no successful poll for {self.monotonic() - last:.0f} s"
