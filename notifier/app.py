@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -31,7 +32,7 @@ from .alerts.render import Renderer
 from .alerts.routing import Router
 from .channels.base import Channel, channel_type
 from .channels.console import ConsoleOptions
-from .config import Config
+from .config import Account, Config
 from .ops import logging as oplog
 from .ops.clock import StepWatch, steady
 from .ops.leases import BOT, Leases, OwnLeases, SharedLeases, fair_share
@@ -120,6 +121,7 @@ class Service:
         metrics: Metrics | None = None,
         monotonic: Callable[[], float] = steady,
         keep_watch_set: bool = True,
+        holder: str | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -130,7 +132,9 @@ class Service:
         self.keep_watch_set = keep_watch_set
         # Several instances on one PostgreSQL: who polls, who runs the bot, who sends.
         self.leases: Leases = (
-            SharedLeases(self.store, config.state.lease_s, clock=clock, monotonic=monotonic)
+            SharedLeases(
+                self.store, config.state.lease_s, clock=clock, monotonic=monotonic, holder=holder
+            )
             if config.state.url is not None
             else OwnLeases()
         )
@@ -399,11 +403,17 @@ class Service:
                 replace_existing=True,
                 **trigger,
             )
-        # Just after midnight the quota is back: wake the poller at once.
-        self.scheduler.add_job(
-            _on_loop(self.wake), "cron", hour=0, minute=0, second=5, id="quota_reset",
-            coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
-        )  # fmt: skip
+        # Just after midnight the quota is back: wake the pollers at once, at
+        # each account's midnight ("quota_reset" is the first account's zone).
+        zones: dict[str, list[AccountWatch]] = {}
+        for watch in self.watches.values():
+            zones.setdefault(watch.account.planfix.timezone, []).append(watch)
+        for n, (zone, watches) in enumerate(zones.items()):
+            self.scheduler.add_job(
+                _on_loop(partial(self.wake_all, watches)), "cron", hour=0, minute=0, second=5,
+                timezone=ZoneInfo(zone), id="quota_reset" + (f":{zone}" if n else ""),
+                coalesce=True, max_instances=1, misfire_grace_time=3600, replace_existing=True,
+            )  # fmt: skip
         self.scheduler.start()
         self.dispatcher.start()
         self._clock_task = asyncio.create_task(self._watch_clock(), name="clock-steps")
@@ -477,6 +487,10 @@ class Service:
                 soon = self._now() + timedelta(seconds=0.1)
                 self.scheduler.modify_job(poll_job(each), next_run_time=soon)
 
+    def wake_all(self, watches: Sequence[AccountWatch]) -> None:
+        for watch in watches:
+            self.wake(watch)
+
     def dispatcher_wake(self) -> None:
         self.dispatcher.wake()
 
@@ -524,6 +538,7 @@ class Service:
         # still running; a busy poller simply comes straight back.
         if not watch.may_poll():  # another instance polls; the lease job wakes this one
             watch.round_done_at = self.monotonic()
+            self._note_round()
             return
         try:
             wake_at = await watch.round(
@@ -537,7 +552,7 @@ class Service:
             log.exception("poll round failed", account=watch.name)
             wake_at = self.clock() + HEARTBEAT_S
         finally:
-            self.metrics.round_done.set(self.clock())
+            self._note_round()
         # Never "now": the scheduler would find this very run still going and
         # skip the next one until the heartbeat.
         wake_at = min(max(wake_at, self.clock() + 0.05), self.clock() + HEARTBEAT_S)
@@ -545,6 +560,18 @@ class Service:
         self.scheduler.modify_job(poll_job(watch), next_run_time=when)
         if self._heartbeat_task is None or self._heartbeat_task.done():  # not in the poll's way
             self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="heartbeat")
+
+    def _note_round(self) -> None:
+        """The last_poll_round gauge: the oldest last round of the accounts
+        this instance polls (one stuck shows). Polling none, the loop turns
+        while its presence is renewed: a store out of reach, and no account
+        polled anywhere, stops it."""
+        polled = [w for w in self.watches.values() if w.may_poll()]
+        now, steady = self.clock(), self.monotonic()
+        if polled:
+            self.metrics.round_done.set(now - (steady - min(w.round_done_at for w in polled)))
+        elif self.leases.holds(self.presence):
+            self.metrics.round_done.set(now)
 
     async def reload(self, config: Config) -> list[str]:
         """Apply a new configuration without losing state; return the sections
@@ -565,6 +592,7 @@ class Service:
             by_key = {watch.account.key: watch for watch in self.watches.values()}
             for account in config.watched_accounts:
                 await by_key[account.key].reload(account)
+            self.watches = {w.name: w for w in (by_key[a.key] for a in config.watched_accounts)}
             old, old_dispatcher = self.channels, self.dispatcher
             await old_dispatcher.stop(grace_s=self.config.alerts.shutdown_drain_s)
             try:
@@ -589,14 +617,20 @@ class Service:
     def _check_same_accounts(self, config: Config) -> None:
         """A reload keeps the running accounts (their pollers, leases, and
         the names routes and buttons carry): one added, removed or renamed
-        is a restart's to apply. (One account renamed alone is the
-        connection's change, applied after a restart as before.)"""
+        is a restart's to apply; so is another first account (the one
+        buttons without a name are of). The tables in another order are the
+        same accounts. (One account renamed alone is the connection's change,
+        applied after a restart as before.)"""
         old, new = self.config.watched_accounts, config.watched_accounts
-        renamed = len(new) > 1 and [a.name for a in new] != [a.name for a in old]
-        if [a.key for a in new] != [a.key for a in old] or renamed:
+
+        def accounts(of: Sequence[Account]) -> tuple[str, set[tuple[str, str]]]:
+            named = {(a.key, a.name if len(of) > 1 else "") for a in of}
+            return of[0].key, named
+
+        if accounts(new) != accounts(old):
             raise ValueError(
-                "the accounts differ from the running ones (one added, removed or renamed): "
-                "restart the service to apply that"
+                "the accounts differ from the running ones (one added, removed or renamed, "
+                "or another first): restart the service to apply that"
             )
         named = {name for route in config.routes for name in route.accounts or ()}
         if named - self.watches.keys():
@@ -660,7 +694,7 @@ class Service:
         self._outbox_step += step  # shifted in the store by _watch_clock, retried if it fails
         now = self._now()
         for job in self.scheduler.get_jobs():
-            if job.id == "quota_reset":  # that one is at a wall-clock time: it stays
+            if job.id.startswith("quota_reset"):  # at a wall-clock time: they stay
                 continue
             if any(job.id == poll_job(w) and w.polling is not None for w in self.watches.values()):
                 continue  # the round under way sets its next run itself
@@ -723,20 +757,23 @@ class Service:
         oldest = await self.store.outbox_oldest_undelivered(self.clock())
         m.outbox_oldest.set(0 if oldest is None else max(0.0, self.clock() - oldest))
         m.healthy.set(int(self.health()[0]))
-        watches = self.watches.values()  # (the gauges: every account's, summed)
-        used = sum(w.ledger.today().used for w in watches)
+        # The accounts this instance polls, summed: another instance's are its
+        # to report (summed over the instances, each account counts once; one
+        # polling nothing watches nothing, and raises no PlanFix alert).
+        polled = [w for w in self.watches.values() if w.may_poll()]
+        used = sum(w.ledger.today().used for w in polled)
         m.quota_used.set(used)
-        m.quota_on_demand.set(sum(w.ledger.today().on_demand for w in watches))
-        m.quota_remaining.set(sum(w.ledger.remaining for w in watches))
-        records = [r for w in watches for r in w.poller.records.values()]
+        m.quota_on_demand.set(sum(w.ledger.today().on_demand for w in polled))
+        m.quota_remaining.set(sum(w.ledger.remaining for w in polled))
+        records = [r for w in polled for r in w.poller.records.values()]
         m.watched.set(len(records))
         m.awaiting_baseline.set(sum(r.card is None for r in records))
         if self.config.push.listen:  # for `status`, read from the store by another process
-            for watch in watches:
+            for watch in self.watches.values():
                 await watch.save_push_stats()
         notify(
             f"STATUS=watching {len(records)} tasks; quota "
-            f"{used}/{sum(w.ledger.daily_quota for w in watches)}; outbox "
+            f"{used}/{sum(w.ledger.daily_quota for w in polled)}; outbox "
             f"{counts.get('pending', 0)} pending, {counts.get('dead', 0)} dead"
         )
 

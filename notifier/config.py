@@ -536,7 +536,10 @@ def config_from_dict(
     raw: dict[str, Any], *, source: str, environ: dict[str, str] | None = None
 ) -> Config:
     env = os.environ if environ is None else environ
-    data = _apply_env(copy.deepcopy(raw), env)  # (the caller's tables stay as they were)
+    try:
+        data = _apply_env(copy.deepcopy(raw), env)  # (the caller's tables stay as they were)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     _read_secret_files(data, source, env)
     try:
         config = Config.model_validate(data)
@@ -556,7 +559,9 @@ def config_from_dict(
 def _apply_env(data: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
     """``PLANFIX_NOTIFIER_PLANFIX_TOKEN=…`` sets ``planfix.token``;
     ``PLANFIX_NOTIFIER_CHANNELS_TEAM_BOT_TOKEN=…`` sets ``channels.team.bot_token``;
-    ``PLANFIX_NOTIFIER_ACCOUNTS_CLIENT1_TOKEN=…`` sets ``accounts.client1.token``."""
+    ``PLANFIX_NOTIFIER_ACCOUNTS_CLIENT1_TOKEN=…`` sets ``accounts.client1.token``.
+    A name's ``-`` is ``_`` there too (``accounts.client-2``: ``…_CLIENT_2_TOKEN``),
+    as shells allow no ``-`` in a variable's name."""
     tables: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
         (section, data.setdefault(section, {}), keys)
         for section, keys in SECRET_KEYS.items()
@@ -572,13 +577,31 @@ def _apply_env(data: dict[str, Any], env: os._Environ[str] | dict[str, str]) -> 
                 for name, table in named.items()
                 if isinstance(table, dict)
             ]
+    setting: dict[str, str] = {}  # a variable set → the key it set
     for prefix, table, keys in tables:
         for key in keys:
             for name in (key, f"{key}_file"):
-                value = env.get(f"{ENV_PREFIX}{prefix}_{name}".upper())
-                if value:
+                where = f"{prefix.replace('_', '.', 1)}.{name}"
+                given = {v: env[v] for v in _env_names(prefix, name) if env.get(v)}
+                if len(set(given.values())) > 1:
+                    raise ValueError(f"{' and '.join(given)} both set {where}, differently")
+                for variable, value in given.items():
+                    if setting.setdefault(variable, where) != where:
+                        raise ValueError(
+                            f"{variable} would set both {setting[variable]} and {where} "
+                            "(their names differ only by case, or by - and _): rename one, "
+                            "or give the secret by *_file"
+                        )
                     table[name] = value
     return data
+
+
+def _env_names(prefix: str, key: str) -> list[str]:
+    """The variables that set a key: its name in capitals, and the same with
+    ``-`` as ``_`` (the one a shell can set)."""
+    exact = f"{ENV_PREFIX}{prefix}_{key}".upper()
+    shell = exact.replace("-", "_")
+    return [exact] if shell == exact else [exact, shell]
 
 
 def _env_sets(env: os._Environ[str] | dict[str, str], prefix: str, keys: tuple[str, ...]) -> bool:

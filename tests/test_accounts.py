@@ -6,24 +6,29 @@ by it; the bot's commands find the account by name or by a task's link."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
 from notifier.alerts.events import Event, EventKind
 from notifier.app import Service
-from notifier.cli import _start_push
+from notifier.cli import _start_push, main
 from notifier.config import ConfigError, config_from_dict
 from notifier.emulator import Account, Emulator, EmulatorControl, Settings
+from notifier.web.ops import operator_routes
+from notifier.web.server import HttpServer
 from tests.fakes.telegram import TelegramServer
-from tests.test_delivery import CHAT, midday_zone, settings, until
+from tests.test_delivery import CHAT, _toml, midday_zone, settings, until
 
 OTHER_CHAT = -2002
 USER = 77
+ADMIN = 78
 
 
 @pytest.fixture
@@ -75,6 +80,16 @@ async def started() -> AsyncIterator[list[Service]]:
         await service.stop()
 
 
+async def start(started: list[Service], data: dict[str, Any], *, bot: bool = False) -> Service:
+    """The service of this config, started (and its bot); stopped after the test."""
+    service = Service(config_from_dict(data, source="test", environ={}))
+    started.append(service)
+    await service.start()
+    if bot:
+        await service.start_bot()
+    return service
+
+
 async def test_two_accounts_alert_apart_and_count_their_own_quota(
     emulator: Emulator,
     control: EmulatorControl,
@@ -88,9 +103,7 @@ async def test_two_accounts_alert_apart_and_count_their_own_quota(
     same = other_control.create_task(title="Отчёт client2", status=1)["id"]
     assert task == same  # task ids are an account's own
     data = two_accounts(emulator, other, telegram, tmp_path / "state.sqlite3", task)
-    service = Service(config_from_dict(data, source="test", environ={}))
-    started.append(service)
-    await service.start()
+    service = await start(started, data)
     watches = service.watches
     assert list(watches) == ["demo", "client2"]
     await until(lambda: all(w.poller.records[task].card is not None for w in watches.values()))
@@ -131,10 +144,7 @@ async def test_the_bot_finds_the_account_by_name_or_by_link(
     made = other_control.create_task(title="Клиентская", status=1)
     by_link = other_control.create_task(title="По ссылке", status=1)
     data = two_accounts(emulator, other, telegram, tmp_path / "state.sqlite3", task)
-    service = Service(config_from_dict(data, source="test", environ={}))
-    started.append(service)
-    await service.start()
-    await service.start_bot()
+    service = await start(started, data, bot=True)
     fake = telegram.fake
 
     fake.say(CHAT, USER, f"/watch {made['general']}")  # which account? it asks
@@ -204,6 +214,24 @@ def test_accounts_in_the_config(tmp_path: Path) -> None:
         environ={},
     )
     assert config.watched_accounts[0].planfix.api_key.get_secret_value() == "from-file-key"
+    # A shell allows no "-" in a variable's name: accounts.client-2's is …_CLIENT_2_….
+    named: dict[str, Any] = {"client-2": {"account": "b", "api_key": "k2"}}
+    two = {"planfix": base, "accounts": named}
+    config = config_from_dict(
+        two, source="n.toml", environ={"PLANFIX_NOTIFIER_ACCOUNTS_CLIENT_2_TOKEN": "t-shell"}
+    )
+    assert "t-shell" in config.secrets() and config.account_named("client-2").planfix.token
+    with pytest.raises(ConfigError, match=r"_CLIENT-2_TOKEN and \S+_CLIENT_2_TOKEN both set "
+                       r"accounts.client-2.token, differently"):  # fmt: skip
+        config_from_dict(two, source="n.toml", environ={
+            "PLANFIX_NOTIFIER_ACCOUNTS_CLIENT-2_TOKEN": "a", "PLANFIX_NOTIFIER_ACCOUNTS_CLIENT_2_TOKEN": "b"
+        })  # fmt: skip
+    named["client_2"] = {"account": "c", "api_key": "k3"}
+    with pytest.raises(ConfigError, match=r"n.toml: PLANFIX_NOTIFIER_ACCOUNTS_CLIENT_2_TOKEN "
+                       r"would set both accounts.client-2.token and accounts.client_2.token"):  # fmt: skip
+        config_from_dict(
+            two, source="n.toml", environ={"PLANFIX_NOTIFIER_ACCOUNTS_CLIENT_2_TOKEN": "t"}
+        )
 
 
 def test_each_account_raises_its_own_events_and_routes_keep_to_theirs(tmp_path: Path) -> None:
@@ -251,6 +279,20 @@ async def test_a_reload_keeps_the_accounts_and_applies_their_watch_sets(
     with pytest.raises(ValueError, match="one added, removed or renamed"):
         await service.reload(config_from_dict(data, source="test", environ={}))
     assert list(service.watches) == ["a", "two"]
+
+    # [accounts.*] in another order are the same accounts; another first is not.
+    tables = {n: {**base, "account": n, "watch": {"tasks": [5]}} for n in ("x", "y", "z")}
+    alone = {"accounts": tables, "state": {"path": str(tmp_path / "s2.sqlite3")}}
+    service = Service(config_from_dict(alone, source="test", environ={}))
+    started.append(service)
+    await service.load()
+    alone["accounts"] = {"x": tables["x"], "z": tables["z"] | {"watch": {"tasks": [5, 6]}},
+                         "y": tables["y"]}  # fmt: skip
+    assert await service.reload(config_from_dict(alone, source="test", environ={})) == []
+    assert sorted(service.watches["z"].poller.records) == [5, 6]
+    alone["accounts"] = {"y": tables["y"], "x": tables["x"], "z": tables["z"]}
+    with pytest.raises(ValueError, match="or another first"):  # (unnamed buttons are x's)
+        await service.reload(config_from_dict(alone, source="test", environ={}))
 
 
 def test_several_accounts_need_routes_by_ids_to_name_theirs() -> None:
@@ -306,3 +348,140 @@ async def test_each_account_takes_pushes_at_its_own_path(
         assert "[client2]" in telegram.fake.texts(OTHER_CHAT)[0]
     finally:
         await server.stop()
+
+
+async def test_the_operator_sees_each_account_on_the_page_in_status_and_quota(
+    emulator: Emulator,
+    control: EmulatorControl,
+    second: tuple[Emulator, EmulatorControl],
+    telegram: TelegramServer,
+    tmp_path: Path,
+    started: list[Service],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other, other_control = second
+    task = control.create_task(title="Отчёт своих", status=1)["id"]
+    other_control.create_task(title="Отчёт клиента", status=1)  # (the same id)
+    data = two_accounts(emulator, other, telegram, tmp_path / "state.sqlite3", task)
+    token = "page-admin-token-0123456789"
+    data["metrics"] = {"listen": "127.0.0.1:0", "admin_token": token}
+    config = config_from_dict(data, source="test", environ={})
+    service = Service(config)
+    started.append(service)
+    server = HttpServer("127.0.0.1:0", operator_routes(config, service))
+    await server.start()
+    try:
+        await service.start()
+        watches = service.watches.values()
+        await until(lambda: all(w.poller.records[task].card is not None for w in watches))
+        url = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient() as http:
+            first = (await http.get(url + "/")).text
+            assert 'id="account-list"' in first and "client2" in first
+            assert "Отчёт своих" in first and "Отчёт клиента" not in first  # the first's tasks
+            theirs = (await http.get(url + "/?account=client2")).text
+            assert "Отчёт клиента" in theirs and "Отчёт своих" not in theirs
+            unknown = await http.get(url + "/?account=nope")
+            assert unknown.status_code == 404
+            assert "no account &#x27;nope&#x27; (known: demo, client2)" in unknown.text
+            on_demand = {n: w.ledger.today().on_demand for n, w in service.watches.items()}
+            polled = await http.post(
+                url + "/actions/poll", data={"task_id": task, "token": token, "account": "client2"}
+            )
+            assert polled.status_code == 303 and "account=client2" in polled.headers["Location"]
+            client2 = service.watches["client2"]  # read at once, from client2's reserve
+            await until(lambda: client2.ledger.today().on_demand > on_demand["client2"], within=5)
+            assert service.watches["demo"].ledger.today().on_demand == on_demand["demo"]
+            text = (await http.get(url + "/status.txt", params={"account": "client2"})).text
+            assert "Отчёт клиента" in text and "Отчёт своих" not in text
+
+        del data["routes"], data["bot"]  # (enough for the CLI: accounts, state, metrics)
+        data["metrics"] = {"listen": f"127.0.0.1:{server.port}"}
+        path = tmp_path / "notifier.toml"
+        path.write_text(_toml(data), encoding="utf-8")
+        code = await asyncio.to_thread(
+            main, ["status", "--account", "client2", "--config", str(path)]
+        )
+        printed = capsys.readouterr().out
+        assert code == 0 and "Отчёт клиента" in printed and "Отчёт своих" not in printed
+        code = await asyncio.to_thread(
+            main, ["quota", "--account", "client2", "--config", str(path)]
+        )
+        printed = capsys.readouterr().out
+        used = re.search(r"^client2: quota \S+ \([^)]+\): (\d+) of 5000 used", printed, re.M)
+        assert code == 0 and used and 0 < int(used[1]) <= other.account.quota_used, printed
+        code = await asyncio.to_thread(main, ["quota", "--account", "nope", "--config", str(path)])
+        assert code == 2 and "--account" in capsys.readouterr().err
+    finally:
+        await server.stop()
+
+
+async def test_the_bot_watches_a_clients_project_and_an_admin_unwatches_in_its_account(
+    emulator: Emulator,
+    control: EmulatorControl,
+    second: tuple[Emulator, EmulatorControl],
+    telegram: TelegramServer,
+    tmp_path: Path,
+    started: list[Service],
+) -> None:
+    other, other_control = second
+    task = control.create_task(title="Своя", status=1, project={"id": 12})["id"]
+    ours = other_control.create_task(title="Проектная клиента", status=1, project={"id": 12})
+    data = two_accounts(emulator, other, telegram, tmp_path / "state.sqlite3", task)
+    data["bot"]["admins"] = [ADMIN]
+    service = await start(started, data, bot=True)
+    fake = telegram.fake
+    demo, client2 = service.watches["demo"], service.watches["client2"]
+
+    fake.say(CHAT, USER, "/watch client2 project 12")
+    await until(lambda: any("Слежу за всеми задачами: [client2] проект 12" in t
+                            for t in fake.texts(CHAT)))  # fmt: skip
+    assert await client2.store.subscribed_projects(CHAT) == [12]
+    assert await demo.store.subscribed_projects(CHAT) == []  # demo's project 12 is another
+    await until(lambda: (r := client2.poller.records.get(ours["id"])) is not None and bool(r.card))
+    other_control.change_task(ours["id"], status=2)
+    await until(lambda: any("[client2]" in t and "Проектная клиента" in t
+                            for t in fake.texts(CHAT)))  # fmt: skip
+    fake.say(CHAT, USER, "/unwatch client2 project 12")
+    await until(lambda: any("Больше не слежу за проектом 12" in t for t in fake.texts(CHAT)))
+    assert await client2.store.subscribed_projects(CHAT) == []
+
+    # An admin ends another chat's subscription, in the account named, and only there.
+    assert ours["id"] == task  # (ids are an account's own)
+    for watch in (demo, client2):
+        await watch.store.subscribe(OTHER_CHAT, task, None, USER, 0.0)
+    fake.say(CHAT, USER, f"/unwatch client2 {ours['general']} {OTHER_CHAT}")  # not an admin
+    await until(lambda: any("Этот чат не следит" in t for t in fake.texts(CHAT)))
+    assert await client2.store.watched_ids(f"chat:{OTHER_CHAT}") == [task]
+    fake.say(CHAT, ADMIN, f"/unwatch client2 {ours['general']} {OTHER_CHAT}")
+    await until(lambda: any("Больше не слежу за этой задачей" in t for t in fake.texts(CHAT)))
+    assert await client2.store.watched_ids(f"chat:{OTHER_CHAT}") == []
+    assert await demo.store.watched_ids(f"chat:{OTHER_CHAT}") == [task]
+
+
+async def test_each_time_zone_has_its_midnight_wake(tmp_path: Path, started: list[Service]) -> None:
+    """The quota comes back at each account's midnight: its pollers are woken
+    then (the others' heartbeat would find it only within a minute)."""
+    base = {"account": "a", "api_key": "k", "token": "t", "endpoint": "http://127.0.0.1:9/xml/"}
+    data: dict[str, Any] = {
+        "planfix": {**base, "timezone": "Europe/Moscow"},
+        "accounts": {
+            "two": {**base, "account": "b", "timezone": "America/New_York"},
+            "three": {**base, "account": "c", "timezone": "Europe/Moscow"},
+        },
+        "state": {"path": str(tmp_path / "state.sqlite3")},
+        "metrics": {"listen": ""},
+    }
+    service = await start(started, data)
+    resets = {j.id: j for j in service.scheduler.get_jobs() if j.id.startswith("quota_reset")}
+    assert sorted(resets) == ["quota_reset", "quota_reset:America/New_York"]
+    for job_id, zone in (
+        ("quota_reset", "Europe/Moscow"),
+        ("quota_reset:America/New_York", "America/New_York"),
+    ):
+        at = resets[job_id].next_run_time.astimezone(ZoneInfo(zone))
+        assert (at.hour, at.minute, at.second) == (0, 0, 5), job_id
+    woken: list[str] = []
+    service.wake = lambda watch=None: woken.append(watch.name if watch else "all")  # type: ignore[method-assign]
+    await resets["quota_reset"].func()  # the job's body, run here
+    assert woken == ["a", "three"]  # Moscow's accounts, and only they

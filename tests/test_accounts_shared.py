@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import signal
 import time
+import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from notifier.app import Service
+from notifier.config import config_from_dict
 from notifier.emulator import Account, Emulator, EmulatorControl, Settings
 from tests import postgres
 from tests.fakes.telegram import TelegramServer
@@ -153,3 +156,144 @@ def test_three_instances_share_six_accounts_and_take_over_one_killed(
             stop(*instances)
         for process, log in zip(instances, logs, strict=True):
             assert process.returncode in (0, -signal.SIGKILL), log.read_text()[-2000:]
+
+
+class Clocks:
+    """The wall clock the leases are stored by and the steady one their ages
+    are kept by, moved by the test: a lease's expiry without waiting for it."""
+
+    def __init__(self) -> None:
+        self.wall, self.steady = 1_900_000_000.0, 0.0
+
+    def tick(self, seconds: float) -> None:
+        self.wall += seconds
+        self.steady += seconds
+
+
+def lease_job_service(schema: str, names: list[str], holder: str, clocks: Clocks) -> Service:
+    """An instance knowing these accounts (their PlanFix never asked here: one
+    task each, not yet read), on the shared schema, whose lease job the test
+    runs tick by tick."""
+    base = {
+        "api_key": "lease-job-key",
+        "token": "lease-job-token",
+        "endpoint": "http://127.0.0.1:9/xml/",
+        "watch": {"tasks": [5]},
+    }
+    data = {
+        "accounts": {name: {**base, "account": name} for name in names},
+        "state": {"url": URL, "schema": schema, "lease_s": LEASE_S},
+        "metrics": {"listen": ""},
+    }
+    return Service(
+        config_from_dict(data, source="test", environ={}),
+        clock=lambda: clocks.wall,
+        monotonic=lambda: clocks.steady,
+        holder=holder,
+    )
+
+
+def gauges(service: Service) -> tuple[float | None, ...]:
+    """(tasks watched, awaiting their first read, quota left)."""
+    sample = service.metrics.registry.get_sample_value
+    return tuple(
+        sample(f"planfix_notifier_{name}")
+        for name in ("watched_tasks", "tasks_awaiting_baseline", "quota_remaining")
+    )
+
+
+def last_round(service: Service) -> float | None:
+    return service.metrics.registry.get_sample_value(
+        "planfix_notifier_last_poll_round_timestamp_seconds"
+    )
+
+
+def polled(service: Service) -> list[str]:
+    return [name for name, watch in service.watches.items() if watch.may_poll()]
+
+
+@pytest.fixture
+async def lease_jobs() -> AsyncIterator[tuple[str, list[Service]]]:
+    if (why := postgres.reachable()) is not None:
+        pytest.fail(why)
+    made: list[Service] = []
+    with postgres.fresh_schema() as schema:
+        yield schema, made
+        for service in made:
+            await service.stop()
+
+
+async def test_the_lease_job_shares_the_accounts_hands_over_and_takes_the_dead_ones(
+    lease_jobs: tuple[str, list[Service]],
+) -> None:
+    schema, made = lease_jobs
+    clocks = Clocks()
+    names = ["w", "x", "y", "z"]
+    a, b = (lease_job_service(schema, names, h, clocks) for h in ("a", "b"))
+    made += [a, b]
+    await a._keep_leases()
+    assert polled(a) == names  # alone: every account
+    await b._keep_leases()
+    assert polled(b) == []  # none free: it waits for a's hand-over
+    for service in (a, b):  # the gauges: of what this instance polls (b: no alert to raise)
+        await service.load()
+        await service.refresh_gauges()
+    assert [gauges(a), gauges(b)] == [(4, 4, 4 * 5000), (0, 0, 0)]
+    await b._poll_job(b.main)  # (and its poll loop turns, though it has nothing to poll)
+    assert last_round(b) == clocks.wall
+    a.watches["y"].round_done_at = clocks.steady - 100  # one account's loop stuck: it shows
+    a._note_round()
+    assert last_round(a) == clocks.wall - 100
+    await a._keep_leases()
+    assert len(polled(a)) == 2  # two instances: a keeps its share, gives back the rest
+    await b._keep_leases()
+    assert sorted(polled(a) + polled(b)) == names and len(polled(b)) == 2
+    for _ in range(3):  # steady: renewed, nothing moves
+        clocks.tick(LEASE_S / 6)
+        for service in (a, b):
+            await service._keep_leases()
+    assert sorted(polled(a) + polled(b)) == names and len(polled(b)) == 2
+
+    for _ in range(7):  # b dies (kill -9: nothing given back); a goes on
+        clocks.tick(LEASE_S / 6)
+        await a._keep_leases()
+    assert polled(a) == names  # b's presence and its leases expired: a polls all
+    stale = last_round(b)
+    await b._poll_job(b.main)  # (were b still running, but its store out of reach)
+    assert last_round(b) == stale  # its presence lapsed: its loop no longer counts as turning
+
+
+async def test_an_account_only_one_instance_knows_is_taken_beyond_its_share(
+    lease_jobs: tuple[str, list[Service]],
+) -> None:
+    """A rolling config change: a's config has account o, b's not yet. a's
+    share (one of two accounts over two instances) is full with w; after a
+    whole lease with no one polling o, a takes it anyway, and keeps it."""
+    schema, made = lease_jobs
+    clocks = Clocks()
+    holder = next(h for h in (f"a{n}" for n in range(100)) if _prefers(h, "w", "o"))
+    a = lease_job_service(schema, ["w", "o"], holder, clocks)
+    b = lease_job_service(schema, ["w"], "b", clocks)
+    made += [a, b]
+    await b.leases.take(b.presence)  # b is up, and has not yet taken w
+    await a._keep_leases()
+    await b._keep_leases()
+    assert polled(a) == ["w"] and polled(b) == []  # a's share is full; o is free
+    steps = 0
+    while "o" not in polled(a):
+        clocks.tick(LEASE_S / 6)
+        steps += 1
+        for service in (a, b):
+            await service._keep_leases()
+        assert steps <= 7, "o was left unpolled"
+    assert steps >= 6  # (not before a whole lease: another instance might have come for it)
+    for _ in range(12):  # adopted: kept, and w too (b has room but no free account)
+        clocks.tick(LEASE_S / 6)
+        for service in (a, b):
+            await service._keep_leases()
+    assert polled(a) == ["w", "o"] and polled(b) == []
+
+
+def _prefers(holder: str, first: str, then: str) -> bool:
+    """Whether an instance named so tries ``first`` before ``then`` (its CRC order)."""
+    return zlib.crc32(f"{holder}|{first}".encode()) < zlib.crc32(f"{holder}|{then}".encode())

@@ -67,8 +67,10 @@ def midday_zone() -> str:
     return f"Etc/GMT{-offset:+d}"  # (POSIX signs: Etc/GMT-3 is UTC+3)
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], within: float = 20) -> None:
-    """Wait for ``condition`` (a test, or a coroutine function: one asking the store)."""
+async def until(condition: Callable[[], bool | Awaitable[bool]], within: float = 45) -> None:
+    """Wait for ``condition`` (a test, or a coroutine function: one asking the store).
+    Long enough for two polls of a task at any hour: a 5,000-a-day budget
+    spread over a quota day just begun polls one task every 17 s."""
     deadline = time.monotonic() + within
     while not await _met(condition):
         if time.monotonic() > deadline:

@@ -95,6 +95,9 @@ def use_zone(zone: str) -> None:
     CONSOLE_TIME.zone = ZoneInfo(zone)
 
 
+PROCESSORS: list[Processor] = []  # structlog's, kept as one list (see setup)
+
+
 def setup(
     *, level: str = "INFO", stream: TextIO | None = None, json: bool | None = None
 ) -> Redactor:
@@ -128,8 +131,11 @@ def setup(
     root.setLevel(level.upper())
     for name, quiet in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(quiet, root.level))
+    # The same list, refilled: a logger cached by an earlier setup (a command
+    # run again in one process: the tests) keeps following the configuration.
+    PROCESSORS[:] = [*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=PROCESSORS,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
