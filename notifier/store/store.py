@@ -77,6 +77,7 @@ class Store:
             database if not isinstance(database, Path | str) else SqliteDatabase(database)
         )
         self.account_key = account_key
+        self._pending_events: dict[str, dict[int, Event]] = {}  # see outbox_pending
 
     def for_account(self, account_key: str) -> Store:
         """The same state, seen by another account (the connection is shared:
@@ -360,18 +361,27 @@ class Store:
     # --- the outbox ------------------------------------------------------------------
 
     async def outbox_pending(self, channel: str) -> list[OutboxRow]:
-        """Every pending delivery of a channel, oldest first."""
+        """Every pending delivery of a channel, oldest first. An event is
+        never changed once stored: those read for the channel's last call are
+        not read again (a backlog of thousands is read at every pass)."""
+        known = self._pending_events.get(channel, {})
         async with self._db.read() as db:
             rows = await db.fetchall(
-                "SELECT o.id, o.event_id, e.payload, o.channel, o.recipient, o.attempts, "
-                "o.next_attempt_at, o.created_at, o.last_error "
-                "FROM outbox o JOIN events e ON e.id = o.event_id "
-                "WHERE o.channel = ? AND o.state = 'pending' ORDER BY o.id",
+                "SELECT id, event_id, channel, recipient, attempts, next_attempt_at, "
+                "created_at, last_error FROM outbox "
+                "WHERE channel = ? AND state = 'pending' ORDER BY id",
                 (channel,),
             )
-        return [
-            OutboxRow(r[0], r[1], codec.load_event(r[2]), r[3], r[4], r[5], r[6], r[7], r[8])
+            missing = sorted({int(r[1]) for r in rows} - known.keys())
+            sql = "SELECT id, payload FROM events WHERE id IN ({})"
+            payloads = await _rows_for(db, sql, missing)
+        events = {int(r[1]): known[int(r[1])] for r in rows if int(r[1]) in known}
+        events.update((int(i), codec.load_event(payload)) for i, payload in payloads)
+        self._pending_events[channel] = events  # (only the pending: the cache stays that size)
+        return [  # (an event gone meanwhile: its delivery was done and pruned)
+            OutboxRow(r[0], r[1], events[int(r[1])], r[2], r[3], r[4], r[5], r[6], r[7])
             for r in rows
+            if int(r[1]) in events
         ]
 
     async def outbox_still_pending(

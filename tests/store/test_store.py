@@ -4,6 +4,7 @@ file (versions, permissions) and PostgreSQL's schema and lock."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import stat
 from dataclasses import replace
@@ -171,6 +172,21 @@ async def test_the_clock_step_shifts_pending_deliveries(store: Store) -> None:
     assert (await store.outbox_pending("team"))[0].next_attempt_at == 200.0
     await store.outbox_due_now(["team"], 300.0)  # already due: kept
     assert (await store.outbox_pending("team"))[0].next_attempt_at == 200.0
+
+
+async def test_pending_deliveries_come_with_their_events_however_often_asked(
+    store: Store,
+) -> None:
+    """(Their events are read once: a pass over a backlog reads it every time.)"""
+    later = dataclasses.replace(EVENT, task_id=6, old="Новая")
+    await store.add_events([EVENT], [both(EVENT)], queued_at=100.0)
+    (first,) = await store.outbox_pending("team")
+    await store.add_events([later], [both(later)], queued_at=101.0)
+    again = await store.outbox_pending("team")
+    assert [row.event for row in again] == [EVENT, later] and again[0] == first
+    await store.outbox_sent([first.id], 102.0)
+    assert [row.event for row in await store.outbox_pending("team")] == [later]
+    assert [row.event for row in await store.outbox_pending("mail")] == [EVENT, later]
 
 
 async def test_a_newer_file_is_refused_untouched(tmp_path: Path) -> None:
