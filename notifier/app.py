@@ -563,9 +563,10 @@ class Service:
 
     def _note_round(self) -> None:
         """The last_poll_round gauge: the oldest last round of the accounts
-        this instance polls (one stuck shows). Polling none, the loop turns
-        while its presence is renewed: a store out of reach, and no account
-        polled anywhere, stops it."""
+        this instance polls (one stuck shows). Polling none, it moves while
+        the instance's presence is renewed (a store out of reach stops it);
+        an account no instance polls is not its to tell (the lease job takes
+        it within a lease, whatever the share)."""
         polled = [w for w in self.watches.values() if w.may_poll()]
         now, steady = self.clock(), self.monotonic()
         if polled:
@@ -760,7 +761,7 @@ class Service:
         # The accounts this instance polls, summed: another instance's are its
         # to report (summed over the instances, each account counts once; one
         # polling nothing watches nothing, and raises no PlanFix alert).
-        polled = [w for w in self.watches.values() if w.may_poll()]
+        polled = [w for w in self.watches.values() if w.reports()]
         used = sum(w.ledger.today().used for w in polled)
         m.quota_used.set(used)
         m.quota_on_demand.set(sum(w.ledger.today().on_demand for w in polled))
@@ -786,7 +787,7 @@ class Service:
             return f"account {watch.name}: " if len(self.watches) > 1 else ""
 
         for watch in self.watches.values():  # (one another instance polls: its to tell)
-            if watch.may_poll() and (blocked := watch.blocked()) is not None:
+            if watch.reports() and (blocked := watch.blocked()) is not None:
                 return False, of(watch) + blocked
         if self.dispatcher.unrecorded:
             return False, (

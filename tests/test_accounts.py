@@ -290,6 +290,7 @@ async def test_a_reload_keeps_the_accounts_and_applies_their_watch_sets(
                          "y": tables["y"]}  # fmt: skip
     assert await service.reload(config_from_dict(alone, source="test", environ={})) == []
     assert sorted(service.watches["z"].poller.records) == [5, 6]
+    assert list(service.watches) == ["x", "z", "y"]  # (as the config lists them now)
     alone["accounts"] = {"y": tables["y"], "x": tables["x"], "z": tables["z"]}
     with pytest.raises(ValueError, match="or another first"):  # (unnamed buttons are x's)
         await service.reload(config_from_dict(alone, source="test", environ={}))

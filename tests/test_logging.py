@@ -18,7 +18,8 @@ def logging_restored() -> Iterator[None]:
     config, root = structlog.get_config(), logging.getLogger()
     processors, handlers, level = list(config["processors"]), root.handlers[:], root.level
     yield
-    structlog.configure(**{**config, "processors": processors})
+    config["processors"][:] = processors  # (the same list: loggers cached on it follow)
+    structlog.configure(**config)
     root.handlers[:], root.level = handlers, level
 
 

@@ -63,7 +63,8 @@ class Metrics:
 
         self.round_done = Gauge(
             f"{PREFIX}_last_poll_round_timestamp_seconds",
-            "When a poll round last completed (the poll loop is turning)", registry=r,
+            "When a poll round last completed (the poll loop is turning): the oldest of "
+            "the accounts this instance polls", registry=r,
         )  # fmt: skip
         self.healthy = Gauge(
             f"{PREFIX}_healthy", "1 while /healthz says ok, else 0", registry=r

@@ -147,6 +147,11 @@ class AccountWatch:
         polled once its state is read; one being handed over, no more."""
         return self.held and self.polls
 
+    def reports(self) -> bool:
+        """Polled here, and what another instance kept read since it was
+        taken: the gauges and health speak of it (not of stale records)."""
+        return self.may_poll() and not self._taken_over
+
     async def load(self, *, keep_watch_set: bool = True) -> None:
         """Read what the store holds: the watch set (the config's written
         first, unless ``keep_watch_set`` is off), the day's quota, the feed's
