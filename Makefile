@@ -26,8 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check notifier tests bench
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist): the tests mostly wait on real servers, so two
+# run side by side at little cost to each.
 test: lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" -n 2
 
 # The tests that read a clock, run three times side by side with the wall
 # clock of every process moved (time-machine): +400 days, just before midnight
