@@ -606,7 +606,10 @@ def _env_names(prefix: str, key: str) -> list[str]:
 
 def _env_sets(env: os._Environ[str] | dict[str, str], prefix: str, keys: tuple[str, ...]) -> bool:
     return any(
-        env.get(f"{ENV_PREFIX}{prefix}_{k}{end}".upper()) for k in keys for end in ("", "_file")
+        env.get(variable)
+        for key in keys
+        for end in ("", "_file")
+        for variable in _env_names(prefix, f"{key}{end}")
     )
 
 

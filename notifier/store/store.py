@@ -372,16 +372,16 @@ class Store:
                 "WHERE channel = ? AND state = 'pending' ORDER BY id",
                 (channel,),
             )
-            missing = sorted({int(r[1]) for r in rows} - known.keys())
+            wanted = {int(r[1]) for r in rows}
             sql = "SELECT id, payload FROM events WHERE id IN ({})"
-            payloads = await _rows_for(db, sql, missing)
-        events = {int(r[1]): known[int(r[1])] for r in rows if int(r[1]) in known}
+            payloads = await _rows_for(db, sql, sorted(wanted - known.keys()))
+        events = {i: known[i] for i in wanted & known.keys()}
         events.update((int(i), codec.load_event(payload)) for i, payload in payloads)
         self._pending_events[channel] = events  # (only the pending: the cache stays that size)
         return [  # (an event gone meanwhile: its delivery was done and pruned)
-            OutboxRow(r[0], r[1], events[int(r[1])], r[2], r[3], r[4], r[5], r[6], r[7])
+            OutboxRow(r[0], r[1], event, r[2], r[3], r[4], r[5], r[6], r[7])
             for r in rows
-            if int(r[1]) in events
+            if (event := events.get(int(r[1]))) is not None
         ]
 
     async def outbox_still_pending(
